@@ -13,82 +13,123 @@ import (
 // Dump writes the NAR of the file, symlink or directory at root to w,
 // byte-identical to `nix-store --dump`.
 func Dump(w io.Writer, root string) error {
-	d := &dumper{w: bufio.NewWriterSize(w, 64<<10)}
-	d.str(magic)
-	if err := d.node(root); err != nil {
+	nw := NewWriter(w)
+	if err := dumpNode(nw, root); err != nil {
 		return err
 	}
-	return d.w.Flush()
+	return nw.Flush()
 }
 
-// dumper writes to a bufio.Writer, which remembers the first write error and
-// returns it from Flush, so the individual writes need no checks.
-type dumper struct {
+// Writer emits a NAR node by node. It writes through a bufio.Writer, which
+// keeps the first error and returns it from Flush, so most methods return
+// nothing.
+type Writer struct {
 	w   *bufio.Writer
 	buf [8]byte
 }
 
-func (d *dumper) uint64(n uint64) {
-	binary.LittleEndian.PutUint64(d.buf[:], n)
-	d.w.Write(d.buf[:])
+// NewWriter starts a NAR on w.
+func NewWriter(w io.Writer) *Writer {
+	nw := &Writer{w: bufio.NewWriterSize(w, 64<<10)}
+	nw.str(magic)
+	return nw
 }
 
-func (d *dumper) pad(n uint64) {
+func (w *Writer) uint64(n uint64) {
+	binary.LittleEndian.PutUint64(w.buf[:], n)
+	w.w.Write(w.buf[:])
+}
+
+func (w *Writer) pad(n uint64) {
 	var zero [8]byte
-	d.w.Write(zero[:(8-n%8)%8])
+	w.w.Write(zero[:(8-n%8)%8])
 }
 
-func (d *dumper) str(s string) {
-	d.uint64(uint64(len(s)))
-	d.w.WriteString(s)
-	d.pad(uint64(len(s)))
-}
-
-func (d *dumper) strs(ss ...string) {
+func (w *Writer) str(ss ...string) {
 	for _, s := range ss {
-		d.str(s)
+		w.uint64(uint64(len(s)))
+		w.w.WriteString(s)
+		w.pad(uint64(len(s)))
 	}
 }
 
-func (d *dumper) node(p string) error {
+// Regular writes a whole file node of size bytes read from r.
+func (w *Writer) Regular(executable bool, size int64, r io.Reader) error {
+	w.str("(", "type", "regular")
+	if executable {
+		w.str("executable", "")
+	}
+	w.str("contents")
+	w.uint64(uint64(size))
+	n, err := io.Copy(w.w, io.LimitReader(r, size))
+	if err != nil {
+		return err
+	}
+	if n != size {
+		return fmt.Errorf("file has %d bytes, %d were announced", n, size)
+	}
+	w.pad(uint64(size))
+	w.str(")")
+	return nil
+}
+
+// Symlink writes a whole symlink node.
+func (w *Writer) Symlink(target string) { w.str("(", "type", "symlink", "target", target, ")") }
+
+// StartDirectory opens a directory node; entries follow, in byte order,
+// then EndDirectory.
+func (w *Writer) StartDirectory() { w.str("(", "type", "directory") }
+
+// Entry opens a directory entry; its node follows, then EndEntry.
+func (w *Writer) Entry(name string) { w.str("entry", "(", "name", name, "node") }
+
+// EndEntry closes a directory entry.
+func (w *Writer) EndEntry() { w.str(")") }
+
+// EndDirectory closes a directory node.
+func (w *Writer) EndDirectory() { w.str(")") }
+
+// Flush writes what is buffered and returns the first error met.
+func (w *Writer) Flush() error { return w.w.Flush() }
+
+func dumpNode(w *Writer, p string) error {
 	fi, err := os.Lstat(p)
 	if err != nil {
 		return fmt.Errorf("dump %s: %w", p, err)
 	}
-	d.strs("(", "type")
 	switch mode := fi.Mode(); {
 	case mode.IsRegular():
-		d.str("regular")
-		if mode&0o100 != 0 {
-			d.strs("executable", "")
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("dump %s: %w", p, err)
 		}
-		d.str("contents")
-		if err := d.contents(p, fi.Size()); err != nil {
-			return err
+		defer f.Close()
+		if err := w.Regular(mode&0o100 != 0, fi.Size(), f); err != nil {
+			return fmt.Errorf("dump %s: %w", p, err)
 		}
 	case mode&os.ModeSymlink != 0:
 		target, err := os.Readlink(p)
 		if err != nil {
 			return fmt.Errorf("dump %s: %w", p, err)
 		}
-		d.strs("symlink", "target", target)
+		w.Symlink(target)
 	case mode.IsDir():
-		d.str("directory")
 		names, err := readDirNames(p)
 		if err != nil {
 			return fmt.Errorf("dump %s: %w", p, err)
 		}
+		w.StartDirectory()
 		for _, name := range names {
-			d.strs("entry", "(", "name", name, "node")
-			if err := d.node(filepath.Join(p, name)); err != nil {
+			w.Entry(name)
+			if err := dumpNode(w, filepath.Join(p, name)); err != nil {
 				return err
 			}
-			d.str(")")
+			w.EndEntry()
 		}
+		w.EndDirectory()
 	default:
 		return fmt.Errorf("dump %s: file type %v cannot be put in a NAR", p, mode.Type())
 	}
-	d.str(")")
 	return nil
 }
 
@@ -101,22 +142,4 @@ func readDirNames(dir string) ([]string, error) {
 	names, err := f.Readdirnames(-1)
 	sort.Strings(names) // byte order, as Nix sorts
 	return names, err
-}
-
-func (d *dumper) contents(p string, size int64) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("dump %s: %w", p, err)
-	}
-	defer f.Close()
-	d.uint64(uint64(size))
-	n, err := io.Copy(d.w, io.LimitReader(f, size))
-	if err != nil {
-		return fmt.Errorf("dump %s: %w", p, err)
-	}
-	if n != size {
-		return fmt.Errorf("dump %s: file shrank from %d to %d bytes while being read", p, size, n)
-	}
-	d.pad(uint64(size))
-	return nil
 }

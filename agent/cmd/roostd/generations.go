@@ -1,0 +1,173 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/roostrouter/roost/updater/gc"
+	"github.com/roostrouter/roost/updater/generations"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func runGenerations(e *env, args []string) error {
+	f := newFlags(e, "generations")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	s := e.openStore(*f.root)
+	profile := generations.System(*f.root, e.crashHook())
+	if len(pos) > 0 {
+		if pos[0] != "set" || len(pos) != 2 {
+			return fmt.Errorf("usage: roostd generations [set PATH]")
+		}
+		p, err := storepath.Parse(pos[1])
+		if err != nil {
+			return err
+		}
+		t, err := e.lock(s, "roostd generations set")
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		if _, ok := t.Registry().Get(p); !ok {
+			return fmt.Errorf("%s is not a valid store path here: copy it to the router first", p)
+		}
+		g, changed, err := profile.Set(p)
+		if err != nil {
+			return err
+		}
+		if !changed {
+			fmt.Fprintf(e.stderr, "roostd: %s is already the current system (generation %d)\n", p, g.Number)
+		} else {
+			fmt.Fprintf(e.stderr, "roostd: generation %d is now current: %s\n", g.Number, p)
+		}
+		return nil
+	}
+	gens, _, err := profile.List()
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		if gens == nil {
+			gens = []generations.Generation{}
+		}
+		printJSON(e.stdout, gens)
+		return nil
+	}
+	for _, g := range gens {
+		mark := ""
+		if g.Current {
+			mark = "   (current)"
+		}
+		fmt.Fprintf(e.stdout, "%4d   %s   %s%s\n", g.Number, g.Created.Format("2006-01-02 15:04:05"), g.Path, mark)
+	}
+	return nil
+}
+
+func runRollback(e *env, args []string) error {
+	f := newFlags(e, "rollback")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	t, err := e.lock(e.openStore(*f.root), "roostd rollback")
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	g, err := generations.System(*f.root, e.crashHook()).Rollback()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "roostd: rolled back to generation %d: %s\n", g.Number, g.Path)
+	return nil
+}
+
+func runGC(e *env, args []string) error {
+	f := newFlags(e, "gc")
+	keep := f.Int("keep", 0, "keep the newest `N` generations (0: keep all, unless --older-than)")
+	older := f.String("older-than", "", "delete generations older than this, like 30d or 12h (nix-collect-garbage --delete-older-than)")
+	dry := f.Bool("dry-run", false, "print what would be deleted, delete nothing")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	opts := gc.Options{Keep: *keep, DryRun: *dry, Now: time.Now()}
+	if *older != "" {
+		d, err := parseAge(*older)
+		if err != nil {
+			return err
+		}
+		opts.OlderThan = d
+	}
+	t, err := e.lock(e.openStore(*f.root), "roostd gc")
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	res, err := gc.Collect(e.ctx, t, generations.System(*f.root, e.crashHook()), opts)
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		if res.Paths == nil {
+			res.Paths = []storepath.Path{}
+		}
+		if res.Generations == nil {
+			res.Generations = []int{}
+		}
+		printJSON(e.stdout, res)
+		return nil
+	}
+	verb := "deleted"
+	if res.DryRun {
+		verb = "would delete"
+	}
+	for _, n := range res.Generations {
+		fmt.Fprintf(e.stdout, "%s generation %d\n", verb, n)
+	}
+	for _, p := range res.Paths {
+		fmt.Fprintf(e.stdout, "%s %s\n", verb, p)
+	}
+	for _, name := range res.Invalid {
+		fmt.Fprintf(e.stdout, "%s %s/%s (not registered)\n", verb, storepath.Dir, name)
+	}
+	n := len(res.Paths) + len(res.Invalid)
+	if res.DryRun {
+		fmt.Fprintf(e.stdout, "%d store paths would be deleted, freeing %s\n", n, humanBytes(res.Bytes))
+	} else {
+		fmt.Fprintf(e.stdout, "%d store paths deleted, %s freed\n", n, humanBytes(res.Bytes))
+	}
+	return nil
+}
+
+// parseAge reads a duration in Nix's form (30d) or Go's (12h, 90m).
+func parseAge(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err != nil || days < 0 || fmt.Sprint(days) != n {
+			return 0, fmt.Errorf("--older-than %q: want a number of days like 30d, or a duration like 12h", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--older-than %q: want a number of days like 30d, or a duration like 12h", s)
+	}
+	return d, nil
+}

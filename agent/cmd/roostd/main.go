@@ -1,0 +1,181 @@
+// Command roostd is roost's resident router agent. This file dispatches its
+// subcommands; each lives in a file of its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/roostrouter/roost/updater/store"
+)
+
+const usage = `usage: roostd <command> [flags]
+
+commands:
+  store import        import a nix-store --export stream from stdin
+  store dump PATH     write the NAR of PATH to stdout (as nix-store --dump)
+  store dump-db [PATH...]   print registrations (as nix-store --dump-db)
+  store query-valid PATH... print the valid ones of PATHs; exit 1 if any is not
+  store verify        rehash every valid path; exit 1 on a mismatch
+  gc [--keep N] [--older-than 30d] [--dry-run] [--json]
+  generations [--json]        list system generations
+  generations set PATH        make PATH the current system in a new generation
+  rollback                    switch to the previous generation
+
+Every command takes --root DIR (default /): the router's file system root.
+`
+
+// env is what every command gets: streams, the environment and a context
+// cancelled by SIGINT or SIGTERM.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	log    *slog.Logger
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
+		log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	err := run(e, os.Args[1:])
+	var ec exitCode
+	switch {
+	case errors.As(err, &ec):
+		os.Exit(int(ec))
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "roostd:", err)
+		os.Exit(1)
+	}
+}
+
+// exitCode ends the program with a status and no further message.
+type exitCode int
+
+func (e exitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+func run(e *env, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "store":
+		if len(args) < 2 {
+			fmt.Fprint(e.stderr, usage)
+			return exitCode(2)
+		}
+		return runStore(e, args[1], args[2:])
+	case "gc":
+		return runGC(e, args[1:])
+	case "generations":
+		return runGenerations(e, args[1:])
+	case "rollback":
+		return runRollback(e, args[1:])
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "roostd: unknown command %q\n%s", args[0], usage)
+	return exitCode(2)
+}
+
+// flags is a flag set that accepts flags after positional arguments too.
+type flags struct {
+	*flag.FlagSet
+	root *string
+	json *bool
+}
+
+func newFlags(e *env, name string) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	return &flags{
+		FlagSet: fs,
+		root:    fs.String("root", "/", "the router's file system `root`"),
+		json:    fs.Bool("json", false, "print JSON for scripts"),
+	}
+}
+
+// parse returns the positional arguments, wherever the flags stood.
+func (f *flags) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			return nil, err
+		}
+		args = f.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// openStore returns the store below --root, wired to the crash hook that
+// tests set with ROOST_CRASH_AT.
+func (e *env) openStore(root string) *store.Store {
+	return store.New(root, store.Options{Log: e.log, Crash: e.crashHook()})
+}
+
+// crashHook returns a hook that kills this process with SIGKILL at the named
+// step: ROOST_CRASH_AT=step or step:N (the Nth time). Tests use it to prove
+// that a kill at any step loses nothing.
+func (e *env) crashHook() func(string) {
+	spec := e.getenv("ROOST_CRASH_AT")
+	if spec == "" {
+		return nil
+	}
+	point, nth, _ := strings.Cut(spec, ":")
+	want, _ := strconv.Atoi(nth)
+	if want < 1 {
+		want = 1
+	}
+	seen := 0
+	return func(p string) {
+		if p != point {
+			return
+		}
+		if seen++; seen == want {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			time.Sleep(time.Hour) // the signal is on its way
+		}
+	}
+}
+
+// lock takes the store's writer lock, telling the user if it must wait.
+func (e *env) lock(s *store.Store, who string) (*store.Txn, error) {
+	return s.Lock(e.ctx, who, func(holder string) {
+		fmt.Fprintf(e.stderr, "roostd: waiting for the store lock, held by %s (Ctrl-C to give up)\n", holder)
+	})
+}
+
+// humanBytes prints n in binary units, as du -h does.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/roostrouter/roost/updater/nixexport"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+// Commit in batches: few enough syncs for closures of thousands of small
+// paths, and little lost work if the stream is cut.
+const (
+	batchPaths = 256
+	batchBytes = 64 << 20
+)
+
+// ImportResult says what an import did.
+type ImportResult struct {
+	Added   []storepath.Path // newly valid
+	Present []storepath.Path // already valid, left alone
+	Bytes   uint64           // NAR bytes read
+}
+
+// ImportExport reads a `nix-store --export` stream and makes its paths valid.
+// Paths are committed in batches; on an error, the paths before the bad one
+// stay valid (each is whole and its references are valid) and nothing of
+// the bad one remains.
+func (t *Txn) ImportExport(ctx context.Context, r io.Reader, progress func(storepath.Path, uint64)) (ImportResult, error) {
+	var res ImportResult
+	err := t.importExport(ctx, bufio.NewReaderSize(r, 256<<10), progress, &res)
+	if cerr := t.Commit(); err == nil {
+		err = cerr
+	}
+	return res, err
+}
+
+func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(storepath.Path, uint64), res *ImportResult) error {
+	for n := 1; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		more, err := nixexport.Next(br)
+		if err != nil {
+			if n == 1 {
+				return fmt.Errorf("import: %w", err)
+			}
+			return fmt.Errorf("import, after path %d: %w", n-1, err)
+		}
+		if !more {
+			return nil
+		}
+		st, err := t.Restore(br, Expect{})
+		if err != nil {
+			return fmt.Errorf("import, path %d: %w", n, err)
+		}
+		tr, err := nixexport.ReadTrailer(br)
+		if err != nil {
+			st.discard()
+			return fmt.Errorf("import, path %d: %w", n, err)
+		}
+		res.Bytes += st.NarSize
+		if t.Valid(tr.Path) {
+			res.Present = append(res.Present, tr.Path)
+		} else {
+			res.Added = append(res.Added, tr.Path)
+		}
+		if err := t.Add(st, registry.Info{Path: tr.Path, References: tr.References, Deriver: tr.Deriver}); err != nil {
+			res.Added = res.Added[:len(res.Added)-1]
+			return fmt.Errorf("import: %w", err)
+		}
+		if progress != nil {
+			progress(tr.Path, st.NarSize)
+		}
+		if b, p := t.PendingBytes(); b >= batchBytes || p >= batchPaths {
+			if err := t.Commit(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ErrNotValid is returned for a path that is not in the registry.
+var ErrNotValid = errors.New("not a valid store path")

@@ -1,0 +1,280 @@
+// Package store is the router's Nix store: it restores NARs into
+// $ROOT/nix/store, registers them in the validity registry, and dumps,
+// verifies and deletes them, with one writer at a time.
+//
+// A new path becomes valid in this order, each step durable before the next:
+// restore under a temporary name; syncfs; rename to its final name; fsync the
+// store folder; write the transfer's temp root; append the registry records
+// (the commit point). A crash before the commit point leaves at most a
+// temporary name (removed when the next writer starts) or an unregistered
+// final name (replaced by the next import, removed by gc); neither is valid.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/roostrouter/roost/updater/atomicfile"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+const (
+	tmpPrefix   = ".roost-tmp-"
+	trashPrefix = ".roost-trash-"
+	// DefaultTempRootTTL is how long paths received by a transfer stay
+	// protected from gc if nothing activates or pins them.
+	DefaultTempRootTTL = 24 * time.Hour
+)
+
+// Options are a store's dependencies.
+type Options struct {
+	Log *slog.Logger
+	Now func() time.Time
+	// Crash, if set, is called at each named step of a change, so that tests
+	// can kill the process there.
+	Crash       func(point string)
+	TempRootTTL time.Duration
+}
+
+// Store is a Nix store below a root folder.
+type Store struct {
+	Root string
+	opts Options
+}
+
+// New returns the store below root ("/" on the router).
+func New(root string, opts Options) *Store {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Crash == nil {
+		opts.Crash = func(string) {}
+	}
+	if opts.TempRootTTL == 0 {
+		opts.TempRootTTL = DefaultTempRootTTL
+	}
+	return &Store{Root: root, opts: opts}
+}
+
+// Dir is the physical store folder.
+func (s *Store) Dir() string { return filepath.Join(s.Root, storepath.Dir) }
+
+// VarDir holds the registry, the lock, temp roots and pins.
+func (s *Store) VarDir() string { return filepath.Join(s.Root, "nix/var/roost") }
+
+// GCRootsDir holds symlinks to store paths that gc must keep.
+func (s *Store) GCRootsDir() string { return filepath.Join(s.VarDir(), "gcroots") }
+
+func (s *Store) tempRootsDir() string { return filepath.Join(s.VarDir(), "temproots") }
+
+func (s *Store) registryFile() string { return filepath.Join(s.VarDir(), "registry.log") }
+
+// PhysicalPath is where p lives on this machine's file system.
+func (s *Store) PhysicalPath(p storepath.Path) string { return filepath.Join(s.Dir(), p.Base()) }
+
+// Registry loads a read-only snapshot of the registry; it needs no lock.
+func (s *Store) Registry() (*registry.Registry, error) {
+	return registry.Load(s.registryFile())
+}
+
+// Lock takes the store's writer lock, waiting for another writer to finish
+// (waiting is called once, with the holder, if it has to), cleans what an
+// earlier crashed writer left, and opens the registry for writing.
+func (s *Store) Lock(ctx context.Context, who string, waiting func(holder string)) (*Txn, error) {
+	for _, d := range []string{s.Dir(), s.VarDir(), s.tempRootsDir(), s.GCRootsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	lockFile := filepath.Join(s.VarDir(), "lock")
+	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open store lock: %w", err)
+	}
+	told := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", lockFile, err)
+		}
+		holder, _ := os.ReadFile(lockFile)
+		h := strings.TrimSpace(string(holder))
+		if h == "" {
+			h = "another process"
+		}
+		if !told && waiting != nil {
+			waiting(h)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("store is locked by %s: %w", h, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(fmt.Sprintf("pid %d (%s)\n", os.Getpid(), who)), 0)
+	}
+	t := &Txn{s: s, lock: f, pending: map[storepath.Path]bool{}}
+	if err := s.cleanLeftovers(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if t.reg, err = registry.OpenWritable(s.registryFile()); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if t.reg.NeedsCompaction() {
+		if err := t.reg.Compact(); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// cleanLeftovers removes temporary and trash names that a crashed writer
+// left; they were never valid.
+func (s *Store) cleanLeftovers() error {
+	entries, err := os.ReadDir(s.Dir())
+	if err != nil {
+		return fmt.Errorf("read store: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) || strings.HasPrefix(e.Name(), trashPrefix) {
+			p := filepath.Join(s.Dir(), e.Name())
+			s.opts.Log.Info("removing leftover of an interrupted write", "path", p)
+			if err := removeTree(p); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range []string{s.VarDir(), s.tempRootsDir()} {
+		if err := atomicfile.Clean(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeTree removes a file or a tree whose folders are read-only.
+func removeTree(p string) error {
+	if err := os.RemoveAll(p); err == nil {
+		return nil
+	}
+	filepath.Walk(p, func(q string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	if err := os.RemoveAll(p); err != nil {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// syncFS flushes the whole file system holding dir: one call instead of an
+// fsync per restored file.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+// LiveTempRoots returns the paths protected by unexpired temp roots, and
+// removes expired temp-root files. The caller holds the lock.
+func (t *Txn) LiveTempRoots() ([]storepath.Path, error) {
+	dir := t.s.tempRootsDir()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read temp roots: %w", err)
+	}
+	now := t.s.opts.Now()
+	var out []storepath.Path
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		tr, err := readTempRoot(p)
+		if err != nil {
+			t.s.opts.Log.Warn("ignoring unreadable temp root", "file", p, "err", err)
+			continue
+		}
+		if now.After(tr.expires) {
+			if err := os.Remove(p); err != nil {
+				return nil, fmt.Errorf("remove expired temp root: %w", err)
+			}
+			continue
+		}
+		out = append(out, tr.paths...)
+	}
+	return out, nil
+}
+
+type tempRoot struct {
+	expires time.Time
+	paths   []storepath.Path
+}
+
+// A temp root file is "expires <unix seconds>" then one store path a line.
+func readTempRoot(file string) (tempRoot, error) {
+	var tr tempRoot
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return tr, err
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	exp, ok := strings.CutPrefix(lines[0], "expires ")
+	if !ok {
+		return tr, errors.New("no expires line")
+	}
+	secs, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return tr, fmt.Errorf("expires: %w", err)
+	}
+	tr.expires = time.Unix(secs, 0)
+	for _, l := range lines[1:] {
+		p, err := storepath.ParseBase(l)
+		if err != nil {
+			return tr, err
+		}
+		tr.paths = append(tr.paths, p)
+	}
+	return tr, nil
+}
+
+func isNotExist(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT)
+}
