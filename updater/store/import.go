@@ -12,13 +12,6 @@ import (
 	"github.com/roostrouter/roost/updater/storepath"
 )
 
-// Commit in batches: few enough syncs for closures of thousands of small
-// paths, and little lost work if the stream is cut.
-const (
-	batchPaths = 256
-	batchBytes = 64 << 20
-)
-
 // ImportResult says what an import did.
 type ImportResult struct {
 	Added   []storepath.Path // newly valid
@@ -26,17 +19,18 @@ type ImportResult struct {
 	Bytes   uint64           // NAR bytes read
 }
 
-// ImportExport reads a `nix-store --export` stream and makes its paths valid.
-// Paths are committed in batches; on an error, the paths before the bad one
-// stay valid (each is whole and its references are valid) and nothing of
-// the bad one remains.
+// ImportExport reads a `nix-store --export` stream and makes its paths
+// valid, all or none: they are committed together once the stream's end
+// marker has arrived, so a cut or bad stream changes nothing. (roost's own
+// transfer protocol commits path by path, to resume; this is the plain-sshd
+// fallback.) One commit also means one syncfs for the whole closure.
 func (t *Txn) ImportExport(ctx context.Context, r io.Reader, progress func(storepath.Path, uint64)) (ImportResult, error) {
 	var res ImportResult
-	err := t.importExport(ctx, bufio.NewReaderSize(r, 256<<10), progress, &res)
-	if cerr := t.Commit(); err == nil {
-		err = cerr
+	if err := t.importExport(ctx, bufio.NewReaderSize(r, 256<<10), progress, &res); err != nil {
+		t.Discard()
+		return ImportResult{}, err
 	}
-	return res, err
+	return res, t.Commit()
 }
 
 func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(storepath.Path, uint64), res *ImportResult) error {
@@ -75,11 +69,6 @@ func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(
 		}
 		if progress != nil {
 			progress(tr.Path, st.NarSize)
-		}
-		if b, p := t.PendingBytes(); b >= batchBytes || p >= batchPaths {
-			if err := t.Commit(); err != nil {
-				return err
-			}
 		}
 	}
 }

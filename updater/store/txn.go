@@ -143,7 +143,8 @@ func (t *Txn) Commit() error {
 	for _, st := range t.staged {
 		final := t.s.PhysicalPath(st.info.Path)
 		if _, err := os.Lstat(final); err == nil {
-			// An unregistered leftover of a crash between rename and register.
+			// An unregistered leftover of a crash between rename and
+			// register, or of an interrupted gc: never valid, so replace it.
 			if err := t.trash(st.info.Path); err != nil {
 				return err
 			}
@@ -187,14 +188,15 @@ func (t *Txn) writeTempRoot() error {
 	return atomicfile.WriteFile(t.rootFile, []byte(b.String()), 0o644)
 }
 
-// trash renames a store entry out of the way so that its removal, which is
-// not atomic, never leaves a partial tree under a store path's name.
+// trash renames a store entry out of the way, then removes it: removal is
+// not atomic, and a partial tree must never stand under a store path's name.
+// After a crash, the next writer removes the trash.
 func (t *Txn) trash(p storepath.Path) error {
 	trashed := filepath.Join(t.s.Dir(), trashPrefix+p.Base())
 	if err := os.Rename(t.s.PhysicalPath(p), trashed); err != nil {
 		return fmt.Errorf("move %s out of the store: %w", p, err)
 	}
-	return nil
+	return removeTree(trashed)
 }
 
 // Delete makes paths invalid and removes them. Nothing valid may reference
@@ -253,14 +255,20 @@ func DiskUsage(p string) int64 {
 	return n
 }
 
-// Close removes what was restored but not committed, and releases the lock.
-func (t *Txn) Close() error {
+// Discard drops what was added since the last Commit.
+func (t *Txn) Discard() {
 	for _, st := range t.staged {
 		if st.tmp != "" {
 			st.discard()
 		}
 	}
 	t.staged = nil
+	t.pending = map[storepath.Path]bool{}
+}
+
+// Close removes what was restored but not committed, and releases the lock.
+func (t *Txn) Close() error {
+	t.Discard()
 	if t.reg != nil {
 		t.reg.Close()
 	}
