@@ -21,12 +21,12 @@ import (
 // Txn is a writer holding the store lock. Paths it adds become valid at
 // Commit; Close releases the lock and removes what was not committed.
 type Txn struct {
-	s       *Store
-	lock    *os.File
-	reg     *registry.Registry
-	staged  []*Staged        // restored and added, awaiting Commit, references first
-	pending map[storepath.Path]bool
-	rooted  []storepath.Path // committed by this Txn, kept by its temp root
+	s        *Store
+	lock     *os.File
+	reg      *registry.Registry
+	staged   []*Staged // restored and added, awaiting Commit, references first
+	pending  map[storepath.Path]bool
+	rooted   []storepath.Path // committed by this Txn, kept by its temp root
 	rootFile string
 }
 
