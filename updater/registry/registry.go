@@ -45,9 +45,6 @@ type record struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// maxLine bounds one record: 65,536 references of ~80 bytes fit easily.
-const maxLine = 16 << 20
-
 // Registry is the set of valid paths, loaded from a log file.
 type Registry struct {
 	file    string

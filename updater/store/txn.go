@@ -122,14 +122,6 @@ func (t *Txn) Add(st *Staged, info registry.Info) error {
 	return nil
 }
 
-// PendingBytes is the NAR size added since the last Commit.
-func (t *Txn) PendingBytes() (n uint64, paths int) {
-	for _, st := range t.staged {
-		n += st.NarSize
-	}
-	return n, len(t.staged)
-}
-
 // Commit makes everything added valid.
 func (t *Txn) Commit() error {
 	if len(t.staged) == 0 {

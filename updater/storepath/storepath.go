@@ -94,3 +94,6 @@ func (p *Path) UnmarshalText(b []byte) error {
 	}
 	return err
 }
+
+// MarshalText writes the full path.
+func (p Path) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
