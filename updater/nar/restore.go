@@ -58,25 +58,30 @@ func (r *Restorer) DirectoryDone(name string) error {
 	return setTimes(p)
 }
 
-// Regular writes a file.
+// Regular writes a file. It uses the system calls directly: an *os.File
+// would register each file with Go's poller, three wasted calls a file,
+// which on closures of thousands of small files is most of the cost.
 func (r *Restorer) Regular(name string, executable bool, size int64, contents io.Reader) error {
 	p := r.path(name)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return fmt.Errorf("restore: create %s: %w", p, err)
 	}
 	if r.buf == nil {
 		r.buf = make([]byte, 128<<10)
 	}
-	mode := os.FileMode(0o444)
+	mode := uint32(0o444)
 	if executable {
 		mode = 0o555
 	}
-	_, err = io.CopyBuffer(onlyWriter{f}, contents, r.buf)
+	_, err = io.CopyBuffer(fdWriter(fd), contents, r.buf)
 	if err == nil {
-		err = f.Chmod(mode)
+		err = unix.Fchmod(fd, mode)
 	}
-	if cerr := f.Close(); err == nil {
+	if err == nil {
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, p, epochPlusOne, 0)
+	}
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -86,7 +91,25 @@ func (r *Restorer) Regular(name string, executable bool, size int64, contents io
 		}
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
-	return setTimes(p)
+	return nil
+}
+
+// fdWriter writes to a file descriptor.
+type fdWriter int
+
+func (fd fdWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Write(int(fd), b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // Symlink creates a symbolic link.
@@ -97,10 +120,6 @@ func (r *Restorer) Symlink(name, target string) error {
 	}
 	return setTimes(p)
 }
-
-// onlyWriter hides *os.File's ReadFrom so that io.CopyBuffer uses our buffer
-// and reads through the caller's hashing reader in large chunks.
-type onlyWriter struct{ io.Writer }
 
 // Discard is a Handler that only checks the grammar.
 type Discard struct{}

@@ -1,0 +1,69 @@
+# roost's build, test and benchmark targets. README.md and .ci/run use them.
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME ?= 5s
+
+# Debian packages the tests and benchmarks use.
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates
+
+# Boards' architectures: roostd must build for every one of them.
+CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
+
+.PHONY: build deps test lint unit itest fuzz bench cross lab lab-down clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/roostd ./agent/cmd/roostd
+
+# deps installs what is missing, so it is quick when nothing is.
+deps:
+	@command -v $(GO) >/dev/null || { echo "Go is not installed: install Go 1.26 or newer and put it in PATH"; exit 1; }
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+# test is the README's test command and what CI runs.
+test: deps lint cross unit itest fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) run $(STATICCHECK) ./...
+
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /itest)
+
+itest:
+	CGO_ENABLED=0 $(GO) test -count=1 -v ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+
+# fuzz runs every fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a long run).
+fuzz:
+	@set -e; for f in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		pkg=./$$(dirname $$f); \
+		for name in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+			CGO_ENABLED=0 $(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg >/tmp/roost-fuzz.log 2>&1 || { cat /tmp/roost-fuzz.log; exit 1; }; \
+		done; \
+	done
+
+cross:
+	@for target in $(CROSS); do \
+		os=$${target%/*}; arch=$${target#*/}; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOMIPS=softfloat $(GO) build -o /dev/null ./agent/cmd/roostd || exit 1; \
+		echo "built roostd for $$target"; \
+	done
+
+bench: deps build
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/storebench --roostd bin/roostd
+
+lab:
+	@echo "The lab (a virtual ISP, router and LAN with roostd running) arrives with the agent; see README.md."; exit 2
+
+lab-down:
+	@true
+
+clean:
+	rm -rf bin
