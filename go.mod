@@ -2,4 +2,11 @@ module github.com/roostrouter/roost
 
 go 1.26.8
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/kevinburke/ssh_config v1.6.0 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/kr/fs v0.1.0 // indirect
+	github.com/pkg/sftp v1.13.12 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
