@@ -11,17 +11,24 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/updater/store"
 )
 
 const usage = `usage: roostd <command> [flags]
 
 commands:
+  run [--state DIR] [--config FILE] [--notify-fd N]   the resident agent
+  status [--json]             the running system, generations, pending activation
+  receive                     the router's end of roost's transfer protocol, on stdio
+  activate switch|test|boot|dry-activate PATH [--confirm-timeout 90s] [--json]
+  confirm TOKEN               keep the system activated with that token
   store import        import a nix-store --export stream from stdin
   store dump PATH     write the NAR of PATH to stdout (as nix-store --dump)
   store dump-db [PATH...]   print registrations (as nix-store --dump-db)
@@ -35,33 +42,62 @@ commands:
 Every command takes --root DIR (default /): the router's file system root.
 `
 
-// env is what every command gets: streams, the environment and a context
-// cancelled by SIGINT or SIGTERM.
+// version is roostd's version, set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// env is what every command gets: streams, the environment, a context
+// cancelled by SIGINT or SIGTERM, and, inside the agent, the agent.
 type env struct {
-	ctx    context.Context
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
-	log    *slog.Logger
+	ctx          context.Context
+	stdin        io.Reader
+	stdout       io.Writer
+	stderr       io.Writer
+	getenv       func(string) string
+	log          *slog.Logger
+	defaultRoot  string
+	defaultState string
+	agent        *agent.Agent // nil when run from a shell
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
-		log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	err := run(e, os.Args[1:])
+		log: slog.New(slog.NewTextHandler(os.Stderr, nil)), defaultRoot: "/", defaultState: "/persist/roost"}
+	args := os.Args[1:]
+	os.Exit(exitStatus(run(e, args), os.Stderr))
+}
+
+// exitStatus turns a command's error into its exit status, printing it.
+func exitStatus(err error, stderr io.Writer) int {
 	var ec exitCode
 	switch {
+	case err == nil:
+		return 0
 	case errors.As(err, &ec):
-		os.Exit(int(ec))
+		return int(ec)
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "roostd:", err)
-		os.Exit(1)
+		return 2
 	}
+	fmt.Fprintln(stderr, "roostd:", err)
+	return 1
+}
+
+// agentExec runs a command line from an SSH client or the control socket
+// inside the agent.
+func agentExec(ctx context.Context, a *agent.Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && filepath.Base(args[0]) == "roostd" {
+		args = args[1:]
+	}
+	if len(args) > 0 && args[0] == "run" {
+		fmt.Fprintln(stderr, "roostd: the agent is already running")
+		return 2
+	}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
+		getenv: func(string) string { return "" }, // no crash hooks from clients
+		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		defaultRoot: a.Root(), defaultState: a.State(), agent: a}
+	return exitStatus(run(e, args), stderr)
 }
 
 // exitCode ends the program with a status and no further message.
@@ -75,6 +111,16 @@ func run(e *env, args []string) error {
 		return exitCode(2)
 	}
 	switch args[0] {
+	case "run":
+		return runAgent(e, args[1:])
+	case "status":
+		return runStatus(e, args[1:])
+	case "receive":
+		return runReceive(e, args[1:])
+	case "activate":
+		return runActivate(e, args[1:])
+	case "confirm":
+		return runConfirm(e, args[1:])
 	case "store":
 		if len(args) < 2 {
 			fmt.Fprint(e.stderr, usage)
@@ -107,7 +153,7 @@ func newFlags(e *env, name string) *flags {
 	fs.SetOutput(e.stderr)
 	return &flags{
 		FlagSet: fs,
-		root:    fs.String("root", "/", "the router's file system `root`"),
+		root:    fs.String("root", e.defaultRoot, "the router's file system `root`"),
 		json:    fs.Bool("json", false, "print JSON for scripts"),
 	}
 }

@@ -1,0 +1,231 @@
+// Package agent is roostd's resident service: it loads the running system's
+// config, serves roostd's commands over SSH and the control socket, and owns
+// activation with its confirm-or-rollback timer.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/agent/sshd"
+	"github.com/roostrouter/roost/updater/activate"
+	"github.com/roostrouter/roost/updater/generations"
+	"github.com/roostrouter/roost/updater/store"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+// Exec runs a roostd command line inside the agent.
+type Exec func(ctx context.Context, a *Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+
+// Options are the agent's dependencies.
+type Options struct {
+	Root       string // the router's file system root
+	State      string // what survives reboots: host key, leases, pending activation
+	ConfigFile string // overrides the running system's config
+	Log        *slog.Logger
+	Store      *store.Store
+	Exec       Exec
+	// Ready is called once the agent serves (for s6-style readiness).
+	Ready func()
+}
+
+// Agent is a running roostd.
+type Agent struct {
+	opts      Options
+	Activator *activate.Activator
+	ssh       *sshd.Server
+
+	mu        sync.Mutex
+	cfg       *config.Config
+	listeners map[string]net.Listener
+	serveCtx  context.Context
+}
+
+// New prepares an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	if err := os.MkdirAll(opts.State, 0o700); err != nil {
+		return nil, fmt.Errorf("state folder: %w", err)
+	}
+	a := &Agent{opts: opts, listeners: map[string]net.Listener{}}
+	a.Activator = &activate.Activator{
+		Store:   opts.Store,
+		Profile: generations.System(opts.Root, nil),
+		State:   opts.State,
+		Log:     opts.Log,
+		Now:     time.Now,
+		Reload:  a.Reload,
+		Lock:    a.LockStore,
+	}
+	return a, nil
+}
+
+// LockStore takes the store's writer lock, logging if it must wait.
+func (a *Agent) LockStore(ctx context.Context) (*store.Txn, error) {
+	return a.opts.Store.Lock(ctx, "roostd agent", func(holder string) {
+		a.opts.Log.Info("waiting for the store lock", "holder", holder)
+	})
+}
+
+// Root is the router's file system root.
+func (a *Agent) Root() string { return a.opts.Root }
+
+// State is the agent's state folder.
+func (a *Agent) State() string { return a.opts.State }
+
+// Store is the router's store.
+func (a *Agent) Store() *store.Store { return a.opts.Store }
+
+// Config returns the config in force (nil before the first system).
+func (a *Agent) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// configFile is the config of the running system, or the --config override.
+func (a *Agent) configFile() (string, bool) {
+	if a.opts.ConfigFile != "" {
+		return a.opts.ConfigFile, true
+	}
+	target, err := os.Readlink(activate.CurrentLink(a.opts.Root))
+	if err != nil {
+		return "", false
+	}
+	sys, err := storepath.FromLink(target)
+	if err != nil {
+		return "", false
+	}
+	return filepath.Join(a.opts.Store.PhysicalPath(sys), "etc/roost/config.json"), true
+}
+
+// Run serves until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	hostKey, err := sshd.LoadHostKey(filepath.Join(a.opts.State, "ssh_host_ed25519_key"))
+	if err != nil {
+		return err
+	}
+	a.opts.Log.Info("ssh host key", "fingerprint", ssh.FingerprintSHA256(hostKey.PublicKey()))
+	a.ssh = &sshd.Server{
+		Log:        a.opts.Log,
+		HostKey:    hostKey,
+		StagingDir: filepath.Join(a.opts.State, "staging"),
+		Exec: func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+			return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
+		},
+	}
+	a.mu.Lock()
+	a.serveCtx = ctx
+	a.mu.Unlock()
+	if err := a.Reload(ctx); err != nil {
+		return err
+	}
+	cl, err := control.Listen(control.SocketPath(a.opts.Root))
+	if err != nil {
+		return err
+	}
+	go control.Serve(ctx, cl, func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
+	}, a.opts.Log)
+	if err := a.Activator.Recover(ctx); err != nil {
+		a.opts.Log.Error("recovering a pending activation", "err", err)
+	}
+	a.opts.Log.Info("roostd running", "root", a.opts.Root, "state", a.opts.State)
+	if a.opts.Ready != nil {
+		a.opts.Ready()
+	}
+	<-ctx.Done()
+	a.mu.Lock()
+	for addr, l := range a.listeners {
+		l.Close()
+		delete(a.listeners, addr)
+	}
+	a.mu.Unlock()
+	os.Remove(control.SocketPath(a.opts.Root))
+	return nil
+}
+
+// Reload applies the running system's config: a bad config is refused and
+// the one in force stays.
+func (a *Agent) Reload(ctx context.Context) error {
+	cfg := &config.Config{}
+	if file, ok := a.configFile(); ok {
+		c, err := config.Load(file)
+		if err != nil {
+			if a.Config() != nil {
+				a.opts.Log.Error("config refused, keeping the one in force", "err", err)
+			}
+			return err
+		}
+		cfg = c
+	}
+	keys, err := a.authorizedKeys(cfg)
+	if err != nil {
+		return err
+	}
+	a.ssh.SetAuthorizedKeys(keys)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cfg = cfg
+	want := cfg.SSH.ListenAddrs()
+	if cfg.SSH.Disabled {
+		want = nil
+	}
+	for addr, l := range a.listeners {
+		if !slices.Contains(want, addr) {
+			l.Close()
+			delete(a.listeners, addr)
+			a.opts.Log.Info("ssh stopped listening", "addr", addr)
+		}
+	}
+	var errs []error
+	for _, addr := range want {
+		if a.listeners[addr] != nil {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ssh listen on %s: %w", addr, err))
+			continue
+		}
+		a.listeners[addr] = l
+		a.opts.Log.Info("ssh listening", "addr", l.Addr().String(), "keys", len(keys))
+		go a.ssh.Serve(a.serveCtx, l)
+	}
+	return errors.Join(errs...)
+}
+
+// authorizedKeys are the config's keys plus $STATE/authorized_keys, which
+// lets a router without a system yet be reached for its first rebuild.
+func (a *Agent) authorizedKeys(cfg *config.Config) ([]ssh.PublicKey, error) {
+	var keys []ssh.PublicKey
+	for _, line := range cfg.SSH.AuthorizedKeys {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	file := filepath.Join(a.opts.State, "authorized_keys")
+	b, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	more, err := sshd.ParseAuthorizedKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return append(keys, more...), nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/updater/activate"
+	"github.com/roostrouter/roost/updater/closurediff"
+	"github.com/roostrouter/roost/updater/generations"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/store"
+	"github.com/roostrouter/roost/updater/storepath"
+	"github.com/roostrouter/roost/updater/transfer"
+)
+
+func runAgent(e *env, args []string) error {
+	f := newFlags(e, "run")
+	state := f.String("state", e.defaultState, "the `folder` that survives reboots")
+	cfg := f.String("config", "", "use this config `file` instead of the running system's")
+	notifyFD := f.Int("notify-fd", -1, "write a newline to this `fd` when ready (s6 readiness)")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{
+		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log,
+		Store: e.openStore(*f.root), Exec: agentExec,
+		Ready: func() {
+			if *notifyFD >= 0 {
+				nf := os.NewFile(uintptr(*notifyFD), "notify")
+				nf.Write([]byte("\n"))
+				nf.Close()
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := a.Reload(e.ctx); err != nil {
+				e.log.Error("reload", "err", err)
+			}
+		}
+	}()
+	return a.Run(e.ctx)
+}
+
+// viaAgent runs a command that needs the resident agent: in it if this is
+// the agent, else through its control socket.
+func viaAgent(e *env, root string, args []string, inAgent func(a *agent.Agent) error) error {
+	if e.agent != nil {
+		return inAgent(e.agent)
+	}
+	code, err := control.Call(e.ctx, control.SocketPath(root), args, e.stdout, e.stderr)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}
+
+func runReceive(e *env, args []string) error {
+	f := newFlags(e, "receive")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	s := e.openStore(*f.root)
+	srv := &transfer.Server{Store: s, Log: e.log, Agent: "roostd " + version,
+		Lock: func(ctx context.Context) (*store.Txn, error) { return e.lock(s, "roostd receive") }}
+	_, err := srv.Serve(e.ctx, e.stdin, e.stdout)
+	return err
+}
+
+// activation is what `roostd activate --json` prints.
+type activation struct {
+	activate.Result
+	Changes []closurediff.Change `json:"changes"`
+}
+
+func runActivate(e *env, args []string) error {
+	f := newFlags(e, "activate")
+	timeout := f.Duration("confirm-timeout", 90*time.Second, "roll back unless confirmed within this")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("usage: roostd activate switch|test|boot|dry-activate /nix/store/...-system")
+	}
+	mode, err := activate.ParseMode(pos[0])
+	if err != nil {
+		return err
+	}
+	system, err := storepath.Parse(pos[1])
+	if err != nil {
+		return err
+	}
+	return viaAgent(e, *f.root, append([]string{"activate"}, args...), func(a *agent.Agent) error {
+		res, err := a.Activator.Activate(e.ctx, mode, system, *timeout)
+		if err != nil {
+			return err
+		}
+		out := activation{Result: res, Changes: changes(a.Store(), res.Previous, system)}
+		if *f.json {
+			printJSON(e.stdout, out)
+			return nil
+		}
+		for _, c := range out.Changes {
+			fmt.Fprintln(e.stdout, c)
+		}
+		switch {
+		case mode == activate.DryActivate:
+			fmt.Fprintf(e.stdout, "would activate %s (now %s)\n", system, orNone(res.Previous))
+		case res.Token != "":
+			fmt.Fprintf(e.stdout, "activated %s; confirm within %s with: roostd confirm %s\n", system, *timeout, res.Token)
+		default:
+			fmt.Fprintf(e.stdout, "generation %d (%s) is the default for the next boot\n", res.Generation, system)
+		}
+		return nil
+	})
+}
+
+func orNone(p storepath.Path) string {
+	if p == "" {
+		return "no system"
+	}
+	return p.String()
+}
+
+// changes lists the packages that differ between two systems' closures.
+func changes(s *store.Store, from, to storepath.Path) []closurediff.Change {
+	reg, err := s.Registry()
+	if err != nil {
+		return nil
+	}
+	closure := func(p storepath.Path) []storepath.Path {
+		if p == "" {
+			return nil
+		}
+		var out []storepath.Path
+		for q := range store.Closure(reg, []storepath.Path{p}) {
+			out = append(out, q)
+		}
+		return out
+	}
+	return closurediff.Diff(closure(from), closure(to))
+}
+
+func runConfirm(e *env, args []string) error {
+	f := newFlags(e, "confirm")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: roostd confirm TOKEN")
+	}
+	return viaAgent(e, *f.root, append([]string{"confirm"}, args...), func(a *agent.Agent) error {
+		if err := a.Activator.Confirm(pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, "confirmed")
+		return nil
+	})
+}
+
+// status is what `roostd status --json` prints.
+type status struct {
+	Hostname   string                   `json:"hostname,omitempty"`
+	Agent      string                   `json:"agent"`
+	Current    storepath.Path           `json:"currentSystem,omitempty"`
+	Booted     storepath.Path           `json:"bootedSystem,omitempty"`
+	Generation int                      `json:"generation,omitempty"`
+	Pending    *activate.Pending        `json:"pendingActivation,omitempty"`
+	Store      storeStatus              `json:"store"`
+	Gens       []generations.Generation `json:"generations"`
+}
+
+type storeStatus struct {
+	Paths    int    `json:"paths"`
+	NARBytes uint64 `json:"narBytes"`
+}
+
+func runStatus(e *env, args []string) error {
+	f := newFlags(e, "status")
+	state := f.String("state", e.defaultState, "the agent's state `folder`")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	if e.agent == nil {
+		err := viaAgent(e, *f.root, append([]string{"status"}, args...), nil)
+		if !errors.Is(err, control.ErrNotRunning) {
+			return err
+		}
+	}
+	st := status{Agent: "not running", Gens: []generations.Generation{}}
+	if e.agent != nil {
+		st.Agent = "roostd " + version + ", pid " + strconv.Itoa(os.Getpid())
+		if c := e.agent.Config(); c != nil {
+			st.Hostname = c.Hostname
+		}
+		*state = e.agent.State()
+	}
+	link := func(name string) storepath.Path {
+		t, err := os.Readlink(*f.root + "/run/" + name)
+		if err != nil {
+			return ""
+		}
+		p, _ := storepath.FromLink(t)
+		return p
+	}
+	st.Current, st.Booted = link("current-system"), link("booted-system")
+	gens, cur, err := generations.System(*f.root, nil).List()
+	if err != nil {
+		return err
+	}
+	if gens != nil {
+		st.Gens = gens
+	}
+	st.Generation = cur
+	if b, err := os.ReadFile(*state + "/pending-activation.json"); err == nil {
+		var p activate.Pending
+		if json.Unmarshal(b, &p) == nil {
+			st.Pending = &p
+		}
+	}
+	if reg, err := e.openStore(*f.root).Registry(); err == nil {
+		st.Store.Paths = reg.Len()
+		st.Store.NARBytes = narTotal(reg)
+	}
+	if *f.json {
+		printJSON(e.stdout, st)
+		return nil
+	}
+	host := st.Hostname
+	if host == "" {
+		host = "(no hostname)"
+	}
+	fmt.Fprintf(e.stdout, "%s: %s\n", host, st.Agent)
+	fmt.Fprintf(e.stdout, "  current system: %s (generation %d)\n", orNone(st.Current), st.Generation)
+	fmt.Fprintf(e.stdout, "  booted system:  %s\n", orNone(st.Booted))
+	if st.Pending != nil {
+		fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", st.Pending.System, st.Pending.Deadline.Format(time.TimeOnly))
+	}
+	fmt.Fprintf(e.stdout, "  store: %d paths, %s\n", st.Store.Paths, humanBytes(int64(st.Store.NARBytes)))
+	return nil
+}
+
+func narTotal(reg *registry.Registry) uint64 {
+	var n uint64
+	for _, p := range reg.Paths() {
+		i, _ := reg.Get(p)
+		n += i.NarSize
+	}
+	return n
+}

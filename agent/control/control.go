@@ -1,0 +1,158 @@
+// Package control is roostd's control socket: local callers (roostd's own
+// CLI under any sshd, scripts) run commands inside the resident agent
+// through it, for what only the agent can do, such as confirming an
+// activation whose timer it holds.
+//
+// A request is one JSON line {"args": [...]}; the reply is JSON lines
+// {"out": "..."} and {"err": "..."} as output comes, then {"exit": N}.
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// SocketPath is the control socket below root.
+func SocketPath(root string) string { return filepath.Join(root, "run/roostd/control.sock") }
+
+// Exec runs a command in the agent.
+type Exec func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+
+type request struct {
+	Args []string `json:"args"`
+}
+
+type reply struct {
+	Out  *string `json:"out,omitempty"`
+	Err  *string `json:"err,omitempty"`
+	Exit *int    `json:"exit,omitempty"`
+}
+
+// Listen opens the socket, replacing a stale one; only root may connect.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	return l, nil
+}
+
+// Serve answers requests on l until ctx ends.
+func Serve(ctx context.Context, l net.Listener, exec Exec, log *slog.Logger) error {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go serveConn(ctx, c, exec, log)
+	}
+}
+
+func serveConn(ctx context.Context, c net.Conn, exec Exec, log *slog.Logger) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(c, 64<<10).ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil || len(req.Args) == 0 {
+		log.Info("control socket: bad request", "err", err)
+		return
+	}
+	w := &replyWriter{enc: json.NewEncoder(c)}
+	code := exec(ctx, req.Args, eofReader{}, w.stream(false), w.stream(true))
+	w.send(reply{Exit: &code})
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+type replyWriter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (w *replyWriter) send(r reply) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.enc.Encode(r)
+}
+
+type streamWriter struct {
+	w     *replyWriter
+	isErr bool
+}
+
+func (w *replyWriter) stream(isErr bool) io.Writer { return streamWriter{w, isErr} }
+
+func (s streamWriter) Write(b []byte) (int, error) {
+	text := string(b)
+	r := reply{Out: &text}
+	if s.isErr {
+		r = reply{Err: &text}
+	}
+	if err := s.w.send(r); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// ErrNotRunning means no agent answers on the socket.
+var ErrNotRunning = errors.New("roostd is not running (no control socket)")
+
+// Call runs args in the agent, copying its output, and returns its status.
+func Call(ctx context.Context, path string, args []string, stdout, stderr io.Writer) (int, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	defer c.Close()
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	if err := json.NewEncoder(c).Encode(request{Args: args}); err != nil {
+		return 0, err
+	}
+	dec := json.NewDecoder(bufio.NewReader(c))
+	for {
+		var r reply
+		if err := dec.Decode(&r); err != nil {
+			return 0, fmt.Errorf("control socket: the agent stopped answering: %w", err)
+		}
+		switch {
+		case r.Out != nil:
+			io.WriteString(stdout, *r.Out)
+		case r.Err != nil:
+			io.WriteString(stderr, *r.Err)
+		case r.Exit != nil:
+			return *r.Exit, nil
+		}
+	}
+}
