@@ -9,4 +9,5 @@ require (
 	github.com/pkg/sftp v1.13.12 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
 )

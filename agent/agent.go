@@ -22,9 +22,9 @@ import (
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/updater/activate"
+	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/store"
-	"github.com/roostrouter/roost/updater/storepath"
 )
 
 // Exec runs a roostd command line inside the agent.
@@ -34,7 +34,7 @@ type Exec func(ctx context.Context, a *Agent, args []string, stdin io.Reader, st
 type Options struct {
 	Root       string // the router's file system root
 	State      string // what survives reboots: host key, leases, pending activation
-	ConfigFile string // overrides the running system's config
+	ConfigFile string // the config while no system runs (first boot, the lab); a running system's own wins
 	Log        *slog.Logger
 	Store      *store.Store
 	Exec       Exec
@@ -95,20 +95,26 @@ func (a *Agent) Config() *config.Config {
 	return a.cfg
 }
 
-// configFile is the config of the running system, or the --config override.
+// configFile is the running system's config, or else the bootstrap one.
 func (a *Agent) configFile() (string, bool) {
-	if a.opts.ConfigFile != "" {
-		return a.opts.ConfigFile, true
+	if sys, ok := a.Activator.Current(); ok {
+		return filepath.Join(a.opts.Store.PhysicalPath(sys), "etc/roost/config.json"), true
 	}
-	target, err := os.Readlink(activate.CurrentLink(a.opts.Root))
-	if err != nil {
-		return "", false
+	return a.opts.ConfigFile, a.opts.ConfigFile != ""
+}
+
+// markBooted records the system running when the agent first starts after
+// a boot (/run is empty then), as NixOS does: gc keeps it.
+func (a *Agent) markBooted() {
+	booted := filepath.Join(a.opts.Root, "run/booted-system")
+	if _, err := os.Lstat(booted); err == nil {
+		return
 	}
-	sys, err := storepath.FromLink(target)
-	if err != nil {
-		return "", false
+	if sys, ok := a.Activator.Current(); ok {
+		if err := atomicfile.Symlink(sys.String(), booted); err != nil {
+			a.opts.Log.Warn("record the booted system", "err", err)
+		}
 	}
-	return filepath.Join(a.opts.Store.PhysicalPath(sys), "etc/roost/config.json"), true
 }
 
 // Run serves until ctx ends.
@@ -129,6 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.serveCtx = ctx
 	a.mu.Unlock()
+	a.markBooted()
 	if err := a.Reload(ctx); err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 	"testing"
 )
 
-// roostd is the binary under test, built once by TestMain.
-var roostd string
+// The binaries under test, built once by TestMain.
+var roostd, roost string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "roost-itest-bin-")
@@ -23,11 +23,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	roostd = filepath.Join(dir, "roostd")
-	build := exec.Command("go", "build", "-o", roostd, "github.com/roostrouter/roost/agent/cmd/roostd")
+	roost = filepath.Join(dir, "roost")
+	build := exec.Command("go", "build", "-o", dir, "github.com/roostrouter/roost/agent/cmd/roostd", "github.com/roostrouter/roost/hosttool/cmd/roost")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build roostd:", err)
+		fmt.Fprintln(os.Stderr, "build roostd and roost:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -25,7 +25,7 @@ import (
 func runAgent(e *env, args []string) error {
 	f := newFlags(e, "run")
 	state := f.String("state", e.defaultState, "the `folder` that survives reboots")
-	cfg := f.String("config", "", "use this config `file` instead of the running system's")
+	cfg := f.String("config", "", "the config `file` to use while no system runs (first boot); a running system's own wins")
 	notifyFD := f.Int("notify-fd", -1, "write a newline to this `fd` when ready (s6 readiness)")
 	if _, err := f.parse(args); err != nil {
 		return err

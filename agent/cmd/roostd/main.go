@@ -94,8 +94,8 @@ func agentExec(ctx context.Context, a *agent.Agent, args []string, stdin io.Read
 		return 2
 	}
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
-		getenv: func(string) string { return "" }, // no crash hooks from clients
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		getenv:      func(string) string { return "" }, // no crash hooks from clients
+		log:         slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		defaultRoot: a.Root(), defaultState: a.State(), agent: a}
 	return exitStatus(run(e, args), stderr)
 }

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/roostrouter/roost/hosttool/nixlocal"
+	"github.com/roostrouter/roost/hosttool/progress"
+	"github.com/roostrouter/roost/hosttool/sshclient"
+	"github.com/roostrouter/roost/updater/activate"
+	"github.com/roostrouter/roost/updater/closurediff"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/storepath"
+	"github.com/roostrouter/roost/updater/transfer"
+)
+
+// copyResult is the transfer part of a rebuild's summary.
+type copyResult struct {
+	ClosurePaths    int     `json:"closurePaths"`
+	ClosureNARBytes uint64  `json:"closureNarBytes"`
+	SentPaths       int     `json:"sentPaths"`
+	SentNARBytes    uint64  `json:"sentNarBytes"`
+	WireBytes       int64   `json:"wireBytes"`
+	Seconds         float64 `json:"seconds"`
+	Router          string  `json:"router"`
+}
+
+// send offers the closure of paths to the router and sends what it lacks.
+func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path) (copyResult, error) {
+	start := time.Now()
+	var res copyResult
+	infos, err := nix.Closure(e.ctx, paths...)
+	if err != nil {
+		return res, err
+	}
+	res.ClosurePaths = len(infos)
+	byPath := map[storepath.Path]registry.Info{}
+	for _, i := range infos {
+		res.ClosureNARBytes += i.NarSize
+		byPath[i.Path] = i
+	}
+	sess, err := client.NewSession()
+	if err != nil {
+		return res, err
+	}
+	defer sess.Close()
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	var stderr limitedBuffer
+	sess.Stderr = &stderr
+	if err := sess.Start("roostd receive"); err != nil {
+		return res, err
+	}
+	bar := &progress.Bar{W: e.stderr, TTY: e.tty, Label: "copying"}
+	var missingBytes int64
+	sender := &transfer.Sender{Agent: "roost " + version, Progress: func(p transfer.Progress) {
+		if missingBytes == 0 {
+			for _, m := range p.Missing {
+				missingBytes += int64(byPath[m].NarSize)
+			}
+		}
+		bar.Update(p.Acked, len(p.Missing), int64(p.NARBytes), missingBytes)
+	}}
+	tr, err := sender.Send(e.ctx, stdout, stdin, infos, nix.DumpNAR)
+	bar.Done()
+	stdin.Close()
+	if err != nil {
+		werr := sess.Wait()
+		if werr != nil && stderr.String() != "" && !isPeer(err) {
+			return res, fmt.Errorf("%w (router said: %s)", err, sshclient.RemoteError("roostd receive", werr, stderr.String()))
+		}
+		return res, err
+	}
+	sess.Wait()
+	res.SentPaths = tr.Summary.Received
+	res.SentNARBytes = tr.NARBytes
+	res.WireBytes = tr.WireBytes
+	res.Router = tr.Agent
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+func isPeer(err error) bool {
+	var pe *transfer.PeerError
+	return errors.As(err, &pe)
+}
+
+// limitedBuffer keeps the first 64 KiB of a remote command's stderr.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }
+
+func runCopy(e *env, args []string) error {
+	f := newFlags(e, "copy")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return errors.New("usage: roost copy --host HOST /nix/store/...")
+	}
+	var paths []storepath.Path
+	for _, a := range pos {
+		p, err := storepath.Parse(a)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, p)
+	}
+	client, err := e.dial(f)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	res, err := e.send(client, &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}, paths)
+	if err != nil {
+		return err
+	}
+	if *f.json {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	e.printCopy(res)
+	return nil
+}
+
+func (e *env) printCopy(r copyResult) {
+	fmt.Fprintf(e.stdout, "sent %d of %d paths: %s of NAR (%s on the wire) of the closure's %s, in %.1fs\n",
+		r.SentPaths, r.ClosurePaths, progress.MiB(int64(r.SentNARBytes)), progress.MiB(r.WireBytes), progress.MiB(int64(r.ClosureNARBytes)), r.Seconds)
+}
+
+// rebuildResult is what `roost rebuild --json` prints.
+type rebuildResult struct {
+	copyResult
+	Mode       activate.Mode        `json:"mode"`
+	System     storepath.Path       `json:"system"`
+	Generation int                  `json:"generation,omitempty"`
+	Previous   storepath.Path       `json:"previousSystem,omitempty"`
+	Changes    []closurediff.Change `json:"changes"`
+	Confirmed  bool                 `json:"confirmed"`
+}
+
+// activation is `roostd activate --json`'s output.
+type activation struct {
+	activate.Result
+	Changes []closurediff.Change `json:"changes"`
+}
+
+func runRebuild(e *env, args []string) error {
+	f := newFlags(e, "rebuild")
+	systemFlag := f.String("system", "", "activate this built system `path` instead of building one")
+	file := f.String("f", "", "build the system from this Nix `file`")
+	attr := f.String("A", "", "the `attribute` of -f to build")
+	timeout := f.Duration("confirm-timeout", 90*time.Second, "the router rolls back unless it can be reached again within this")
+	kexec := f.Bool("kexec", false, "start a changed kernel with kexec (not yet supported)")
+	reboot := f.Bool("reboot", false, "reboot into the new system (not yet supported)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if *kexec || *reboot {
+		return errors.New("--kexec and --reboot are not supported yet: use boot, then reboot the router")
+	}
+	mode := activate.Switch
+	if len(pos) > 1 {
+		return fmt.Errorf("one mode at most, got %v", pos)
+	}
+	if len(pos) == 1 {
+		if mode, err = activate.ParseMode(pos[0]); err != nil {
+			return err
+		}
+	}
+	nix := &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}
+	var system storepath.Path
+	switch {
+	case *systemFlag != "" && *file != "":
+		return errors.New("give --system or -f, not both")
+	case *systemFlag != "":
+		if system, err = storepath.Parse(*systemFlag); err != nil {
+			return err
+		}
+	case *file != "":
+		if system, err = nix.Build(e.ctx, *file, *attr); err != nil {
+			return err
+		}
+	default:
+		return errors.New("say what to activate: --system /nix/store/...-system, or -f FILE [-A ATTR] to build it")
+	}
+	client, err := e.dial(f)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	res := rebuildResult{Mode: mode, System: system}
+	if res.copyResult, err = e.send(client, nix, []storepath.Path{system}); err != nil {
+		return err
+	}
+	cmd := fmt.Sprintf("roostd activate %s %s --confirm-timeout %s --json", mode, system, *timeout)
+	out, err := sshclient.Output(client, cmd, nil)
+	if err != nil {
+		return fmt.Errorf("activate: %w", err)
+	}
+	var act activation
+	if err := json.Unmarshal(out, &act); err != nil {
+		return fmt.Errorf("the router's answer to activate is not what roost expects (%v): %s", err, out)
+	}
+	res.Generation, res.Previous, res.Changes = act.Generation, act.Previous, act.Changes
+	if act.Token != "" {
+		if err := e.confirm(f, act); err != nil {
+			return err
+		}
+		res.Confirmed = true
+	}
+	if *f.json {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	e.printRebuild(res)
+	return nil
+}
+
+// confirm reaches the router again, on a new connection: if the new system
+// broke SSH, this fails and the router rolls back by itself.
+func (e *env) confirm(f *flags, act activation) error {
+	client, err := e.dial(f)
+	if err != nil {
+		return fmt.Errorf("could not reach the router again to confirm the new system (%v): it rolls back by itself at %s", err, act.Deadline.Format(time.TimeOnly))
+	}
+	defer client.Close()
+	if _, err := sshclient.Output(client, "roostd confirm "+act.Token, nil); err != nil {
+		return fmt.Errorf("confirm: %w", err)
+	}
+	return nil
+}
+
+func (e *env) printRebuild(r rebuildResult) {
+	e.printCopy(r.copyResult)
+	for _, c := range r.Changes {
+		fmt.Fprintln(e.stdout, "  "+c.String())
+	}
+	switch {
+	case r.Mode == activate.DryActivate:
+		fmt.Fprintf(e.stdout, "would activate %s\n", r.System)
+	case r.Mode == activate.Boot:
+		fmt.Fprintf(e.stdout, "generation %d is the default for the next boot: %s\n", r.Generation, r.System)
+	case r.Mode == activate.Test:
+		fmt.Fprintf(e.stdout, "running %s (test: not the boot default), confirmed\n", r.System)
+	case r.Generation > 0:
+		fmt.Fprintf(e.stdout, "generation %d is running and confirmed: %s\n", r.Generation, r.System)
+	}
+}

@@ -1,0 +1,323 @@
+// Package sshclient dials a router over SSH the way OpenSSH does:
+// ~/.ssh/config (Host, HostName, User, Port, IdentityFile, ProxyJump),
+// known_hosts checked (an unknown or changed key is an error, never
+// accepted silently), keys from ssh-agent and identity files.
+package sshclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kevinburke/ssh_config"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Options say where OpenSSH's files are and how strict to be.
+type Options struct {
+	Home             string // for ~/.ssh; the user's home if empty
+	AcceptNewHostKey bool   // add an unknown host's key to known_hosts (never a changed one)
+	Getenv           func(string) string
+	// Notice receives messages for the user, such as a key added to known_hosts.
+	Notice func(string)
+}
+
+func (o Options) sshDir() string {
+	home := o.Home
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	return filepath.Join(home, ".ssh")
+}
+
+func (o Options) getenv(k string) string {
+	if o.Getenv != nil {
+		return o.Getenv(k)
+	}
+	return os.Getenv(k)
+}
+
+// Target is a host resolved through ~/.ssh/config.
+type Target struct {
+	Alias         string
+	HostName      string
+	Port          string
+	User          string
+	IdentityFiles []string
+	ProxyJump     string
+}
+
+// Addr is host:port.
+func (t Target) Addr() string { return net.JoinHostPort(t.HostName, t.Port) }
+
+// Resolve reads [user@]host[:port] and ~/.ssh/config as ssh(1) does.
+func Resolve(opts Options, host string) (Target, error) {
+	t := Target{Alias: host}
+	if u, h, ok := strings.Cut(host, "@"); ok {
+		t.User, t.Alias = u, h
+	}
+	if h, p, err := net.SplitHostPort(t.Alias); err == nil {
+		t.Alias, t.Port = h, p
+	}
+	cfg := &ssh_config.Config{}
+	if f, err := os.Open(filepath.Join(opts.sshDir(), "config")); err == nil {
+		cfg, err = ssh_config.Decode(f)
+		f.Close()
+		if err != nil {
+			return t, fmt.Errorf("read ~/.ssh/config: %w", err)
+		}
+	}
+	get := func(key string) string {
+		v, _ := cfg.Get(t.Alias, key)
+		return v
+	}
+	t.HostName = get("HostName")
+	if t.HostName == "" {
+		t.HostName = t.Alias
+	}
+	t.HostName = strings.ReplaceAll(t.HostName, "%h", t.Alias)
+	if t.Port == "" {
+		t.Port = get("Port")
+	}
+	if t.Port == "" {
+		t.Port = "22"
+	}
+	if t.User == "" {
+		t.User = get("User")
+	}
+	if t.User == "" {
+		t.User = "root"
+	}
+	ids, _ := cfg.GetAll(t.Alias, "IdentityFile")
+	for _, id := range ids {
+		if strings.HasPrefix(id, "~/") {
+			id = filepath.Join(filepath.Dir(opts.sshDir()), id[2:])
+		}
+		t.IdentityFiles = append(t.IdentityFiles, id)
+	}
+	if len(t.IdentityFiles) == 0 {
+		for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			t.IdentityFiles = append(t.IdentityFiles, filepath.Join(opts.sshDir(), name))
+		}
+	}
+	if pj := get("ProxyJump"); pj != "" && !strings.EqualFold(pj, "none") {
+		t.ProxyJump = pj
+	}
+	return t, nil
+}
+
+// signers are the keys to offer: ssh-agent's, then the identity files'.
+func signers(opts Options, t Target, tried *[]string) ([]ssh.Signer, io.Closer) {
+	var out []ssh.Signer
+	var closer io.Closer
+	if sock := opts.getenv("SSH_AUTH_SOCK"); sock != "" {
+		if c, err := net.Dial("unix", sock); err == nil {
+			closer = c
+			if ss, err := agent.NewClient(c).Signers(); err == nil {
+				out = append(out, ss...)
+				if len(ss) > 0 {
+					*tried = append(*tried, fmt.Sprintf("%d from ssh-agent", len(ss)))
+				}
+			}
+		}
+	}
+	for _, file := range t.IdentityFiles {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		s, err := ssh.ParsePrivateKey(b)
+		var pm *ssh.PassphraseMissingError
+		if errors.As(err, &pm) {
+			*tried = append(*tried, file+" (passphrase-protected: add it to ssh-agent)")
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		out = append(out, s)
+		*tried = append(*tried, file)
+	}
+	return out, closer
+}
+
+// HostKeyError is an unknown or changed host key.
+type HostKeyError struct {
+	Host    string
+	Changed bool
+	Key     ssh.PublicKey
+	Line    string // the known_hosts line that would accept Key
+	File    string
+	Known   []knownhosts.KnownKey
+}
+
+func (e *HostKeyError) Error() string {
+	fp := ssh.FingerprintSHA256(e.Key)
+	if e.Changed {
+		var known []string
+		for _, k := range e.Known {
+			known = append(known, fmt.Sprintf("%s:%d has %s", k.Filename, k.Line, ssh.FingerprintSHA256(k.Key)))
+		}
+		return fmt.Sprintf("HOST KEY CHANGED for %s: it presented %s %s, but %s.\n"+
+			"Someone may be intercepting the connection, or the router was reinstalled. Refusing to connect.\n"+
+			"If you know why it changed, remove the old line and connect again.", e.Host, e.Key.Type(), fp, strings.Join(known, ", "))
+	}
+	return fmt.Sprintf("the host key of %s is unknown: %s %s.\n"+
+		"If that is your router's key, add this line to %s:\n  %s\n"+
+		"or run again with --accept-new-host-key.", e.Host, e.Key.Type(), fp, e.File, e.Line)
+}
+
+func hostKeyCallback(opts Options, t Target) ssh.HostKeyCallback {
+	file := filepath.Join(opts.sshDir(), "known_hosts")
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		check, err := knownhosts.New(file)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read %s: %w", file, err)
+		}
+		if err == nil {
+			err = check(hostname, remote, key)
+		} else {
+			err = &knownhosts.KeyError{}
+		}
+		var ke *knownhosts.KeyError
+		if err == nil || !errors.As(err, &ke) {
+			return err
+		}
+		line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)
+		hke := &HostKeyError{Host: t.Alias, Key: key, Line: line, File: file, Changed: len(ke.Want) > 0, Known: ke.Want}
+		if hke.Changed || !opts.AcceptNewHostKey {
+			return hke
+		}
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.WriteString(line + "\n"); err != nil {
+			return err
+		}
+		if opts.Notice != nil {
+			opts.Notice(fmt.Sprintf("added %s's host key %s to %s", t.Alias, ssh.FingerprintSHA256(key), file))
+		}
+		return nil
+	}
+}
+
+// Dial connects to host and logs in.
+func Dial(ctx context.Context, opts Options, host string) (*ssh.Client, error) {
+	t, err := Resolve(opts, host)
+	if err != nil {
+		return nil, err
+	}
+	return dial(ctx, opts, t, 0)
+}
+
+func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, error) {
+	if depth > 8 {
+		return nil, errors.New("ProxyJump chain longer than 8 hops")
+	}
+	var tried []string
+	ss, closer := signers(opts, t, &tried)
+	if closer != nil {
+		defer closer.Close()
+	}
+	if len(ss) == 0 {
+		return nil, fmt.Errorf("no SSH key to log in to %s with: start ssh-agent with your key, or create ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)", t.Alias)
+	}
+	cfg := &ssh.ClientConfig{
+		User:            t.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(ss...)},
+		HostKeyCallback: hostKeyCallback(opts, t),
+		Timeout:         15 * time.Second,
+		ClientVersion:   "SSH-2.0-roost",
+	}
+	var conn net.Conn
+	if t.ProxyJump != "" {
+		hops := strings.Split(t.ProxyJump, ",")
+		jt, err := Resolve(opts, hops[0])
+		if err != nil {
+			return nil, err
+		}
+		if len(hops) > 1 {
+			jt.ProxyJump = strings.Join(hops[1:], ",")
+		}
+		jump, err := dial(ctx, opts, jt, depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("jump host %s: %w", jt.Alias, err)
+		}
+		conn, err = jump.Dial("tcp", t.Addr())
+		if err != nil {
+			jump.Close()
+			return nil, fmt.Errorf("connect to %s through %s: %w", t.Addr(), jt.Alias, err)
+		}
+	} else {
+		d := net.Dialer{Timeout: cfg.Timeout}
+		conn, err := d.DialContext(ctx, "tcp", t.Addr())
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s (%s): %w", t.Alias, t.Addr(), err)
+		}
+		return handshake(conn, t, cfg, tried)
+	}
+	return handshake(conn, t, cfg, tried)
+}
+
+func handshake(conn net.Conn, t Target, cfg *ssh.ClientConfig, tried []string) (*ssh.Client, error) {
+	conn.SetDeadline(time.Now().Add(cfg.Timeout))
+	c, chans, reqs, err := ssh.NewClientConn(conn, t.Addr(), cfg)
+	if err != nil {
+		conn.Close()
+		var hke *HostKeyError
+		switch {
+		case errors.As(err, &hke):
+			return nil, hke
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("%s refused every key offered as %s (%s): add your public key to the router's ssh.authorizedKeys", t.Alias, t.User, strings.Join(tried, ", "))
+		case strings.Contains(err.Error(), "version"), strings.Contains(err.Error(), "overflow"):
+			return nil, fmt.Errorf("%s (%s) does not speak SSH: %w", t.Alias, t.Addr(), err)
+		}
+		return nil, fmt.Errorf("ssh to %s: %w", t.Alias, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// Output runs a command and returns its stdout; on failure the error holds
+// its stderr.
+func Output(client *ssh.Client, cmd string, stdin io.Reader) ([]byte, error) {
+	sess, err := client.NewSession()
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	var out, errb bytes.Buffer
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &out, &errb
+	if err := sess.Run(cmd); err != nil {
+		return out.Bytes(), RemoteError(cmd, err, errb.String())
+	}
+	return out.Bytes(), nil
+}
+
+// RemoteError explains a failed remote command, with its stderr.
+func RemoteError(cmd string, err error, stderr string) error {
+	stderr = strings.TrimSpace(stderr)
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) && ee.ExitStatus() == 127 {
+		return fmt.Errorf("the router has no roostd to run %q: is roostd installed there? (%s)", cmd, stderr)
+	}
+	if stderr != "" {
+		return fmt.Errorf("%s", strings.TrimPrefix(stderr, "roostd: "))
+	}
+	return fmt.Errorf("%s: %w", cmd, err)
+}
