@@ -273,9 +273,25 @@ func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, 
 	return handshake(conn, t, cfg, tried)
 }
 
+// firstBytes remembers what the peer sent first, to tell a peer that is not
+// an SSH server from a broken connection.
+type firstBytes struct {
+	net.Conn
+	first []byte
+}
+
+func (f *firstBytes) Read(b []byte) (int, error) {
+	n, err := f.Conn.Read(b)
+	if room := 64 - len(f.first); room > 0 {
+		f.first = append(f.first, b[:min(n, room)]...)
+	}
+	return n, err
+}
+
 func handshake(conn net.Conn, t Target, cfg *ssh.ClientConfig, tried []string) (*ssh.Client, error) {
 	conn.SetDeadline(time.Now().Add(cfg.Timeout))
-	c, chans, reqs, err := ssh.NewClientConn(conn, t.Addr(), cfg)
+	fb := &firstBytes{Conn: conn}
+	c, chans, reqs, err := ssh.NewClientConn(fb, t.Addr(), cfg)
 	if err != nil {
 		conn.Close()
 		var hke *HostKeyError
@@ -284,8 +300,8 @@ func handshake(conn net.Conn, t Target, cfg *ssh.ClientConfig, tried []string) (
 			return nil, hke
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%s refused every key offered as %s (%s): add your public key to the router's ssh.authorizedKeys", t.Alias, t.User, strings.Join(tried, ", "))
-		case strings.Contains(err.Error(), "version"), strings.Contains(err.Error(), "overflow"):
-			return nil, fmt.Errorf("%s (%s) does not speak SSH: %w", t.Alias, t.Addr(), err)
+		case len(fb.first) > 0 && !bytes.HasPrefix(fb.first, []byte("SSH-")):
+			return nil, fmt.Errorf("%s (%s) does not speak SSH: it answered %q", t.Alias, t.Addr(), fb.first)
 		}
 		return nil, fmt.Errorf("ssh to %s: %w", t.Alias, err)
 	}
