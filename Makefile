@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 5s
 
 # Debian packages the tests and benchmarks use.
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux
 
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
@@ -21,7 +21,7 @@ deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	$(GO) mod download
 
