@@ -69,3 +69,32 @@ func TestUnderPlainSSHD(t *testing.T) {
 		t.Fatalf("copy to an sshd without roostd: exit %d, %s", res.code, res.stderr)
 	}
 }
+
+// TestSFTPConfined: roostd's sftp subsystem takes uploads into its staging
+// folder, and no path leaves it.
+func TestSFTPConfined(t *testing.T) {
+	need(t, "sftp")
+	l := newLaptop(t)
+	r := startRouter(t, l)
+	src := filepath.Join(t.TempDir(), "upload.bin")
+	os.WriteFile(src, []byte("firmware"), 0o644)
+	// A leading "-" lets sftp's batch go on after a refused command.
+	batch := "-put " + src + " ../../../../escaped\n-put " + src + " fine\n-symlink fine link\n"
+	res := run(t, []byte(batch), l.env(), "sftp", "-b", "-", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-i", filepath.Join(l.home, ".ssh/id_ed25519"), "-P", r.port, "root@127.0.0.1")
+	if !strings.Contains(res.stderr, "remote symlink") || !strings.Contains(res.stderr, "Failure") {
+		t.Errorf("symlink in the staging folder was not refused:\n%s\n%s", res.stdout, res.stderr)
+	}
+	staging := filepath.Join(r.state, "staging")
+	for _, name := range []string{"escaped", "fine"} {
+		if b, err := os.ReadFile(filepath.Join(staging, name)); err != nil || string(b) != "firmware" {
+			t.Errorf("upload %s did not land in the staging folder: %v", name, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(staging, "link")); err == nil {
+		t.Fatal("a symlink was made in the staging folder")
+	}
+	if _, err := os.Lstat(filepath.Join(filepath.Dir(r.state), "escaped")); err == nil {
+		t.Fatal("an sftp upload escaped the staging folder")
+	}
+}
