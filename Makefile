@@ -13,7 +13,7 @@ CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
 .PHONY: build deps test lint unit itest fuzz bench cross lab lab-down clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/roostd ./agent/cmd/roostd
+	CGO_ENABLED=0 $(GO) build -o bin/ ./agent/cmd/roostd ./hosttool/cmd/roost
 
 # deps installs what is missing, so it is quick when nothing is.
 deps:
@@ -57,7 +57,7 @@ cross:
 	done
 
 bench: deps build
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/storebench --roostd bin/roostd
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin bin
 
 lab:
 	@echo "The lab (a virtual ISP, router and LAN with roostd running) arrives with the agent; see README.md."; exit 2

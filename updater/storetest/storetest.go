@@ -35,6 +35,9 @@ type Package struct {
 	Files    int
 	FileSize int
 	Seed     uint64
+	// Config, if set, makes the package a roost system: it is written as
+	// etc/roost/config.json.
+	Config string
 }
 
 // WriteNAR writes the package's NAR.
@@ -49,6 +52,19 @@ func WriteNAR(w io.Writer, pkg Package) error {
 	nw.EndEntry()
 	nw.EndDirectory()
 	nw.EndEntry()
+	if pkg.Config != "" {
+		nw.Entry("etc")
+		nw.StartDirectory()
+		nw.Entry("roost")
+		nw.StartDirectory()
+		nw.Entry("config.json")
+		nw.Regular(false, int64(len(pkg.Config)), strings.NewReader(pkg.Config))
+		nw.EndEntry()
+		nw.EndDirectory()
+		nw.EndEntry()
+		nw.EndDirectory()
+		nw.EndEntry()
+	}
 	var refs strings.Builder
 	for _, r := range pkg.Refs {
 		refs.WriteString(r.String() + "\n")

@@ -1,101 +1,19 @@
-// Command storebench measures roostd's store against Nix's in one run and
-// prints a table: import throughput and peak memory for a 200 MB closure and
-// a 5,000-path closure (roostd store import beside nix-store --import of the
-// same export stream into a throwaway Nix store), and gc time for a
-// 10,000-path store (beside nix-store --gc doing the same work).
 package main
 
 import (
-	"bufio"
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/roostrouter/roost/updater/storetest"
 )
 
-func main() {
-	roostd := flag.String("roostd", "bin/roostd", "the roostd binary to measure")
-	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	flag.Parse()
-	if err := run(*roostd, *scale); err != nil {
-		fmt.Fprintln(os.Stderr, "storebench:", err)
-		os.Exit(1)
-	}
-}
-
-// measurement is one timed command.
-type measurement struct {
-	wall   time.Duration
-	maxRSS int64 // bytes
-}
-
-// timed runs a command with stdin from a file and returns its wall time and
-// peak resident memory. It first flushes what earlier commands left dirty,
-// so that no command pays for another's writes. With thenSync the time
-// includes a sync after the command: what a command that does not make its
-// writes durable would need to match one that does.
-func timed(stdinFile string, thenSync bool, name string, args ...string) (measurement, error) {
-	syscall.Sync()
-	cmd := exec.Command(name, args...)
-	if stdinFile != "" {
-		f, err := os.Open(stdinFile)
-		if err != nil {
-			return measurement{}, err
-		}
-		defer f.Close()
-		cmd.Stdin = f
-	}
-	out, err := os.CreateTemp("", "storebench-out-")
-	if err != nil {
-		return measurement{}, err
-	}
-	defer os.Remove(out.Name())
-	cmd.Stdout, cmd.Stderr = out, out
-	start := time.Now()
-	err = cmd.Run()
-	if thenSync {
-		syscall.Sync()
-	}
-	m := measurement{wall: time.Since(start)}
-	if err != nil {
-		log, _ := os.ReadFile(out.Name())
-		return m, fmt.Errorf("%s %v: %v\n%s", name, args, err, log)
-	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.maxRSS = ru.Maxrss * 1024
-	}
-	return m, nil
-}
-
-func nixOpts(dir string) []string {
-	return []string{"--store", dir, "--option", "build-users-group", "", "--option", "substituters", ""}
-}
-
-func writeExport(file string, pkgs []storetest.Package) (int64, error) {
-	f, err := os.Create(file)
-	if err != nil {
-		return 0, err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	if err := storetest.WriteExport(w, pkgs); err != nil {
-		f.Close()
-		return 0, err
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return 0, err
-	}
-	fi, _ := f.Stat()
-	return fi.Size(), f.Close()
-}
-
-func run(roostd string, scale int) error {
+// benchStore prints import throughput and peak memory for a 200 MB closure
+// and a 5,000-path closure (roostd store import beside nix-store --import of
+// the same export stream into a throwaway Nix store), and gc time for a
+// 10,000-path store (beside nix-store --gc doing the same work).
+func benchStore(roostd string, scale int) error {
 	work, err := os.MkdirTemp("", "storebench-")
 	if err != nil {
 		return err

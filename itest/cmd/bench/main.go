@@ -1,0 +1,113 @@
+// Command bench measures roost against the tools it competes with, in one
+// run, and prints tables: the router's store (import, gc) beside Nix's, and
+// over-the-air transfers beside nix-copy-closure over a link with 10 ms of
+// delay. make bench runs it.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/roostrouter/roost/updater/storetest"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "delay-proxy" {
+		// Run inside the laptop's namespace by benchOTA.
+		if err := runDelayProxy(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "delay-proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
+	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
+	only := flag.String("only", "", "run only this table: store or ota")
+	flag.Parse()
+	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
+	if *only == "" || *only == "store" {
+		if err := benchStore(roostd, *scale); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Println()
+	}
+	if *only == "" || *only == "ota" {
+		if err := benchOTA(roostd, roost, *scale); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// measurement is one timed command.
+type measurement struct {
+	wall   time.Duration
+	maxRSS int64 // bytes
+}
+
+// timed runs a command with stdin from a file and returns its wall time and
+// peak resident memory. It first flushes what earlier commands left dirty,
+// so that no command pays for another's writes. With thenSync the time
+// includes a sync after the command: what a command that does not make its
+// writes durable would need to match one that does.
+func timed(stdinFile string, thenSync bool, name string, args ...string) (measurement, error) {
+	syscall.Sync()
+	cmd := exec.Command(name, args...)
+	if stdinFile != "" {
+		f, err := os.Open(stdinFile)
+		if err != nil {
+			return measurement{}, err
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	out, err := os.CreateTemp("", "bench-out-")
+	if err != nil {
+		return measurement{}, err
+	}
+	defer os.Remove(out.Name())
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	err = cmd.Run()
+	if thenSync {
+		syscall.Sync()
+	}
+	m := measurement{wall: time.Since(start)}
+	if err != nil {
+		log, _ := os.ReadFile(out.Name())
+		return m, fmt.Errorf("%s %v: %v\n%s", name, args, err, log)
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		m.maxRSS = ru.Maxrss * 1024
+	}
+	return m, nil
+}
+
+func nixOpts(dir string) []string {
+	return []string{"--store", dir, "--option", "build-users-group", "", "--option", "substituters", ""}
+}
+
+func writeExport(file string, pkgs []storetest.Package) (int64, error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err := storetest.WriteExport(w, pkgs); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	fi, _ := f.Stat()
+	return fi.Size(), f.Close()
+}
