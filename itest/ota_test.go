@@ -115,7 +115,9 @@ func (l *laptop) sshConfig(port string) {
 }
 
 func (l *laptop) env() []string {
-	return []string{"HOME=" + l.home, "SSH_AUTH_SOCK=", "NIX_REMOTE=" + l.nix.dir}
+	return []string{"HOME=" + l.home, "SSH_AUTH_SOCK=", "NIX_REMOTE=" + l.nix.dir,
+		// For roost's own nix-build: the same sandbox as nixStore.build.
+		"NIX_CONFIG=sandbox-paths = /bin/busybox\nbuild-users-group =\nsubstituters =\n"}
 }
 
 // roost runs the roost command on the laptop.
@@ -269,4 +271,40 @@ func TestRebuild(t *testing.T) {
 		t.Fatalf("after a no-op rebuild there are %d generations, want 2", len(st.Gens))
 	}
 	mustRun(t, nil, roostd, "store", "verify", "--root", r.root)
+}
+
+// TestRebuildFromFileRollbackAndJump: roost builds the system itself with
+// -f/-A, reaches the router through an OpenSSH jump host (ProxyJump), and
+// roost rollback runs the previous generation again.
+func TestRebuildFromFileRollbackAndJump(t *testing.T) {
+	l := newLaptop(t)
+	r := startRouter(t, l)
+	jump := startOpenSSH(t, l, "")
+	_, jumpPort, _ := net.SplitHostPort(jump.Addr)
+	os.WriteFile(filepath.Join(l.home, ".ssh/config"), []byte(fmt.Sprintf(
+		"Host rotuer\n  HostName 127.0.0.1\n  Port %s\n  ProxyJump jump\n\nHost jump\n  HostName 127.0.0.1\n  Port %s\n  User root\n", r.port, jumpPort)), 0o600)
+
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "system.nix"), []byte(otaSystemExpr), 0o644)
+	cfg := fmt.Sprintf(`{"ssh": {"listen": ["127.0.0.1:%s"], "authorizedKeys": [%q]}}`, r.port, l.key)
+	for _, v := range []string{"1.0", "2.0"} {
+		os.WriteFile(filepath.Join(dir, "router-"+v+".nix"), []byte(fmt.Sprintf(
+			"{ rotuer = import ./system.nix { version = %q; config = %q; }; }", v, cfg)), 0o644)
+	}
+	one := l.rebuild("-f", filepath.Join(dir, "router-1.0.nix"), "-A", "rotuer", "--accept-new-host-key")
+	two := l.rebuild("-f", filepath.Join(dir, "router-2.0.nix"), "-A", "rotuer")
+	if one.Generation != 1 || two.Generation != 2 || one.System == two.System {
+		t.Fatalf("rebuilds from a file: %+v then %+v", one, two)
+	}
+	if st := r.status(); st.Current != two.System {
+		t.Fatalf("the router runs %s, want %s", st.Current, two.System)
+	}
+	out := l.mustRoost("rollback", "--host", "rotuer")
+	if !strings.Contains(out, "rolled back to generation 1") {
+		t.Fatalf("roost rollback printed %q", out)
+	}
+	r.waitCurrent(one.System, 1, 5*time.Second)
+	if mark, _ := os.ReadFile(filepath.Join(r.state, "activated")); strings.TrimSpace(string(mark)) != "1.0" {
+		t.Fatalf("rollback did not run generation 1's activate script: %q", mark)
+	}
 }

@@ -325,3 +325,28 @@ func newToken() string {
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// Rollback switches to the generation before the current one and runs it,
+// as nixos-rebuild switch --rollback does. There is nothing to confirm: it
+// goes back to a system that ran before.
+func (a *Activator) Rollback(ctx context.Context) (generations.Generation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, err := a.readPending(); err == nil {
+		return generations.Generation{}, fmt.Errorf("activation of %s awaits confirmation: it rolls back by itself at %s", p.System, p.Deadline.Format(time.TimeOnly))
+	}
+	txn, err := a.Lock(ctx)
+	if err != nil {
+		return generations.Generation{}, err
+	}
+	g, err := a.Profile.Rollback()
+	txn.Close()
+	if err != nil {
+		return g, err
+	}
+	if err := a.run(ctx, g.Path); err != nil {
+		return g, err
+	}
+	a.Log.Info("rolled back by request", "generation", g.Number, "system", g.Path)
+	return g, nil
+}

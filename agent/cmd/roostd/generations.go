@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/updater/gc"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -81,9 +84,22 @@ func runGenerations(e *env, args []string) error {
 	return nil
 }
 
+// runRollback runs the previous generation, through the agent; without a
+// running agent it only makes it the boot default.
 func runRollback(e *env, args []string) error {
 	f := newFlags(e, "rollback")
 	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	err := viaAgent(e, *f.root, append([]string{"rollback"}, args...), func(a *agent.Agent) error {
+		g, err := a.Activator.Rollback(e.ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "rolled back to generation %d, running: %s\n", g.Number, g.Path)
+		return nil
+	})
+	if !errors.Is(err, control.ErrNotRunning) {
 		return err
 	}
 	t, err := e.lock(e.openStore(*f.root), "roostd rollback")
@@ -95,7 +111,7 @@ func runRollback(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "roostd: rolled back to generation %d: %s\n", g.Number, g.Path)
+	fmt.Fprintf(e.stdout, "roostd is not running: generation %d (%s) is the boot default, and runs at the next boot\n", g.Number, g.Path)
 	return nil
 }
 
