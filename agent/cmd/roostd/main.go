@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/cmdflag"
 	"github.com/roostrouter/roost/updater/store"
 )
 
@@ -159,20 +160,7 @@ func newFlags(e *env, name string) *flags {
 }
 
 // parse returns the positional arguments, wherever the flags stood.
-func (f *flags) parse(args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := f.Parse(args); err != nil {
-			return nil, err
-		}
-		args = f.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
+func (f *flags) parse(args []string) ([]string, error) { return cmdflag.Parse(f.FlagSet, args) }
 
 // openStore returns the store below --root, wired to the crash hook that
 // tests set with ROOST_CRASH_AT.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"github.com/roostrouter/roost/agent/cmdflag"
 	"github.com/roostrouter/roost/hosttool/sshclient"
 )
 
@@ -107,17 +108,9 @@ func newFlags(e *env, name string) *flags {
 
 // parse returns the positional arguments, wherever the flags stood.
 func (f *flags) parse(args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := f.Parse(args); err != nil {
-			return nil, err
-		}
-		args = f.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+	pos, err := cmdflag.Parse(f.FlagSet, args)
+	if err != nil {
+		return nil, err
 	}
 	if *f.host == "" {
 		return nil, errors.New("--host is required (the router, as ssh names it)")
