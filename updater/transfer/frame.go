@@ -122,12 +122,6 @@ func (c *conn) writeJSON(t byte, v any) error {
 	return c.write(t, b, true)
 }
 
-func (c *conn) flush() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.w.Flush()
-}
-
 // sendError tells the peer why this end gives up; best effort.
 func (c *conn) sendError(err error) {
 	c.writeJSON(frameError, errorMsg{Message: err.Error()})

@@ -108,7 +108,7 @@ func runCopy(e *env, args []string) error {
 		return err
 	}
 	if len(pos) == 0 {
-		return errors.New("usage: roost copy --host HOST /nix/store/...")
+		return errors.New("usage: roost copy --host HOST PATH (store paths to send)")
 	}
 	var paths []storepath.Path
 	for _, a := range pos {

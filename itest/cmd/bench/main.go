@@ -20,11 +20,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "delay-proxy" {
 		// Run inside the laptop's namespace by benchOTA.
-		if err := runDelayProxy(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "delay-proxy:", err)
-			os.Exit(1)
-		}
-		return
+		// It serves until killed, so it returns only on failure.
+		fmt.Fprintln(os.Stderr, "delay-proxy:", runDelayProxy(os.Args[2:]))
+		os.Exit(1)
 	}
 	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
