@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 5s
 
 # Debian packages the tests and benchmarks use.
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping
 
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
@@ -59,11 +59,13 @@ cross:
 bench: deps build
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin bin
 
-lab:
-	@echo "The lab (a virtual ISP, router and LAN with roostd running) arrives with the agent; see README.md."; exit 2
+# lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
+# a rebuild to the router from the LAN host. lab-down removes it all.
+lab: deps build
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin bin
 
 lab-down:
-	@true
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab down --dir .lab
 
 clean:
 	rm -rf bin

@@ -1,6 +1,7 @@
 // Package agent is roostd's resident service: it loads the running system's
-// config, serves roostd's commands over SSH and the control socket, and owns
-// activation with its confirm-or-rollback timer.
+// config, runs its services under the supervisor, serves roostd's commands
+// over SSH and the control socket, and owns activation with its
+// confirm-or-rollback timer.
 package agent
 
 import (
@@ -13,14 +14,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/sshd"
+	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/generations"
@@ -47,6 +53,9 @@ type Agent struct {
 	opts      Options
 	Activator *activate.Activator
 	ssh       *sshd.Server
+	sup       *supervisor.Supervisor
+	nl        *netlink.Handle
+	supDone   chan struct{}
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -87,6 +96,14 @@ func (a *Agent) State() string { return a.opts.State }
 
 // Store is the router's store.
 func (a *Agent) Store() *store.Store { return a.opts.Store }
+
+// Services returns the services' states and outputs.
+func (a *Agent) Services() []supervisor.Status {
+	if a.supDone == nil {
+		return nil
+	}
+	return a.sup.Status()
+}
 
 // Config returns the config in force (nil before the first system).
 func (a *Agent) Config() *config.Config {
@@ -136,9 +153,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.serveCtx = ctx
 	a.mu.Unlock()
 	a.markBooted()
+	if a.nl, err = netlink.NewHandle(); err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer a.nl.Close()
+	a.sup = supervisor.New(supervisor.Options{Log: a.opts.Log, OutputsDir: filepath.Join(a.opts.Root, "run/services/outputs")})
 	if err := a.Reload(ctx); err != nil {
 		return err
 	}
+	initial, err := specs(a.Config(), a.nl, "/proc/sys")
+	if err != nil {
+		return err
+	}
+	a.supDone = make(chan struct{})
+	go func() {
+		defer close(a.supDone)
+		if err := a.sup.Run(ctx, initial); err != nil {
+			a.opts.Log.Error("supervisor", "err", err)
+		}
+	}()
 	cl, err := control.Listen(control.SocketPath(a.opts.Root))
 	if err != nil {
 		return err
@@ -154,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.opts.Ready()
 	}
 	<-ctx.Done()
+	<-a.supDone // services stop, dependents first; the network stays as it is
 	a.mu.Lock()
 	for addr, l := range a.listeners {
 		l.Close()
@@ -183,6 +217,15 @@ func (a *Agent) Reload(ctx context.Context) error {
 		return err
 	}
 	a.ssh.SetAuthorizedKeys(keys)
+	if a.supDone != nil {
+		sp, err := specs(cfg, a.nl, "/proc/sys")
+		if err != nil {
+			return err
+		}
+		if err := a.sup.Reload(sp); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.cfg = cfg
@@ -202,7 +245,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		if a.listeners[addr] != nil {
 			continue
 		}
-		l, err := net.Listen("tcp", addr)
+		l, err := listenFreebind(addr)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ssh listen on %s: %w", addr, err))
 			continue
@@ -235,4 +278,24 @@ func (a *Agent) authorizedKeys(cfg *config.Config) ([]ssh.PublicKey, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return append(keys, more...), nil
+}
+
+// listenFreebind listens even on an address that no interface has yet: the
+// router's own services add it later (IP_FREEBIND), so SSH need not wait.
+func listenFreebind(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if strings.HasSuffix(network, "6") {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

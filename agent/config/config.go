@@ -1,9 +1,9 @@
 // Package config loads and validates roostd's configuration, the JSON file
-// etc/roost/config.json of a system.
+// etc/roost/config.json of a system. Validation reports every problem at
+// once, each with its JSON path; unknown fields are errors.
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +12,16 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/roostrouter/roost/boards"
 )
 
 // Config is a router's configuration.
 type Config struct {
-	Hostname string `json:"hostname"`
-	SSH      SSH    `json:"ssh"`
+	Hostname string              `json:"hostname"`
+	Board    string              `json:"board"`
+	SSH      SSH                 `json:"ssh"`
+	Services map[string]*Service `json:"-"`
 }
 
 // SSH configures roostd's SSH endpoint.
@@ -50,29 +54,62 @@ func Load(file string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes and validates a config. Unknown fields are errors.
+// Parse decodes and validates a config.
 func Parse(b []byte) (*Config, error) {
-	var c Config
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
 		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
+		if errors.As(err, &se) {
 			return nil, Errors{fmt.Sprintf("byte %d: invalid JSON: %v", se.Offset, se)}
-		case errors.As(err, &te):
-			return nil, Errors{fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value)}
 		}
-		return nil, Errors{err.Error()}
+		return nil, Errors{"the config must be a JSON object"}
 	}
-	if errs := c.validate(); len(errs) > 0 {
+	var errs Errors
+	if keys, err := objectKeys(b); err == nil {
+		seen := map[string]bool{}
+		for _, k := range keys {
+			if seen[k] {
+				errs = append(errs, fmt.Sprintf("%s: given twice", k))
+			}
+			seen[k] = true
+		}
+	}
+	c := &Config{Board: "lab"}
+	for _, k := range sortedKeys(top) {
+		raw := top[k]
+		switch k {
+		case "hostname":
+			if err := decodeStrict(k, raw, &c.Hostname); err != nil {
+				errs = append(errs, err.Error())
+			}
+		case "board":
+			if err := decodeStrict(k, raw, &c.Board); err != nil {
+				errs = append(errs, err.Error())
+			}
+		case "ssh":
+			if err := decodeStrict(k, raw, &c.SSH); err != nil {
+				errs = append(errs, err.Error())
+			}
+		case "services":
+		default:
+			errs = append(errs, fmt.Sprintf("%s: unknown field (want hostname, board, ssh, services)", k))
+		}
+	}
+	board, err := boards.Lookup(c.Board)
+	if err != nil {
+		errs = append(errs, "board: "+err.Error())
+	}
+	if raw, ok := top["services"]; ok && err == nil {
+		c.Services = parseServices(raw, &board, &errs)
+	}
+	errs = append(errs, c.checkSSH()...)
+	if len(errs) > 0 {
 		return nil, errs
 	}
-	return &c, nil
+	return c, nil
 }
 
-func (c *Config) validate() Errors {
+func (c *Config) checkSSH() Errors {
 	var errs Errors
 	for i, l := range c.SSH.Listen {
 		if _, _, err := net.SplitHostPort(l); err != nil {
@@ -93,4 +130,10 @@ func (s SSH) ListenAddrs() []string {
 		return []string{":22"}
 	}
 	return s.Listen
+}
+
+// BoardInfo returns the config's board.
+func (c *Config) BoardInfo() boards.Board {
+	b, _ := boards.Lookup(c.Board)
+	return b
 }

@@ -5,14 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/closurediff"
 	"github.com/roostrouter/roost/updater/generations"
@@ -187,6 +192,7 @@ type status struct {
 	Pending    *activate.Pending        `json:"pendingActivation,omitempty"`
 	Store      storeStatus              `json:"store"`
 	Gens       []generations.Generation `json:"generations"`
+	Services   []supervisor.Status      `json:"services"`
 }
 
 type storeStatus struct {
@@ -206,8 +212,11 @@ func runStatus(e *env, args []string) error {
 			return err
 		}
 	}
-	st := status{Agent: "not running", Gens: []generations.Generation{}}
+	st := status{Agent: "not running", Gens: []generations.Generation{}, Services: []supervisor.Status{}}
 	if e.agent != nil {
+		if svcs := e.agent.Services(); svcs != nil {
+			st.Services = svcs
+		}
 		st.Agent = "roostd " + version + ", pid " + strconv.Itoa(os.Getpid())
 		if c := e.agent.Config(); c != nil {
 			st.Hostname = c.Hostname
@@ -256,7 +265,37 @@ func runStatus(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", st.Pending.System, st.Pending.Deadline.Format(time.TimeOnly))
 	}
 	fmt.Fprintf(e.stdout, "  store: %d paths, %s\n", st.Store.Paths, humanBytes(int64(st.Store.NARBytes)))
+	printServices(e.stdout, st.Services)
 	return nil
+}
+
+// printServices prints the services as a tree: each under what it depends
+// on, indented by its depth, with its state and outputs.
+func printServices(w io.Writer, svcs []supervisor.Status) {
+	if len(svcs) == 0 {
+		return
+	}
+	depth := map[string]int{}
+	for _, s := range svcs { // dependency order: deps come first
+		for _, d := range s.Deps {
+			depth[s.Name] = max(depth[s.Name], depth[d]+1)
+		}
+	}
+	fmt.Fprintln(w, "  services:")
+	for _, s := range svcs {
+		var outs []string
+		for _, k := range slices.Sorted(maps.Keys(s.Outputs)) {
+			outs = append(outs, k+"="+s.Outputs[k])
+		}
+		line := fmt.Sprintf("    %-9s%s%s (%s)", s.State, strings.Repeat("  ", depth[s.Name]), s.Name, s.Kind)
+		if len(outs) > 0 {
+			line += "  " + strings.Join(outs, " ")
+		}
+		if s.LastError != "" {
+			line += fmt.Sprintf("  [failed %d times: %s; retry in %s]", s.Failures, s.LastError, s.RetryIn)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 func narTotal(reg *registry.Registry) uint64 {

@@ -1,0 +1,92 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../../docs/rotuer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "rotuer" || len(c.Services) != 11 {
+		t.Fatalf("example: hostname %q, %d services", c.Hostname, len(c.Services))
+	}
+	if got := strings.Join(c.Services["default"].Deps(), ","); got != "wan,wan-addr" {
+		t.Fatalf("default route depends on %s", got)
+	}
+	if got := strings.Join(c.Services["lan0"].Deps(), ","); got != "lan" {
+		t.Fatalf("a bridge member depends on %s, want the bridge", got)
+	}
+}
+
+// TestBadConfigs: every problem is reported at once, with its JSON path.
+func TestBadConfigs(t *testing.T) {
+	good, _ := os.ReadFile("../../docs/rotuer.json")
+	for _, tc := range []struct {
+		name string
+		conf string
+		want []string
+	}{
+		{"not JSON", `{"hostname": `, []string{"invalid JSON"}},
+		{"wrong types and unknown fields", `{"hostname": 7, "colour": "red", "ssh": {"listen": "x"},
+			"services": {"wan": {"kind": "link", "interface": "wan", "mtu": "big", "speed": 100}}}`,
+			[]string{"hostname: expected string", "colour: unknown field", "ssh.listen: expected []string", "services.wan.mtu: expected int", "services.wan: unknown field \"speed\""}},
+		{"unknown kind", `{"services": {"x": {"kind": "teleport"}}}`, []string{`services.x.kind: unknown kind "teleport"`}},
+		{"cycle", `{"services": {
+			"a": {"kind": "bridge", "name": "a", "after": ["b"]},
+			"b": {"kind": "bridge", "name": "b", "after": ["c"]},
+			"c": {"kind": "bridge", "name": "c", "after": ["a"]}}}`, []string{"dependency cycle: a → b → c → a"}},
+		{"missing dependency", `{"services": {"addr": {"kind": "address", "link": "nowhere", "address": "10.0.0.1/24"}}}`,
+			[]string{`services.addr.link: there is no service "nowhere"`}},
+		{"wrong kind of dependency", `{"services": {"s": {"kind": "sysctl", "values": {"a.b": "1"}}, "addr": {"kind": "address", "link": "s", "address": "10.0.0.1/24"}}}`,
+			[]string{`services.addr.link: "s" is a sysctl service, want a link, bridge or vlan`}},
+		{"duplicate names", `{"services": {"wan": {"kind": "link", "interface": "wan"}, "wan": {"kind": "link", "interface": "wan"}}}`,
+			[]string{"services.wan: declared twice"}},
+		{"board interface that does not exist", `{"board": "lab", "services": {"x": {"kind": "link", "interface": "eth7"}}}`,
+			[]string{`services.x.interface: board lab has no interface "eth7" (it has lan0, lan1, wan)`}},
+		{"unknown board", `{"board": "wrt54g"}`, []string{`board: unknown board "wrt54g"`}},
+		{"bad values", `{"services": {
+			"a": {"kind": "address", "link": "v", "address": "10.0.0.300/24"},
+			"v": {"kind": "vlan", "parent": "b", "id": 5000, "name": "this-name-is-too-long"},
+			"b": {"kind": "bridge", "name": "br0", "mtu": 20},
+			"r": {"kind": "route", "link": "b", "destination": "default", "gateway": "nope"}}}`,
+			[]string{"services.a.address", "services.v.id: 5000", "services.v.name", "services.b.mtu: 20", "services.r.destination", `services.r.gateway: "nope"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.conf))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	if _, err := Parse(good); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	good, _ := os.ReadFile("../../docs/rotuer.json")
+	f.Add(good)
+	f.Add([]byte(`{"services": {"a": {"kind": "route", "link": "a", "destination": "::/0", "gateway": {"service": "a", "output": "x"}}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			return
+		}
+		for name, s := range c.Services {
+			for _, d := range s.Deps() {
+				if _, ok := c.Services[d]; !ok {
+					t.Fatalf("accepted %s depending on missing %s", name, d)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,434 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/roostrouter/roost/boards"
+)
+
+// Service is one entry of "services": a kind and the kind's settings.
+type Service struct {
+	Kind  string   `json:"kind"`
+	After []string `json:"after,omitempty"` // more dependencies, besides the ones its settings imply
+
+	Link    *LinkService    `json:"-"`
+	Bridge  *BridgeService  `json:"-"`
+	VLAN    *VLANService    `json:"-"`
+	Address *AddressService `json:"-"`
+	Route   *RouteService   `json:"-"`
+	Sysctl  *SysctlService  `json:"-"`
+
+	raw json.RawMessage
+}
+
+// LinkService configures a board interface.
+type LinkService struct {
+	Interface string `json:"interface"`        // the board's logical name: wan, lan0, …
+	MTU       int    `json:"mtu,omitempty"`    // unchanged if 0
+	MAC       string `json:"mac,omitempty"`    // unchanged if empty
+	Bridge    string `json:"bridge,omitempty"` // the bridge service it joins
+}
+
+// BridgeService creates a bridge.
+type BridgeService struct {
+	Name string `json:"name"`
+	MTU  int    `json:"mtu,omitempty"`
+}
+
+// VLANService creates a VLAN device on a link.
+type VLANService struct {
+	Parent string `json:"parent"` // a link, bridge or vlan service
+	ID     int    `json:"id"`
+	Name   string `json:"name"`
+}
+
+// AddressService puts a static address on a link.
+type AddressService struct {
+	Link    string `json:"link"`    // a link, bridge or vlan service
+	Address string `json:"address"` // CIDR: 192.168.1.1/24, fd00::1/64
+}
+
+// RouteService adds a route.
+type RouteService struct {
+	Link        string          `json:"link"`
+	Destination string          `json:"destination"` // CIDR; 0.0.0.0/0 or ::/0 for a default route
+	Gateway     *OutputRef      `json:"-"`
+	GatewayIP   string          `json:"-"`
+	RawGateway  json.RawMessage `json:"gateway,omitempty"` // "192.0.2.1" or {"service": "…", "output": "…"}
+	Metric      int             `json:"metric,omitempty"`
+	Table       int             `json:"table,omitempty"`
+}
+
+// OutputRef names another service's output.
+type OutputRef struct {
+	Service string `json:"service"`
+	Output  string `json:"output"`
+}
+
+// SysctlService sets kernel parameters.
+type SysctlService struct {
+	Values map[string]string `json:"values"`
+}
+
+var kinds = map[string]func(*Service) any{
+	"link":    func(s *Service) any { s.Link = &LinkService{}; return s.Link },
+	"bridge":  func(s *Service) any { s.Bridge = &BridgeService{}; return s.Bridge },
+	"vlan":    func(s *Service) any { s.VLAN = &VLANService{}; return s.VLAN },
+	"address": func(s *Service) any { s.Address = &AddressService{}; return s.Address },
+	"route":   func(s *Service) any { s.Route = &RouteService{}; return s.Route },
+	"sysctl":  func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
+}
+
+func kindNames() string {
+	var n []string
+	for k := range kinds {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return strings.Join(n, ", ")
+}
+
+// Fingerprint identifies a service's declaration: it changes when any
+// setting does, so a reload restarts exactly the services that changed.
+func (s *Service) Fingerprint() string { return string(s.raw) }
+
+// Deps are the services it depends on: the ones its settings name, and After.
+func (s *Service) Deps() []string {
+	deps := append([]string(nil), s.After...)
+	switch {
+	case s.Link != nil && s.Link.Bridge != "":
+		deps = append(deps, s.Link.Bridge)
+	case s.VLAN != nil:
+		deps = append(deps, s.VLAN.Parent)
+	case s.Address != nil:
+		deps = append(deps, s.Address.Link)
+	case s.Route != nil:
+		deps = append(deps, s.Route.Link)
+		if s.Route.Gateway != nil {
+			deps = append(deps, s.Route.Gateway.Service)
+		}
+	}
+	sort.Strings(deps)
+	return compact(deps)
+}
+
+func compact(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// objectKeys returns the keys of a JSON object in order, to catch keys given
+// twice (encoding/json keeps the last silently).
+func objectKeys(raw json.RawMessage) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	t, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := t.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("expected an object")
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, t.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// decodeFields decodes a JSON object into the struct v field by field, so
+// that every unknown field and every wrong type is reported, each with its
+// JSON path, not just the first.
+func decodeFields(path string, raw json.RawMessage, v any) []string {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return []string{fmt.Sprintf("%s: expected an object", path)}
+	}
+	rv := reflect.ValueOf(v).Elem()
+	fields := map[string]reflect.Value{}
+	var names []string
+	for i := 0; i < rv.NumField(); i++ {
+		tag, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("json"), ",")
+		if tag != "" && tag != "-" {
+			fields[tag] = rv.Field(i)
+			names = append(names, tag)
+		}
+	}
+	var errs []string
+	for _, k := range sortedKeys(obj) {
+		f, ok := fields[k]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s: unknown field %q (want %s)", path, k, strings.Join(names, ", ")))
+			continue
+		}
+		if err := decodeStrict(path+"."+k, obj[k], f.Addr().Interface()); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	return errs
+}
+
+// decodeStrict decodes raw into v, refusing unknown fields, and returns an
+// error naming the JSON path.
+func decodeStrict(path string, raw json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := path
+			if te.Field != "" {
+				field += "." + te.Field
+			}
+			return fmt.Errorf("%s: expected %s, got JSON %s", field, te.Type, te.Value)
+		}
+		msg := err.Error()
+		if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+			return fmt.Errorf("%s: unknown field %s", path, f)
+		}
+		return fmt.Errorf("%s: %s", path, strings.TrimPrefix(msg, "json: "))
+	}
+	return nil
+}
+
+// parseServices decodes and checks "services" and appends every problem.
+func parseServices(raw json.RawMessage, board *boards.Board, errs *Errors) map[string]*Service {
+	keys, err := objectKeys(raw)
+	if err != nil {
+		*errs = append(*errs, "services: expected an object of named services")
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			*errs = append(*errs, fmt.Sprintf("services.%s: declared twice", k))
+		}
+		seen[k] = true
+	}
+	var byName map[string]json.RawMessage
+	json.Unmarshal(raw, &byName)
+	out := map[string]*Service{}
+	for _, name := range sortedKeys(byName) {
+		path := "services." + name
+		if !validName(name) {
+			*errs = append(*errs, fmt.Sprintf("%s: a service name is letters, digits, - and _", path))
+			continue
+		}
+		s := &Service{raw: byName[name]}
+		var head struct {
+			Kind  string   `json:"kind"`
+			After []string `json:"after"`
+		}
+		if err := json.Unmarshal(byName[name], &head); err != nil {
+			*errs = append(*errs, fmt.Sprintf("%s: expected an object with a kind", path))
+			continue
+		}
+		mk, ok := kinds[head.Kind]
+		if !ok {
+			*errs = append(*errs, fmt.Sprintf("%s.kind: unknown kind %q (want one of %s)", path, head.Kind, kindNames()))
+			continue
+		}
+		s.Kind, s.After = head.Kind, head.After
+		// Decode the kind's settings, with kind and after known too.
+		settings := mk(s)
+		var withHead map[string]json.RawMessage
+		json.Unmarshal(byName[name], &withHead)
+		delete(withHead, "kind")
+		delete(withHead, "after")
+		rest, _ := json.Marshal(withHead)
+		if problems := decodeFields(path, rest, settings); len(problems) > 0 {
+			*errs = append(*errs, problems...)
+			continue
+		}
+		s.check(path, board, errs)
+		out[name] = s
+	}
+	checkRefs(out, errs)
+	return out
+}
+
+func validName(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validIfname(n string) bool {
+	return n != "" && len(n) < 16 && !strings.ContainsAny(n, "/ \t\n:")
+}
+
+// check validates a service's own settings.
+func (s *Service) check(path string, board *boards.Board, errs *Errors) {
+	add := func(field, format string, args ...any) {
+		*errs = append(*errs, fmt.Sprintf("%s.%s: %s", path, field, fmt.Sprintf(format, args...)))
+	}
+	mtu := func(m int) {
+		if m != 0 && (m < 68 || m > 65535) {
+			add("mtu", "%d is not an MTU (68 to 65535)", m)
+		}
+	}
+	switch {
+	case s.Link != nil:
+		if s.Link.Interface == "" {
+			add("interface", "required: the board's interface (%s)", strings.Join(board.InterfaceNames(), ", "))
+		} else if _, ok := board.Device(s.Link.Interface); !ok {
+			add("interface", "board %s has no interface %q (it has %s)", board.Name, s.Link.Interface, strings.Join(board.InterfaceNames(), ", "))
+		}
+		mtu(s.Link.MTU)
+		if s.Link.MAC != "" {
+			if _, err := net.ParseMAC(s.Link.MAC); err != nil {
+				add("mac", "%q is not a MAC address", s.Link.MAC)
+			}
+		}
+	case s.Bridge != nil:
+		if !validIfname(s.Bridge.Name) {
+			add("name", "%q is not a device name (1 to 15 characters, no / or spaces)", s.Bridge.Name)
+		}
+		mtu(s.Bridge.MTU)
+	case s.VLAN != nil:
+		if !validIfname(s.VLAN.Name) {
+			add("name", "%q is not a device name (1 to 15 characters, no / or spaces)", s.VLAN.Name)
+		}
+		if s.VLAN.ID < 1 || s.VLAN.ID > 4094 {
+			add("id", "%d is not a VLAN id (1 to 4094)", s.VLAN.ID)
+		}
+	case s.Address != nil:
+		if ip, _, err := net.ParseCIDR(s.Address.Address); err != nil || ip == nil {
+			add("address", "%q is not an address with its prefix length, like 192.168.1.1/24", s.Address.Address)
+		}
+	case s.Route != nil:
+		if _, _, err := net.ParseCIDR(s.Route.Destination); err != nil {
+			add("destination", "%q is not a prefix, like 0.0.0.0/0 or 2001:db8::/32", s.Route.Destination)
+		}
+		if len(s.Route.RawGateway) > 0 {
+			var ip string
+			var ref OutputRef
+			if json.Unmarshal(s.Route.RawGateway, &ip) == nil {
+				if net.ParseIP(ip) == nil {
+					add("gateway", "%q is not an IP address", ip)
+				}
+				s.Route.GatewayIP = ip
+			} else if err := decodeStrict(path+".gateway", s.Route.RawGateway, &ref); err != nil || ref.Service == "" || ref.Output == "" {
+				add("gateway", "want an IP address or {\"service\": …, \"output\": …}")
+			} else {
+				s.Route.Gateway = &ref
+			}
+		}
+		if s.Route.Metric < 0 {
+			add("metric", "%d is negative", s.Route.Metric)
+		}
+		if s.Route.Table < 0 || s.Route.Table > 0xfffffff0 {
+			add("table", "%d is not a routing table", s.Route.Table)
+		}
+	case s.Sysctl != nil:
+		if len(s.Sysctl.Values) == 0 {
+			add("values", "required: at least one key")
+		}
+		for k := range s.Sysctl.Values {
+			if k == "" || strings.Contains(k, "/") || strings.Contains(k, "..") || strings.HasPrefix(k, ".") {
+				add("values", "%q is not a sysctl key like net.ipv4.ip_forward", k)
+			}
+		}
+	}
+}
+
+// checkRefs validates references between services and finds cycles.
+func checkRefs(svcs map[string]*Service, errs *Errors) {
+	linkish := map[string]bool{"link": true, "bridge": true, "vlan": true}
+	for _, name := range sortedKeys(svcs) {
+		s := svcs[name]
+		path := "services." + name
+		ref := func(field, target string, want map[string]bool, what string) {
+			t, ok := svcs[target]
+			switch {
+			case target == "":
+				*errs = append(*errs, fmt.Sprintf("%s.%s: required", path, field))
+			case !ok:
+				*errs = append(*errs, fmt.Sprintf("%s.%s: there is no service %q", path, field, target))
+			case want != nil && !want[t.Kind]:
+				*errs = append(*errs, fmt.Sprintf("%s.%s: %q is a %s service, want %s", path, field, target, t.Kind, what))
+			}
+		}
+		for i, a := range s.After {
+			ref(fmt.Sprintf("after[%d]", i), a, nil, "")
+		}
+		switch {
+		case s.Link != nil && s.Link.Bridge != "":
+			ref("bridge", s.Link.Bridge, map[string]bool{"bridge": true}, "a bridge")
+		case s.VLAN != nil:
+			ref("parent", s.VLAN.Parent, linkish, "a link, bridge or vlan")
+		case s.Address != nil:
+			ref("link", s.Address.Link, linkish, "a link, bridge or vlan")
+		case s.Route != nil:
+			ref("link", s.Route.Link, linkish, "a link, bridge or vlan")
+			if s.Route.Gateway != nil {
+				ref("gateway.service", s.Route.Gateway.Service, nil, "")
+			}
+		}
+	}
+	// Cycles, each reported once with its path.
+	state := map[string]int{}
+	var stack []string
+	var visit func(n string)
+	visit = func(n string) {
+		state[n] = 1
+		stack = append(stack, n)
+		for _, d := range svcs[n].Deps() {
+			if _, ok := svcs[d]; !ok {
+				continue
+			}
+			switch state[d] {
+			case 0:
+				visit(d)
+			case 1:
+				i := len(stack) - 1
+				for stack[i] != d {
+					i--
+				}
+				cycle := append(append([]string(nil), stack[i:]...), d)
+				*errs = append(*errs, fmt.Sprintf("services.%s: dependency cycle: %s", d, strings.Join(cycle, " → ")))
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[n] = 2
+	}
+	for _, n := range sortedKeys(svcs) {
+		if state[n] == 0 {
+			visit(n)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/netconf"
+)
+
+// specs turns the config's services into the supervisor's, each kind made
+// by netconf.
+func specs(cfg *config.Config, nl *netlink.Handle, procSys string) ([]supervisor.Spec, error) {
+	board := cfg.BoardInfo()
+	var out []supervisor.Spec
+	for name, s := range cfg.Services {
+		sp := supervisor.Spec{Name: name, Kind: s.Kind, Deps: s.Deps(), Fingerprint: s.Fingerprint()}
+		ifname := func(svc string) supervisor.Ref { return supervisor.Ref{Service: svc, Key: "ifname"} }
+		switch {
+		case s.Link != nil:
+			l := *s.Link
+			dev, _ := board.Device(l.Interface)
+			mac, _ := net.ParseMAC(l.MAC)
+			var br *supervisor.Ref
+			if l.Bridge != "" {
+				r := ifname(l.Bridge)
+				br = &r
+				sp.Reads = append(sp.Reads, r)
+			}
+			sp.New = func() supervisor.Service {
+				return &netconf.Link{NL: nl, Device: dev, MTU: l.MTU, MAC: mac, BridgeRef: br}
+			}
+		case s.Bridge != nil:
+			b := *s.Bridge
+			sp.New = func() supervisor.Service { return &netconf.Bridge{NL: nl, Name: b.Name, MTU: b.MTU} }
+		case s.VLAN != nil:
+			v := *s.VLAN
+			sp.Reads = append(sp.Reads, ifname(v.Parent))
+			sp.New = func() supervisor.Service {
+				return &netconf.VLAN{NL: nl, Name: v.Name, ID: v.ID, ParentRef: ifname(v.Parent)}
+			}
+		case s.Address != nil:
+			a := *s.Address
+			ip, ipnet, _ := net.ParseCIDR(a.Address)
+			prefix := &net.IPNet{IP: ip, Mask: ipnet.Mask}
+			sp.Reads = append(sp.Reads, ifname(a.Link))
+			sp.New = func() supervisor.Service {
+				return &netconf.Address{NL: nl, LinkRef: ifname(a.Link), Prefix: prefix}
+			}
+		case s.Route != nil:
+			r := *s.Route
+			_, dst, _ := net.ParseCIDR(r.Destination)
+			sp.Reads = append(sp.Reads, ifname(r.Link))
+			var gwRef *supervisor.Ref
+			if r.Gateway != nil {
+				ref := supervisor.Ref{Service: r.Gateway.Service, Key: r.Gateway.Output}
+				gwRef = &ref
+				sp.Reads = append(sp.Reads, ref)
+			}
+			gw := net.ParseIP(r.GatewayIP)
+			sp.New = func() supervisor.Service {
+				return &netconf.Route{NL: nl, LinkRef: ifname(r.Link), Destination: dst, Gateway: gw, GatewayRef: gwRef, Metric: r.Metric, Table: r.Table}
+			}
+		case s.Sysctl != nil:
+			values := s.Sysctl.Values
+			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values} }
+		default:
+			return nil, fmt.Errorf("service %s: kind %q has no implementation", name, s.Kind)
+		}
+		out = append(out, sp)
+	}
+	return out, nil
+}

@@ -1,0 +1,564 @@
+// Package supervisor runs the agent's services: it starts them in dependency
+// order, restarts a failed one with exponential backoff, re-runs a service
+// when an output it reads changes, stops dependents before what they depend
+// on, and on a config reload restarts only what changed and its dependents.
+//
+// All state belongs to one goroutine, the loop; services talk to it through
+// their Env, which sends events.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/roostrouter/roost/updater/atomicfile"
+)
+
+// State is where a service is in its life.
+type State string
+
+// The states, as roostd status shows them.
+const (
+	Down     State = "down"     // not running: waiting for dependencies, or stopped
+	Starting State = "starting" // running, not ready yet (or no longer: a link without carrier)
+	Up       State = "up"       // running and ready: dependents may start
+	Failed   State = "failed"   // its last run failed; it restarts after a backoff
+)
+
+// Ref names one output of a service.
+type Ref struct{ Service, Key string }
+
+// Service is a running piece of configuration.
+type Service interface {
+	// Run applies the service, calls env.Ready when it is in effect, and
+	// stays until ctx ends (returning nil) or it fails (returning why).
+	Run(ctx context.Context, env *Env) error
+	// Remove undoes what the service configured; it is called only when the
+	// config drops or changes the service, never when roostd stops, so that
+	// a restarted roostd adopts the live state.
+	Remove(ctx context.Context) error
+}
+
+// Spec is a service as the config declares it.
+type Spec struct {
+	Name        string
+	Kind        string
+	Deps        []string // must be up before it starts
+	Reads       []Ref    // outputs it reads: a change re-runs it
+	Fingerprint string   // changes whenever the declaration does
+	New         func() Service
+}
+
+// Options are the supervisor's dependencies.
+type Options struct {
+	Log        *slog.Logger
+	OutputsDir string // /run/services/outputs below the root
+	// Backoff is the wait before the nth restart of a failing service.
+	Backoff func(failures int) time.Duration
+	Now     func() time.Time
+}
+
+// DefaultBackoff doubles from 1 s up to a minute.
+func DefaultBackoff(failures int) time.Duration {
+	d := time.Second << min(failures-1, 6)
+	return min(d, time.Minute)
+}
+
+// Status is a service as roostd status shows it.
+type Status struct {
+	Name      string            `json:"name"`
+	Kind      string            `json:"kind"`
+	State     State             `json:"state"`
+	Deps      []string          `json:"deps,omitempty"`
+	Outputs   map[string]string `json:"outputs,omitempty"`
+	Starts    int               `json:"starts"`
+	Failures  int               `json:"failures,omitempty"`
+	LastError string            `json:"lastError,omitempty"`
+	RetryIn   string            `json:"retryIn,omitempty"`
+}
+
+// Supervisor runs services.
+type Supervisor struct {
+	opts   Options
+	events chan event
+	ready  chan struct{}
+
+	// Owned by the loop.
+	order    []string // dependency order
+	insts    map[string]*instance
+	outputs  map[string]map[string]string
+	deferred []reloadEv // reloads that arrived while a stop was under way
+}
+
+type instance struct {
+	spec     Spec
+	state    State
+	running  bool
+	stopping bool
+	restart  bool // an output it reads changed
+	gen      int
+	cancel   context.CancelFunc
+	done     chan struct{}
+	starts   int
+	failures int
+	lastErr  string
+	retryAt  time.Time
+	upSince  time.Time
+}
+
+// New returns a supervisor; Run starts it.
+func New(opts Options) *Supervisor {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Backoff == nil {
+		opts.Backoff = DefaultBackoff
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Supervisor{opts: opts, events: make(chan event, 256), ready: make(chan struct{}),
+		insts: map[string]*instance{}, outputs: map[string]map[string]string{}}
+}
+
+type event interface{}
+
+type (
+	readyEv struct {
+		name  string
+		gen   int
+		ready bool
+	}
+	outputEv struct {
+		name       string
+		gen        int
+		key, value string
+		del        bool
+	}
+	exitedEv struct {
+		name string
+		gen  int
+		err  error
+	}
+	reloadEv struct {
+		specs []Spec
+		reply chan error
+	}
+	statusEv struct{ reply chan []Status }
+)
+
+// Env is a running service's link to the supervisor.
+type Env struct {
+	s    *Supervisor
+	name string
+	gen  int
+	Log  *slog.Logger
+}
+
+// Ready says the service is in effect: its dependents may start.
+func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true} }
+
+// NotReady says it no longer is (a link lost its carrier): its dependents stop.
+func (e *Env) NotReady() { e.s.events <- readyEv{e.name, e.gen, false} }
+
+// SetOutput publishes a value; "/" in key makes nested folders (tables).
+func (e *Env) SetOutput(key, value string) { e.s.events <- outputEv{e.name, e.gen, key, value, false} }
+
+// DeleteOutput withdraws a value or a table.
+func (e *Env) DeleteOutput(key string) { e.s.events <- outputEv{e.name, e.gen, key, "", true} }
+
+// Input reads another service's output, from the files, which the loop
+// writes before it re-runs readers.
+func (e *Env) Input(r Ref) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(e.s.opts.OutputsDir, r.Service, filepath.FromSlash(r.Key)))
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// Reload replaces the services: only those whose declaration changed, and
+// their dependents, restart; those dropped are removed.
+func (s *Supervisor) Reload(specs []Spec) error {
+	if _, err := order(specs); err != nil {
+		return err
+	}
+	reply := make(chan error, 1)
+	s.events <- reloadEv{specs, reply}
+	return <-reply
+}
+
+// Status lists the services in dependency order.
+func (s *Supervisor) Status() []Status {
+	reply := make(chan []Status, 1)
+	s.events <- statusEv{reply}
+	return <-reply
+}
+
+// order sorts specs dependencies first, refusing unknown names and cycles.
+func order(specs []Spec) ([]string, error) {
+	deps := map[string][]string{}
+	var names []string
+	for _, sp := range specs {
+		if _, dup := deps[sp.Name]; dup {
+			return nil, fmt.Errorf("service %q is declared twice", sp.Name)
+		}
+		deps[sp.Name] = sp.Deps
+		names = append(names, sp.Name)
+	}
+	sort.Strings(names)
+	var out []string
+	mark := map[string]int{} // 1 visiting, 2 done
+	var visit func(n string, path []string) error
+	visit = func(n string, path []string) error {
+		switch mark[n] {
+		case 1:
+			return fmt.Errorf("dependency cycle: %s", strings.Join(append(path, n), " → "))
+		case 2:
+			return nil
+		}
+		mark[n] = 1
+		ds := append([]string(nil), deps[n]...)
+		sort.Strings(ds)
+		for _, d := range ds {
+			if _, ok := deps[d]; !ok {
+				return fmt.Errorf("service %q depends on %q, which is not declared", n, d)
+			}
+			if err := visit(d, append(path, n)); err != nil {
+				return err
+			}
+		}
+		mark[n] = 2
+		out = append(out, n)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Run supervises until ctx ends, then stops every service, dependents first.
+func (s *Supervisor) Run(ctx context.Context, specs []Spec) error {
+	if err := s.reload(specs); err != nil {
+		return err
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for len(s.deferred) > 0 {
+			ev := s.deferred[0]
+			s.deferred = s.deferred[1:]
+			ev.reply <- s.reload(ev.specs)
+		}
+		next := s.reconcile()
+		timer.Reset(max(time.Until(next), time.Millisecond))
+		select {
+		case ev := <-s.events:
+			s.handle(ev)
+		case <-timer.C:
+		case <-ctx.Done():
+			for i := len(s.order) - 1; i >= 0; i-- {
+				s.stop(s.insts[s.order[i]])
+			}
+			return nil
+		}
+	}
+}
+
+func (s *Supervisor) handle(ev event) {
+	switch ev := ev.(type) {
+	case readyEv:
+		inst := s.insts[ev.name]
+		if inst == nil || inst.gen != ev.gen || !inst.running || inst.stopping {
+			return
+		}
+		if ev.ready && inst.state != Up {
+			inst.state, inst.upSince = Up, s.opts.Now()
+			s.opts.Log.Info("service up", "service", ev.name)
+		} else if !ev.ready && inst.state == Up {
+			inst.state = Starting
+			s.opts.Log.Info("service no longer ready", "service", ev.name)
+		}
+	case outputEv:
+		inst := s.insts[ev.name]
+		if inst == nil || inst.gen != ev.gen || !inst.running {
+			return
+		}
+		s.setOutput(ev.name, ev.key, ev.value, ev.del)
+	case exitedEv:
+		inst := s.insts[ev.name]
+		if inst == nil || inst.gen != ev.gen {
+			return
+		}
+		inst.running = false
+		s.clearOutputs(ev.name)
+		if inst.stopping {
+			inst.stopping = false
+			inst.state = Down
+			return
+		}
+		if ev.err == nil {
+			ev.err = errors.New("exited by itself")
+		}
+		if !inst.upSince.IsZero() && s.opts.Now().Sub(inst.upSince) > time.Minute {
+			inst.failures = 0 // it ran well for a while: start the backoff over
+		}
+		inst.failures++
+		inst.lastErr = ev.err.Error()
+		inst.state = Failed
+		wait := s.opts.Backoff(inst.failures)
+		inst.retryAt = s.opts.Now().Add(wait)
+		s.opts.Log.Warn("service failed", "service", ev.name, "err", ev.err, "failures", inst.failures, "retryIn", wait)
+	case reloadEv:
+		ev.reply <- s.reload(ev.specs)
+	case statusEv:
+		ev.reply <- s.status()
+	}
+}
+
+func (s *Supervisor) setOutput(name, key, value string, del bool) {
+	clean := filepath.ToSlash(filepath.Clean("/" + key))[1:]
+	if clean == "" || clean != key {
+		s.opts.Log.Error("service published an output with a bad name", "service", name, "key", key)
+		return
+	}
+	outs := s.outputs[name]
+	if outs == nil {
+		outs = map[string]string{}
+		s.outputs[name] = outs
+	}
+	changed := map[string]bool{}
+	file := filepath.Join(s.opts.OutputsDir, name, filepath.FromSlash(key))
+	if del {
+		for k := range outs {
+			if k == key || strings.HasPrefix(k, key+"/") {
+				delete(outs, k)
+				changed[k] = true
+			}
+		}
+		os.RemoveAll(file)
+	} else {
+		if old, ok := outs[key]; ok && old == value {
+			return
+		}
+		outs[key] = value
+		changed[key] = true
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err == nil {
+			if err := atomicfile.WriteFile(file, []byte(value), 0o644); err != nil {
+				s.opts.Log.Error("write output", "service", name, "key", key, "err", err)
+			}
+		}
+	}
+	for _, n := range s.order {
+		inst := s.insts[n]
+		for _, r := range inst.spec.Reads {
+			if r.Service == name && (changed[r.Key] || hasPrefixKey(changed, r.Key)) && inst.running {
+				inst.restart = true
+			}
+		}
+	}
+}
+
+func hasPrefixKey(changed map[string]bool, prefix string) bool {
+	for k := range changed {
+		if strings.HasPrefix(k, prefix+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// clearOutputs withdraws a stopped service's outputs; its running readers
+// re-run when it is back.
+func (s *Supervisor) clearOutputs(name string) {
+	if len(s.outputs[name]) > 0 {
+		for _, n := range s.order {
+			inst := s.insts[n]
+			for _, r := range inst.spec.Reads {
+				if r.Service == name && inst.running {
+					inst.restart = true
+				}
+			}
+		}
+	}
+	delete(s.outputs, name)
+	os.RemoveAll(filepath.Join(s.opts.OutputsDir, name))
+}
+
+// reconcile stops what lost a dependency or must re-run, starts what can
+// start, and returns when it next needs to look (a pending retry).
+func (s *Supervisor) reconcile() time.Time {
+	next := s.opts.Now().Add(time.Hour)
+	for i := len(s.order) - 1; i >= 0; i-- {
+		inst := s.insts[s.order[i]]
+		if inst.running && (inst.restart || !s.depsUp(inst)) {
+			s.stop(inst)
+		}
+	}
+	for _, n := range s.order {
+		inst := s.insts[n]
+		if inst.running || !s.depsUp(inst) {
+			continue
+		}
+		if inst.state == Failed && s.opts.Now().Before(inst.retryAt) {
+			next = minTime(next, inst.retryAt)
+			continue
+		}
+		s.start(inst)
+	}
+	return next
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func (s *Supervisor) depsUp(inst *instance) bool {
+	for _, d := range inst.spec.Deps {
+		if dep := s.insts[d]; dep == nil || dep.state != Up || !dep.running {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Supervisor) start(inst *instance) {
+	inst.gen++
+	inst.starts++
+	inst.running, inst.stopping, inst.restart = true, false, false
+	inst.state = Starting
+	inst.upSince = time.Time{}
+	ctx, cancel := context.WithCancel(context.Background())
+	inst.cancel = cancel
+	inst.done = make(chan struct{})
+	env := &Env{s: s, name: inst.spec.Name, gen: inst.gen, Log: s.opts.Log.With("service", inst.spec.Name)}
+	svc := inst.spec.New()
+	gen, done := inst.gen, inst.done
+	s.opts.Log.Info("service starting", "service", inst.spec.Name, "kind", inst.spec.Kind)
+	go func() {
+		err := svc.Run(ctx, env)
+		if ctx.Err() != nil {
+			err = nil
+		}
+		s.events <- exitedEv{inst.spec.Name, gen, err}
+		close(done)
+	}()
+}
+
+// stop cancels a service and waits for it, handling other events meanwhile.
+func (s *Supervisor) stop(inst *instance) {
+	if inst == nil || !inst.running {
+		return
+	}
+	inst.stopping = true
+	inst.cancel()
+	s.opts.Log.Info("service stopping", "service", inst.spec.Name)
+	for inst.running {
+		switch ev := (<-s.events).(type) {
+		case reloadEv:
+			s.deferred = append(s.deferred, ev)
+		default:
+			s.handle(ev)
+		}
+	}
+}
+
+func (s *Supervisor) reload(specs []Spec) error {
+	ord, err := order(specs)
+	if err != nil {
+		return err
+	}
+	next := map[string]Spec{}
+	for _, sp := range specs {
+		next[sp.Name] = sp
+	}
+	// Dependents of what changes stop first, in reverse order.
+	changed := map[string]bool{}
+	for name, inst := range s.insts {
+		sp, ok := next[name]
+		if !ok || sp.Fingerprint != inst.spec.Fingerprint || sp.Kind != inst.spec.Kind {
+			changed[name] = true
+		}
+	}
+	for i := len(s.order) - 1; i >= 0; i-- {
+		name := s.order[i]
+		if s.dependsOnAny(name, changed) || changed[name] {
+			s.stop(s.insts[name])
+		}
+	}
+	for name := range changed {
+		inst := s.insts[name]
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := inst.spec.New().Remove(ctx); err != nil {
+			s.opts.Log.Warn("removing a service's configuration", "service", name, "err", err)
+		}
+		cancel()
+		delete(s.insts, name)
+		s.opts.Log.Info("service removed", "service", name)
+	}
+	for _, name := range ord {
+		if inst, ok := s.insts[name]; ok {
+			inst.spec = next[name] // same fingerprint; take the new constructor
+			continue
+		}
+		s.insts[name] = &instance{spec: next[name], state: Down}
+	}
+	s.order = ord
+	return nil
+}
+
+// dependsOnAny reports whether name depends, directly or not, on one of set.
+func (s *Supervisor) dependsOnAny(name string, set map[string]bool) bool {
+	seen := map[string]bool{}
+	var walk func(n string) bool
+	walk = func(n string) bool {
+		if seen[n] {
+			return false
+		}
+		seen[n] = true
+		inst := s.insts[n]
+		if inst == nil {
+			return false
+		}
+		for _, d := range inst.spec.Deps {
+			if set[d] || walk(d) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk(name)
+}
+
+func (s *Supervisor) status() []Status {
+	var out []Status
+	for _, n := range s.order {
+		inst := s.insts[n]
+		st := Status{Name: n, Kind: inst.spec.Kind, State: inst.state, Deps: inst.spec.Deps,
+			Starts: inst.starts, Failures: inst.failures, LastError: inst.lastErr}
+		if len(s.outputs[n]) > 0 {
+			st.Outputs = map[string]string{}
+			for k, v := range s.outputs[n] {
+				st.Outputs[k] = v
+			}
+		}
+		if inst.state == Failed {
+			st.RetryIn = time.Until(inst.retryAt).Round(time.Second).String()
+		}
+		out = append(out, st)
+	}
+	return out
+}
