@@ -18,6 +18,7 @@ type Bar struct {
 
 	start, last time.Time
 	drawn       bool
+	finished    bool
 }
 
 // Update shows the state; it draws at most 10 times a second on a terminal
@@ -31,10 +32,11 @@ func (b *Bar) Update(done, total int, bytes, totalBytes int64) {
 	if b.TTY {
 		every = 100 * time.Millisecond
 	}
-	if done < total && now.Sub(b.last) < every {
+	complete := done >= total
+	if b.finished || !complete && now.Sub(b.last) < every {
 		return
 	}
-	b.last = now
+	b.last, b.finished = now, complete
 	line := b.line(done, total, bytes, totalBytes, now)
 	if b.TTY {
 		fmt.Fprintf(b.W, "\r\x1b[K%s", line)

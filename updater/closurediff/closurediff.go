@@ -17,7 +17,8 @@ type Change struct {
 	New  []string `json:"new,omitempty"` // versions after
 }
 
-// String prints the change as diff-closures does: "name: 1.0 → 2.0".
+// String prints the change as diff-closures does: "name: 1.0 → 2.0", or
+// "name: added (1.0)", "name: removed (1.0)".
 func (c Change) String() string {
 	show := func(vs []string) string {
 		if len(vs) == 0 {
@@ -31,6 +32,14 @@ func (c Change) String() string {
 			}
 		}
 		return strings.Join(out, ", ")
+	}
+	switch {
+	case len(c.Old) == 0 && len(c.New) == 1 && c.New[0] == "":
+		return c.Name + ": added"
+	case len(c.Old) == 0:
+		return c.Name + ": added (" + show(c.New) + ")"
+	case len(c.New) == 0:
+		return c.Name + ": removed (" + show(c.Old) + ")"
 	}
 	return c.Name + ": " + show(c.Old) + " → " + show(c.New)
 }

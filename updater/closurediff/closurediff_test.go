@@ -32,7 +32,7 @@ func TestDiff(t *testing.T) {
 	for _, c := range Diff(old, new) {
 		got = append(got, c.String())
 	}
-	want := []string{"added: ∅ → 1", "app: 1.0 → 2.0", "gone: 3 → ∅", "system: ε → ε"}
+	want := []string{"added: added (1)", "app: 1.0 → 2.0", "gone: removed (3)", "system: ε → ε"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Diff = %q, want %q", got, want)
 	}

@@ -57,7 +57,9 @@ func sh(args ...string) error {
 	return nil
 }
 
-func in(ns string, args ...string) []string { return append([]string{"ip", "netns", "exec", ns}, args...) }
+func in(ns string, args ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, args...)
+}
 
 func up(dir, bin string) error {
 	if _, err := os.Stat(filepath.Join(dir, "roostd.pid")); err == nil {
@@ -232,4 +234,3 @@ func down(dir string) error {
 	fmt.Println("the lab is down")
 	return nil
 }
-
