@@ -399,10 +399,23 @@ func (s *Supervisor) clearOutputs(name string) {
 // start, and returns when it next needs to look (a pending retry).
 func (s *Supervisor) reconcile() time.Time {
 	next := s.opts.Now().Add(time.Hour)
+	// What must stop, found in dependency order so that it is transitive,
+	// then stopped in reverse: dependents always before what they need.
+	stopping := map[string]bool{}
+	for _, n := range s.order {
+		inst := s.insts[n]
+		if !inst.running {
+			continue
+		}
+		stop := inst.restart || !s.depsUp(inst)
+		for _, d := range inst.spec.Deps {
+			stop = stop || stopping[d]
+		}
+		stopping[n] = stop
+	}
 	for i := len(s.order) - 1; i >= 0; i-- {
-		inst := s.insts[s.order[i]]
-		if inst.running && (inst.restart || !s.depsUp(inst)) {
-			s.stop(inst)
+		if stopping[s.order[i]] {
+			s.stop(s.insts[s.order[i]])
 		}
 	}
 	for _, n := range s.order {

@@ -1,0 +1,287 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// journal records what services did, in order.
+type journal struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	j.lines = append(j.lines, fmt.Sprintf(format, args...))
+	j.mu.Unlock()
+}
+
+func (j *journal) String() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return strings.Join(j.lines, " ")
+}
+
+// fake is a service whose behaviour a test controls.
+type fake struct {
+	name    string
+	j       *journal
+	fail    func() error         // nil: run until stopped
+	outputs map[string]string    // published before Ready
+	reads   []Ref
+	control chan func(env *Env) // run on the service's goroutine
+}
+
+func (f *fake) Run(ctx context.Context, env *Env) error {
+	vals := ""
+	for _, r := range f.reads {
+		v, _ := env.Input(r)
+		vals += v
+	}
+	f.j.add("start:%s%s", f.name, vals)
+	defer f.j.add("stop:%s", f.name)
+	if f.fail != nil {
+		if err := f.fail(); err != nil {
+			return err
+		}
+	}
+	for k, v := range f.outputs {
+		env.SetOutput(k, v)
+	}
+	env.Ready()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case fn := <-f.control:
+			fn(env)
+		}
+	}
+}
+
+func (f *fake) Remove(context.Context) error { f.j.add("remove:%s", f.name); return nil }
+
+type harness struct {
+	t      *testing.T
+	s      *Supervisor
+	j      *journal
+	ctrl   map[string]chan func(*Env)
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newHarness(t *testing.T, backoff func(int) time.Duration) *harness {
+	h := &harness{t: t, j: &journal{}, ctrl: map[string]chan func(*Env){}}
+	h.s = New(Options{OutputsDir: t.TempDir(), Backoff: backoff})
+	return h
+}
+
+func (h *harness) spec(name string, deps []string, fp string, mod func(*fake)) Spec {
+	if h.ctrl[name] == nil {
+		h.ctrl[name] = make(chan func(*Env))
+	}
+	f := fake{name: name, j: h.j, control: h.ctrl[name]}
+	if mod != nil {
+		mod(&f)
+	}
+	return Spec{Name: name, Kind: "fake", Deps: deps, Reads: f.reads, Fingerprint: fp,
+		New: func() Service { c := f; return &c }}
+}
+
+func (h *harness) run(specs []Spec) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan struct{})
+	go func() {
+		defer close(h.done)
+		if err := h.s.Run(ctx, specs); err != nil {
+			h.t.Error(err)
+		}
+	}()
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.done
+}
+
+// waitState waits until every named service is in state.
+func (h *harness) waitState(state State, names ...string) map[string]Status {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		by := map[string]Status{}
+		for _, st := range h.s.Status() {
+			by[st.Name] = st
+		}
+		ok := true
+		for _, n := range names {
+			ok = ok && by[n].State == state
+		}
+		if ok {
+			return by
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("services %v not %s: %+v\njournal: %s", names, state, by, h.j)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOrderAndStop(t *testing.T) {
+	h := newHarness(t, nil)
+	h.run([]Spec{
+		h.spec("route", []string{"addr"}, "1", nil),
+		h.spec("addr", []string{"link"}, "1", nil),
+		h.spec("link", nil, "1", nil),
+	})
+	h.waitState(Up, "link", "addr", "route")
+	h.stop()
+	if got := h.j.String(); got != "start:link start:addr start:route stop:route stop:addr stop:link" {
+		t.Fatalf("journal: %s", got)
+	}
+}
+
+func TestNotReadyStopsDependents(t *testing.T) {
+	h := newHarness(t, nil)
+	h.run([]Spec{h.spec("link", nil, "1", nil), h.spec("addr", []string{"link"}, "1", nil), h.spec("route", []string{"addr"}, "1", nil)})
+	h.waitState(Up, "route")
+	h.ctrl["link"] <- func(e *Env) { e.NotReady() } // carrier lost
+	h.waitState(Down, "addr", "route")
+	h.ctrl["link"] <- func(e *Env) { e.Ready() } // carrier back
+	st := h.waitState(Up, "addr", "route")
+	h.stop()
+	if st["addr"].Starts != 2 || st["route"].Starts != 2 || st["link"].Starts != 1 {
+		t.Fatalf("starts: link %d addr %d route %d", st["link"].Starts, st["addr"].Starts, st["route"].Starts)
+	}
+	if got := h.j.String(); !strings.Contains(got, "stop:route stop:addr start:addr start:route") {
+		t.Fatalf("dependents did not stop and start in order: %s", got)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	var mu sync.Mutex
+	var waits []int
+	h := newHarness(t, func(n int) time.Duration {
+		mu.Lock()
+		waits = append(waits, n)
+		mu.Unlock()
+		return time.Duration(n) * 20 * time.Millisecond
+	})
+	attempts := 0
+	var times []time.Time
+	h.run([]Spec{h.spec("flaky", nil, "1", func(f *fake) {
+		f.fail = func() error {
+			attempts++
+			times = append(times, time.Now())
+			if attempts < 4 {
+				return errors.New("no carrier yet")
+			}
+			return nil
+		}
+	}), h.spec("after", []string{"flaky"}, "1", nil)})
+	st := h.waitState(Up, "flaky", "after")
+	h.stop()
+	if st["flaky"].Failures != 3 || st["flaky"].LastError != "no carrier yet" || st["after"].Starts != 1 {
+		t.Fatalf("status: %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(waits) != "[1 2 3]" {
+		t.Fatalf("backoff asked for failures %v", waits)
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < time.Duration(i)*20*time.Millisecond {
+			t.Fatalf("restart %d came after %v, before its backoff", i, gap)
+		}
+	}
+}
+
+func TestOutputChangeReruns(t *testing.T) {
+	h := newHarness(t, nil)
+	h.run([]Spec{
+		h.spec("dhcp", nil, "1", func(f *fake) { f.outputs = map[string]string{"router": "192.0.2.1", "dns": "192.0.2.53"} }),
+		h.spec("route", []string{"dhcp"}, "1", func(f *fake) { f.reads = []Ref{{"dhcp", "router"}} }),
+		h.spec("other", []string{"dhcp"}, "1", nil),
+	})
+	h.waitState(Up, "route", "other")
+	b, err := os.ReadFile(filepath.Join(h.s.opts.OutputsDir, "dhcp", "router"))
+	if err != nil || string(b) != "192.0.2.1" {
+		t.Fatalf("output file: %q, %v", b, err)
+	}
+	h.ctrl["dhcp"] <- func(e *Env) { e.SetOutput("dns", "192.0.2.54") } // not read by route
+	h.ctrl["dhcp"] <- func(e *Env) { e.SetOutput("router", "192.0.2.9") }
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(h.j.String(), "start:route192.0.2.9") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := h.waitState(Up, "route")
+	h.stop()
+	if st["route"].Starts != 2 || st["other"].Starts != 1 || st["dhcp"].Starts != 1 {
+		t.Fatalf("starts after an output change: %+v; journal %s", st, h.j)
+	}
+	if _, err := os.Stat(filepath.Join(h.s.opts.OutputsDir, "dhcp")); !os.IsNotExist(err) {
+		t.Fatal("outputs remain after the service stopped")
+	}
+}
+
+func TestReloadRestartsOnlyWhatChanged(t *testing.T) {
+	h := newHarness(t, nil)
+	specs := func(addrFP string, withExtra bool) []Spec {
+		s := []Spec{
+			h.spec("link", nil, "1", nil),
+			h.spec("addr", []string{"link"}, addrFP, nil),
+			h.spec("route", []string{"addr"}, "1", nil),
+			h.spec("other", []string{"link"}, "1", nil),
+		}
+		if withExtra {
+			s = append(s, h.spec("extra", nil, "1", nil))
+		}
+		return s
+	}
+	h.run(specs("1", true))
+	h.waitState(Up, "route", "other", "extra")
+	if err := h.s.Reload(specs("2", false)); err != nil {
+		t.Fatal(err)
+	}
+	st := h.waitState(Up, "link", "addr", "route", "other")
+	h.stop()
+	got := map[string]int{}
+	for n, s := range st {
+		got[n] = s.Starts
+	}
+	if got["link"] != 1 || got["other"] != 1 || got["addr"] != 1 || got["route"] != 2 {
+		// addr is a new instance (its count starts again at 1); route restarted.
+		t.Fatalf("starts after reload: %v; journal %s", got, h.j)
+	}
+	if _, ok := st["extra"]; ok {
+		t.Fatal("a dropped service is still there")
+	}
+	j := h.j.String()
+	if !strings.Contains(j, "remove:extra") || !strings.Contains(j, "remove:addr") || strings.Contains(j, "remove:route") {
+		t.Fatalf("journal: %s", j)
+	}
+}
+
+func TestBadGraphs(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range []struct {
+		specs []Spec
+		want  string
+	}{
+		{[]Spec{h.spec("a", []string{"b"}, "1", nil), h.spec("b", []string{"a"}, "1", nil)}, "dependency cycle: a → b → a"},
+		{[]Spec{h.spec("a", []string{"ghost"}, "1", nil)}, `depends on "ghost"`},
+		{[]Spec{h.spec("a", nil, "1", nil), h.spec("a", nil, "1", nil)}, "declared twice"},
+	} {
+		if _, err := order(tc.specs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("order: %v, want %q", err, tc.want)
+		}
+	}
+}
