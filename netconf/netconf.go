@@ -407,11 +407,19 @@ func (s *Route) present(r *netlink.Route) bool {
 		return false
 	}
 	for _, have := range routes {
-		if have.LinkIndex == r.LinkIndex && have.Gw.Equal(r.Gw) && have.Priority == r.Priority {
+		if have.LinkIndex == r.LinkIndex && have.Gw.Equal(r.Gw) && have.Priority == kernelMetric(family, r.Priority) {
 			return true
 		}
 	}
 	return false
+}
+
+// kernelMetric is the metric the kernel stores: IPv6 routes without one get 1024.
+func kernelMetric(family, metric int) int {
+	if family == netlink.FAMILY_V6 && metric == 0 {
+		return 1024
+	}
+	return metric
 }
 
 // Remove deletes the route, whichever gateway it had.
@@ -429,7 +437,7 @@ func (s *Route) Remove(context.Context) error {
 		return err
 	}
 	for _, r := range routes {
-		if r.Priority == s.Metric {
+		if r.Priority == kernelMetric(family, s.Metric) {
 			if err := s.NL.RouteDel(&r); err != nil {
 				return fmt.Errorf("delete route %s: %w", s.Destination, err)
 			}

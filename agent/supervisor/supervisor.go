@@ -512,8 +512,10 @@ func (s *Supervisor) reload(specs []Spec) error {
 			s.stop(s.insts[name])
 		}
 	}
+	carried := map[string]int{} // a changed service's starts go on counting
 	for name := range changed {
 		inst := s.insts[name]
+		carried[name] = inst.starts
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := inst.spec.New().Remove(ctx); err != nil {
 			s.opts.Log.Warn("removing a service's configuration", "service", name, "err", err)
@@ -527,7 +529,7 @@ func (s *Supervisor) reload(specs []Spec) error {
 			inst.spec = next[name] // same fingerprint; take the new constructor
 			continue
 		}
-		s.insts[name] = &instance{spec: next[name], state: Down}
+		s.insts[name] = &instance{spec: next[name], state: Down, starts: carried[name]}
 	}
 	s.order = ord
 	return nil

@@ -257,8 +257,7 @@ func TestReloadRestartsOnlyWhatChanged(t *testing.T) {
 	for n, s := range st {
 		got[n] = s.Starts
 	}
-	if got["link"] != 1 || got["other"] != 1 || got["addr"] != 1 || got["route"] != 2 {
-		// addr is a new instance (its count starts again at 1); route restarted.
+	if got["link"] != 1 || got["other"] != 1 || got["addr"] != 2 || got["route"] != 2 {
 		t.Fatalf("starts after reload: %v; journal %s", got, h.j)
 	}
 	if _, ok := st["extra"]; ok {

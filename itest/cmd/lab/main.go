@@ -19,10 +19,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/roostrouter/roost/itest/labnet"
 )
 
+// labNet is the lab's network: namespaces roost-isp, roost-router, roost-lan.
+func labNet() *labnet.Net { return labnet.New("roost-") }
+
 const (
-	nsISP    = "roost-isp"
 	nsRouter = "roost-router"
 	nsLAN    = "roost-lan"
 )
@@ -65,37 +69,8 @@ func up(dir, bin string) error {
 	if _, err := os.Stat(filepath.Join(dir, "roostd.pid")); err == nil {
 		return errors.New("the lab is already up: make lab-down first")
 	}
-	for _, ns := range []string{nsISP, nsRouter, nsLAN} {
-		exec.Command("ip", "netns", "del", ns).Run() // leftovers of a lab that was not taken down
-		if err := sh("ip", "netns", "add", ns); err != nil {
-			return err
-		}
-		if err := sh("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
-			return err
-		}
-	}
-	// ISP isp0 — router wan; router lan0 — LAN host eth0; router lan1 — an
-	// unplugged LAN port (its peer stays down).
-	steps := [][]string{
-		{"ip", "-n", nsISP, "link", "add", "isp0", "type", "veth", "peer", "name", "wan", "netns", nsRouter},
-		{"ip", "-n", nsLAN, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns", nsRouter},
-		{"ip", "-n", nsLAN, "link", "add", "spare", "type", "veth", "peer", "name", "lan1", "netns", nsRouter},
-		{"ip", "-n", nsISP, "addr", "add", "192.0.2.1/24", "dev", "isp0"},
-		{"ip", "-n", nsISP, "addr", "add", "2001:db8:0:1::1/64", "dev", "isp0", "nodad"},
-		{"ip", "-n", nsISP, "addr", "add", "198.51.100.1/32", "dev", "lo"}, // "the internet"
-		{"ip", "-n", nsISP, "link", "set", "isp0", "up"},
-		{"ip", "-n", nsISP, "route", "add", "192.168.1.0/24", "via", "192.0.2.2"},
-		{"ip", "-n", nsISP, "route", "add", "fd00:1::/64", "via", "2001:db8:0:1::2"},
-		{"ip", "-n", nsLAN, "addr", "add", "192.168.1.100/24", "dev", "eth0"},
-		{"ip", "-n", nsLAN, "addr", "add", "fd00:1::100/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", nsLAN, "link", "set", "eth0", "up"},
-		{"ip", "-n", nsLAN, "route", "add", "default", "via", "192.168.1.1"},
-		{"ip", "-n", nsLAN, "route", "add", "default", "via", "fd00:1::1"},
-	}
-	for _, s := range steps {
-		if err := sh(s...); err != nil {
-			return err
-		}
+	if err := labNet().Up(); err != nil {
+		return err
 	}
 	for _, d := range []string{"root", "state", "home/.ssh"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -218,9 +193,7 @@ func down(dir string) error {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	for _, ns := range []string{nsISP, nsRouter, nsLAN} {
-		exec.Command("ip", "netns", "del", ns).Run()
-	}
+	labNet().Down()
 	// The router's store is read-only, as on a router: make it writable to remove.
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.IsDir() {

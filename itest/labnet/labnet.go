@@ -1,0 +1,79 @@
+// Package labnet builds the lab's network: namespaces for an ISP, the router
+// and a LAN host, joined by veth pairs, with the ISP and LAN sides
+// addressed. The router's side is left to roostd.
+//
+//	ISP  isp0 192.0.2.1/24 2001:db8:0:1::1/64, lo 198.51.100.1 ("the internet")
+//	     └── router wan
+//	router lan0 ── LAN eth0 192.168.1.100/24 fd00:1::100/64
+//	router lan1 ── LAN spare (down: an unplugged port)
+package labnet
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// Net is a lab network; its namespaces are Prefix+"isp", "router", "lan".
+type Net struct {
+	ISP, Router, LAN string
+}
+
+// New names a lab network; prefix keeps parallel labs apart.
+func New(prefix string) *Net {
+	return &Net{ISP: prefix + "isp", Router: prefix + "router", LAN: prefix + "lan"}
+}
+
+func run(args ...string) error {
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Up creates the namespaces and links, replacing leftovers of an earlier run.
+func (n *Net) Up() error {
+	n.Down()
+	for _, ns := range []string{n.ISP, n.Router, n.LAN} {
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		if err := run("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	for _, s := range [][]string{
+		{"ip", "-n", n.ISP, "link", "add", "isp0", "type", "veth", "peer", "name", "wan", "netns", n.Router},
+		{"ip", "-n", n.LAN, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns", n.Router},
+		{"ip", "-n", n.LAN, "link", "add", "spare", "type", "veth", "peer", "name", "lan1", "netns", n.Router},
+		{"ip", "-n", n.ISP, "addr", "add", "192.0.2.1/24", "dev", "isp0"},
+		{"ip", "-n", n.ISP, "addr", "add", "2001:db8:0:1::1/64", "dev", "isp0", "nodad"},
+		{"ip", "-n", n.ISP, "addr", "add", "198.51.100.1/32", "dev", "lo"},
+		{"ip", "-n", n.ISP, "link", "set", "isp0", "up"},
+		{"ip", "-n", n.ISP, "route", "add", "192.168.1.0/24", "via", "192.0.2.2"},
+		{"ip", "-n", n.ISP, "route", "add", "fd00:1::/64", "via", "2001:db8:0:1::2"},
+		{"ip", "-n", n.LAN, "addr", "add", "192.168.1.100/24", "dev", "eth0"},
+		{"ip", "-n", n.LAN, "addr", "add", "fd00:1::100/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", n.LAN, "link", "set", "eth0", "up"},
+		{"ip", "-n", n.LAN, "route", "add", "default", "via", "192.168.1.1"},
+		{"ip", "-n", n.LAN, "route", "add", "default", "via", "fd00:1::1"},
+	} {
+		if err := run(s...); err != nil {
+			n.Down()
+			return err
+		}
+	}
+	return nil
+}
+
+// Down removes the namespaces and with them every link in them.
+func (n *Net) Down() {
+	for _, ns := range []string{n.ISP, n.Router, n.LAN} {
+		exec.Command("ip", "netns", "del", ns).Run()
+	}
+}
+
+// In prefixes a command to run it in namespace ns.
+func In(ns string, args ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns}, args...)
+}
