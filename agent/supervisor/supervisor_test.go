@@ -34,8 +34,8 @@ func (j *journal) String() string {
 type fake struct {
 	name    string
 	j       *journal
-	fail    func() error         // nil: run until stopped
-	outputs map[string]string    // published before Ready
+	fail    func() error      // nil: run until stopped
+	outputs map[string]string // published before Ready
 	reads   []Ref
 	control chan func(env *Env) // run on the service's goroutine
 }
