@@ -258,6 +258,9 @@ func (s *VLAN) Run(ctx context.Context, env *supervisor.Env) error {
 	} else {
 		v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: s.Name, ParentIndex: parent.Attrs().Index}, VlanId: s.ID}
 		if err := s.NL.LinkAdd(v); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				err = fmt.Errorf("%w: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)", err)
+			}
 			return fmt.Errorf("create VLAN %s (%d on %s): %w", s.Name, s.ID, parentName, err)
 		}
 	}

@@ -351,7 +351,7 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 		if s.Route.Metric < 0 {
 			add("metric", "%d is negative", s.Route.Metric)
 		}
-		if s.Route.Table < 0 || s.Route.Table > 0xfffffff0 {
+		if s.Route.Table < 0 || int64(s.Route.Table) > 0xfffffff0 {
 			add("table", "%d is not a routing table", s.Route.Table)
 		}
 	case s.Sysctl != nil:

@@ -26,11 +26,18 @@ func main() {
 	}
 	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store or ota")
+	only := flag.String("only", "", "run only this table: store, ota or agent")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
 	if *only == "" || *only == "store" {
 		if err := benchStore(roostd, *scale); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Println()
+	}
+	if *only == "" || *only == "agent" {
+		if err := benchAgent(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
