@@ -37,7 +37,7 @@ unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /itest)
 
 itest:
-	CGO_ENABLED=0 $(GO) test -count=1 -v ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
+	CGO_ENABLED=0 $(GO) test -count=1 -v ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 
 # fuzz runs every fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a long run).
 fuzz:
