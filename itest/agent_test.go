@@ -328,6 +328,122 @@ func TestReadinessNotify(t *testing.T) {
 	}
 }
 
+// TestLinkFlap: the ISP side of the WAN goes down and up; the WAN's
+// dependents stop and run again, in order.
+func TestLinkFlap(t *testing.T) {
+	a := startAgentLab(t, exampleConfig(t))
+	a.waitServices("up", allUp)
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "link", "set", "isp0", "down")
+	a.waitServices("down after carrier loss", func(s map[string]serviceStatus) bool {
+		return s["wan"].State == "starting" && s["wan-addr"].State == "down" && s["default"].State == "down" && s["lan-addr"].State == "up"
+	})
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "link", "set", "isp0", "up")
+	// The ISP's own route back went with its link; it puts it back, as an
+	// ISP's router would. The router's side is roostd's business.
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "route", "replace", "192.168.1.0/24", "via", "192.0.2.2")
+	s := a.waitServices("up after the carrier is back", allUp)
+	if s["wan-addr"].Starts != 2 || s["default"].Starts != 2 || s["wan"].Starts != 1 || s["lan-addr"].Starts != 1 {
+		t.Fatalf("starts after a flap: wan %d wan-addr %d default %d lan-addr %d", s["wan"].Starts, s["wan-addr"].Starts, s["default"].Starts, s["lan-addr"].Starts)
+	}
+	log := a.log.String()
+	if i, j := strings.LastIndex(log, `service starting" service=wan-addr `), strings.LastIndex(log, `service starting" service=default `); i < 0 || j < i {
+		t.Fatalf("the default route did not start after its address:\n%s", log)
+	}
+	a.ping("198.51.100.1")
+}
+
+// TestReload: a config change touching one service restarts only it and its
+// dependents; a bad config is refused and the running state stays.
+func TestReload(t *testing.T) {
+	a := startAgentLab(t, exampleConfig(t))
+	a.waitServices("up", allUp)
+	changed := strings.Replace(string(exampleConfig(t)), `"address": "fd00:1::1/64"`, `"address": "fd00:2::1/64"`, 1)
+	os.WriteFile(a.config, []byte(changed), 0o644)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	s := a.waitServices("reloaded", func(s map[string]serviceStatus) bool {
+		return allUp(s) && s["lan-addr6"].Outputs["address"] == "fd00:2::1"
+	})
+	for name, st := range s {
+		want := 1
+		if name == "lan-addr6" {
+			want = 2
+		}
+		if st.Starts != want && name != "lan1" {
+			t.Errorf("%s started %d times after the reload, want %d", name, st.Starts, want)
+		}
+	}
+	addrs := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr", "show", "dev", "br-lan")
+	if strings.Contains(addrs, "fd00:1::1/64") || !strings.Contains(addrs, "fd00:2::1/64") {
+		t.Fatalf("after the reload br-lan has:\n%s", addrs)
+	}
+
+	os.WriteFile(a.config, []byte(`{"services": {"x": {"kind": "teleport"}}}`), 0o644)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(a.log.String(), "config refused") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(a.log.String(), `unknown kind \"teleport\"`) {
+		t.Fatalf("a bad reload was not reported:\n%s", a.log.String())
+	}
+	after := a.services()
+	if len(after) != len(s) || !allUp(after) {
+		t.Fatalf("a bad reload changed the services: %+v", after)
+	}
+}
+
+// TestFailingServiceBacksOff: a route whose gateway is not reachable fails,
+// and is retried with a growing wait, without touching the rest.
+func TestFailingServiceBacksOff(t *testing.T) {
+	cfg := strings.Replace(string(exampleConfig(t)), `"forwarding":`,
+		`"bad": { "kind": "route", "link": "wan", "destination": "203.0.113.0/24", "gateway": "10.9.9.9" },
+    "forwarding":`, 1)
+	a := startAgentLab(t, []byte(cfg))
+	s := a.waitServices("failing twice", func(s map[string]serviceStatus) bool { return s["bad"].Failures >= 2 })
+	if !strings.Contains(s["bad"].LastError, "add route 203.0.113.0/24 via 10.9.9.9") {
+		t.Fatalf("last error: %q", s["bad"].LastError)
+	}
+	if !strings.Contains(a.log.String(), "retryIn=2s") {
+		t.Fatalf("no growing backoff in the log:\n%s", a.log.String())
+	}
+	delete(s, "bad")
+	a.waitServices("up, but for the failing one", func(s map[string]serviceStatus) bool {
+		delete(s, "bad")
+		return allUp(s)
+	})
+}
+
+// TestRestartLosesNoPacket: a ping flood from the LAN host through the
+// router loses nothing while roostd is killed with SIGKILL and restarted.
+func TestRestartLosesNoPacket(t *testing.T) {
+	a := startAgentLab(t, exampleConfig(t))
+	a.waitServices("up", allUp)
+	// A flood for 3 seconds; the kill and the restart fall inside it.
+	ping := exec.Command("ip", labnet.In(a.net.LAN, "ping", "-f", "-w", "3", "-W", "1", "198.51.100.1")[1:]...)
+	var out bytes.Buffer
+	ping.Stdout, ping.Stderr = &out, &out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	a.kill9()
+	a.start()
+	a.waitServices("up again", allUp)
+	if time.Since(start) > 2500*time.Millisecond {
+		t.Fatal("the restart did not happen inside the flood")
+	}
+	if err := ping.Wait(); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out.String())
+	}
+	var sent, received int
+	fmt.Sscanf(out.String()[strings.Index(out.String(), "---\n")+4:], "%d packets transmitted, %d received", &sent, &received)
+	if sent < 1000 || received != sent {
+		t.Fatalf("ping flood across the restart: %d sent, %d received\n%s", sent, received, out.String())
+	}
+	t.Logf("ping flood across a kill -9 and restart of roostd: %d sent, %d received", sent, received)
+}
+
 // lineDiff shows the lines only in want (-) and only in got (+).
 func lineDiff(want, got string) string {
 	count := map[string]int{}

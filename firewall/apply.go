@@ -1,0 +1,281 @@
+package firewall
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+const fingerprintMark = " # roost:"
+
+// Result says what Apply changed.
+type Result struct {
+	Rules bool // the rules were (re)written
+	Sets  bool // only zone members changed
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+}
+
+func (r Ruleset) zoneList() []string {
+	var zs []string
+	for z := range r.Zones {
+		zs = append(zs, z)
+	}
+	sort.Strings(zs)
+	return zs
+}
+
+// Apply makes the live table match rs, in one netlink batch, so the kernel
+// switches from the old ruleset to the new one at once and never runs with
+// half of either. Unchanged rules are not rewritten (counters and
+// connections stay); if only zone members changed, only the sets are
+// updated; if nothing changed, nothing is sent.
+func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
+	var res Result
+	if errs := rs.Check(); len(errs) > 0 {
+		return res, fmt.Errorf("firewall: %s", strings.Join(errs, "; "))
+	}
+	t := table()
+	zones := map[string]*nftables.Set{}
+	for _, z := range rs.zoneList() {
+		zones[z] = zoneSet(t, z)
+	}
+	rules := render(t, rs, zones)
+	fp := fingerprint(rules, rs.zoneList())
+
+	live, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	exists := err == nil && live != nil
+	if exists && liveFingerprint(c, t) == fp {
+		changed, err := syncSets(c, t, rs)
+		if err != nil {
+			return res, err
+		}
+		res.Sets = changed
+		return res, nil
+	}
+
+	// One batch: table, sets, counters, chains (flushed if they exist),
+	// rules. Flush sends it as one transaction.
+	c.AddTable(t)
+	var liveSets map[string]*nftables.Set
+	var liveObjs map[string]bool
+	if exists {
+		liveSets, liveObjs = map[string]*nftables.Set{}, map[string]bool{}
+		sets, _ := c.GetSets(t)
+		for _, s := range sets {
+			liveSets[s.Name] = s
+		}
+		objs, _ := c.GetNamedObjects(t)
+		for _, o := range objs {
+			if no, ok := o.(*nftables.NamedObj); ok {
+				liveObjs[no.Name] = true
+			}
+		}
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, cs := range chainSpecs() {
+		policy := cs.policy
+		ch := &nftables.Chain{Name: cs.name, Table: t, Type: cs.typ, Hooknum: cs.hook, Priority: cs.priority, Policy: &policy}
+		chains[cs.name] = c.AddChain(ch)
+		if exists {
+			c.FlushChain(ch)
+		}
+	}
+	for name, s := range liveSets {
+		if _, keep := zones[strings.TrimPrefix(name, "zone_")]; !keep && strings.HasPrefix(name, "zone_") {
+			c.DelSet(s)
+		}
+	}
+	for _, z := range rs.zoneList() {
+		var elems []nftables.SetElement
+		for _, ifn := range rs.Zones[z] {
+			elems = append(elems, nftables.SetElement{Key: ifnameKey(ifn)})
+		}
+		s := zones[z]
+		if _, ok := liveSets[s.Name]; ok {
+			c.FlushSet(s)
+			if len(elems) > 0 {
+				if err := c.SetAddElements(s, elems); err != nil {
+					return res, err
+				}
+			}
+		} else if err := c.AddSet(s, elems); err != nil {
+			return res, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+		}
+	}
+	for _, name := range counterNames {
+		if !liveObjs[name] {
+			c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+		}
+	}
+	for i, r := range rules {
+		for _, a := range r.anon {
+			if err := c.AddSet(a.set, a.elems); err != nil {
+				return res, fmt.Errorf("firewall: %w", err)
+			}
+			for _, e := range r.exprs {
+				if l, ok := e.(*expr.Lookup); ok && l.SetName == "" {
+					l.SetName, l.SetID = a.set.Name, a.set.ID
+					break
+				}
+			}
+		}
+		for _, e := range r.exprs {
+			if l, ok := e.(*expr.Lookup); ok && strings.HasPrefix(l.SetName, "zone_") {
+				l.SetID = zones[strings.TrimPrefix(l.SetName, "zone_")].ID
+			}
+		}
+		comment := r.text
+		if i == 0 {
+			comment += fingerprintMark + fp
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
+	}
+	if err := c.Flush(); err != nil {
+		return res, fmt.Errorf("firewall: apply the ruleset: %w", err)
+	}
+	res.Rules = true
+	return res, nil
+}
+
+// liveFingerprint reads the fingerprint from the first input rule.
+func liveFingerprint(c *nftables.Conn, t *nftables.Table) string {
+	rules, err := c.GetRules(t, &nftables.Chain{Name: "input", Table: t})
+	if err != nil || len(rules) == 0 {
+		return ""
+	}
+	comment, _ := userdata.GetString(rules[0].UserData, userdata.TypeComment)
+	_, fp, ok := strings.Cut(comment, fingerprintMark)
+	if !ok {
+		return ""
+	}
+	return fp
+}
+
+// syncSets updates zone members in place; it reports whether anything changed.
+func syncSets(c *nftables.Conn, t *nftables.Table, rs Ruleset) (bool, error) {
+	changed := false
+	for _, z := range rs.zoneList() {
+		s, err := c.GetSetByName(t, "zone_"+z)
+		if err != nil {
+			return false, fmt.Errorf("firewall: set zone_%s: %w", z, err)
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return false, err
+		}
+		have := map[string]bool{}
+		for _, e := range elems {
+			have[string(bytes.TrimRight(e.Key, "\x00"))] = true
+		}
+		want := map[string]bool{}
+		var add []nftables.SetElement
+		for _, ifn := range rs.Zones[z] {
+			want[ifn] = true
+			if !have[ifn] {
+				add = append(add, nftables.SetElement{Key: ifnameKey(ifn)})
+			}
+		}
+		var del []nftables.SetElement
+		for ifn := range have {
+			if !want[ifn] {
+				del = append(del, nftables.SetElement{Key: ifnameKey(ifn)})
+			}
+		}
+		if len(add) > 0 {
+			if err := c.SetAddElements(s, add); err != nil {
+				return false, err
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(s, del); err != nil {
+				return false, err
+			}
+		}
+		changed = changed || len(add)+len(del) > 0
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, c.Flush()
+}
+
+// Remove deletes roost's table, when the config no longer has a firewall.
+func Remove(c *nftables.Conn) error {
+	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet); err != nil {
+		return nil
+	}
+	c.DelTable(table())
+	return c.Flush()
+}
+
+// Show writes the live table as nft text: chains with their hooks and
+// policies, sets with their members, named counters with their values, and
+// each rule as it was written.
+func Show(c *nftables.Conn, w io.Writer) error {
+	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil || t == nil {
+		return errors.New("there is no roost firewall table (inet roost) in this network namespace")
+	}
+	fmt.Fprintf(w, "table inet %s {\n", TableName)
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return err
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		elems, _ := c.GetSetElements(s)
+		var names []string
+		for _, e := range elems {
+			names = append(names, fmt.Sprintf("%q", string(bytes.TrimRight(e.Key, "\x00"))))
+		}
+		sort.Strings(names)
+		fmt.Fprintf(w, "\tset %s {\n\t\ttype ifname\n", s.Name)
+		if len(names) > 0 {
+			fmt.Fprintf(w, "\t\telements = { %s }\n", strings.Join(names, ", "))
+		}
+		fmt.Fprintf(w, "\t}\n\n")
+	}
+	objs, _ := c.GetNamedObjects(t)
+	for _, o := range objs {
+		if no, ok := o.(*nftables.NamedObj); ok {
+			if ctr, ok := no.Obj.(*expr.Counter); ok {
+				fmt.Fprintf(w, "\tcounter %s {\n\t\tpackets %d bytes %d\n\t}\n\n", no.Name, ctr.Packets, ctr.Bytes)
+			}
+		}
+	}
+	for i, cs := range chainSpecs() {
+		ch := &nftables.Chain{Name: cs.name, Table: t}
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "\tchain %s {\n\t\t%s\n", cs.name, cs.text)
+		for _, r := range rules {
+			text, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			text, _, _ = strings.Cut(text, fingerprintMark)
+			if text == "" {
+				text = "# a rule roost did not write"
+			}
+			fmt.Fprintf(w, "\t\t%s\n", text)
+		}
+		fmt.Fprintf(w, "\t}\n")
+	}
+	fmt.Fprintln(w, "}")
+	return nil
+}

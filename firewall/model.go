@@ -1,0 +1,139 @@
+// Package firewall is roost's firewall: a ruleset model with zones, rendered
+// into one nftables table of roost's own (inet roost) and applied
+// atomically through netlink with google/nftables, never with the nft
+// binary. Other tables are never touched.
+//
+// The default policy: input and forward drop; established and related
+// accepted, invalid dropped, loopback accepted; the ICMPv6 that RFC 4890
+// says must pass, echo rate-limited; DHCPv6 client replies on the WAN;
+// SSH, DNS, DHCP and DHCPv6 from the LAN; IPv6 to LAN hosts closed unless
+// allowed per host and port (RFC 6092); IPv4 masqueraded from the LAN out
+// of the WAN; MSS clamped to the path MTU; port forwards with hairpin NAT.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Ruleset is the firewall's model.
+type Ruleset struct {
+	// Zones map a zone's name to its interfaces. "wan" and "lan" have the
+	// default policy's meaning; others can be named by Open.
+	Zones map[string][]string
+	// Open accepts traffic to the router itself from a zone.
+	Open []Port
+	// Forwards send a WAN port to a LAN host (IPv4 DNAT).
+	Forwards []Forward
+	// Allow6 opens a LAN host's port to the WAN for IPv6.
+	Allow6 []Allow6
+}
+
+// Port is a port opened on the router.
+type Port struct {
+	Zone  string `json:"zone"`
+	Proto string `json:"proto"` // tcp or udp
+	Port  int    `json:"port"`
+}
+
+// Forward is a port forward.
+type Forward struct {
+	Proto  string     `json:"proto"`
+	Port   int        `json:"port"` // on the WAN
+	To     netip.Addr `json:"to"`   // a LAN host's IPv4 address
+	ToPort int        `json:"toPort,omitempty"`
+}
+
+// Allow6 opens a port of a LAN host to the WAN, for IPv6.
+type Allow6 struct {
+	To    netip.Prefix `json:"to"` // a host (/128) or a prefix
+	Proto string       `json:"proto"`
+	Port  int          `json:"port"`
+}
+
+// Check reports every problem of a ruleset.
+func (r Ruleset) Check() []string {
+	var errs []string
+	zone := func(where, z string) {
+		if _, ok := r.Zones[z]; !ok {
+			errs = append(errs, fmt.Sprintf("%s: unknown zone %q (zones: %s)", where, z, strings.Join(r.zoneNames(), ", ")))
+		}
+	}
+	proto := func(where, p string) {
+		if p != "tcp" && p != "udp" {
+			errs = append(errs, fmt.Sprintf("%s: protocol %q: want tcp or udp", where, p))
+		}
+	}
+	port := func(where string, p int) {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Sprintf("%s: port %d: want 1 to 65535", where, p))
+		}
+	}
+	for name, ifs := range r.Zones {
+		if !validSetName(name) {
+			errs = append(errs, fmt.Sprintf("zones.%s: a zone name is lower-case letters, digits and _", name))
+		}
+		_ = ifs
+	}
+	for i, o := range r.Open {
+		w := fmt.Sprintf("open[%d]", i)
+		zone(w, o.Zone)
+		proto(w, o.Proto)
+		port(w, o.Port)
+	}
+	seen := map[string]int{}
+	for i, f := range r.Forwards {
+		w := fmt.Sprintf("forwards[%d]", i)
+		proto(w, f.Proto)
+		port(w, f.Port)
+		if f.ToPort != 0 {
+			port(w+".toPort", f.ToPort)
+		}
+		if !f.To.Is4() {
+			errs = append(errs, fmt.Sprintf("%s: to %q: want a LAN host's IPv4 address (IPv6 hosts are opened with allow6)", w, f.To))
+		}
+		key := fmt.Sprintf("%s/%d", f.Proto, f.Port)
+		if j, dup := seen[key]; dup {
+			errs = append(errs, fmt.Sprintf("%s: %s port %d is already forwarded by forwards[%d]", w, f.Proto, f.Port, j))
+		}
+		seen[key] = i
+	}
+	for i, a := range r.Allow6 {
+		w := fmt.Sprintf("allow6[%d]", i)
+		proto(w, a.Proto)
+		port(w, a.Port)
+		if !a.To.Addr().Is6() || a.To.Addr().Is4In6() {
+			errs = append(errs, fmt.Sprintf("%s: to %q: want an IPv6 host or prefix", w, a.To))
+		}
+	}
+	if _, ok := r.Zones["wan"]; !ok {
+		errs = append(errs, "zones: a wan zone is required")
+	}
+	if _, ok := r.Zones["lan"]; !ok {
+		errs = append(errs, "zones: a lan zone is required")
+	}
+	return errs
+}
+
+func (r Ruleset) zoneNames() []string {
+	var out []string
+	for z := range r.Zones {
+		out = append(out, z)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validSetName(s string) bool {
+	if s == "" || len(s) > 16 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
