@@ -8,6 +8,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
 )
 
@@ -64,6 +65,10 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys string) ([]supervisor
 			sp.New = func() supervisor.Service {
 				return &netconf.Route{NL: nl, LinkRef: ifname(r.Link), Destination: dst, Gateway: gw, GatewayRef: gwRef, Metric: r.Metric, Table: r.Table}
 			}
+		case s.Firewall != nil:
+			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6}
+			sp.Reads = fw.Reads()
+			sp.New = func() supervisor.Service { c := *fw; return &c }
 		case s.Sysctl != nil:
 			values := s.Sysctl.Values
 			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values} }

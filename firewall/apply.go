@@ -114,7 +114,7 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 	}
 	for _, name := range counterNames {
 		if !liveObjs[name] {
-			c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+			c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: counterExpr()})
 		}
 	}
 	for i, r := range rules {
@@ -122,24 +122,10 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 			if err := c.AddSet(a.set, a.elems); err != nil {
 				return res, fmt.Errorf("firewall: %w", err)
 			}
-			for _, e := range r.exprs {
-				if l, ok := e.(*expr.Lookup); ok && l.SetName == "" {
-					l.SetName, l.SetID = a.set.Name, a.set.ID
-					break
-				}
-			}
+			linkAnon(r, a.set)
 		}
-		for _, e := range r.exprs {
-			if l, ok := e.(*expr.Lookup); ok && strings.HasPrefix(l.SetName, "zone_") {
-				l.SetID = zones[strings.TrimPrefix(l.SetName, "zone_")].ID
-			}
-		}
-		comment := r.text
-		if i == 0 {
-			comment += fingerprintMark + fp
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
+		linkZones(r, zones)
+		c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: r.userData(i == 0, fp)})
 	}
 	if err := c.Flush(); err != nil {
 		return res, fmt.Errorf("firewall: apply the ruleset: %w", err)
@@ -278,4 +264,36 @@ func Show(c *nftables.Conn, w io.Writer) error {
 	}
 	fmt.Fprintln(w, "}")
 	return nil
+}
+
+func counterExpr() *expr.Counter { return &expr.Counter{} }
+
+// linkAnon points the rule's first unresolved lookup at its anonymous set,
+// which exists only once added to the batch.
+func linkAnon(r rule, set *nftables.Set) {
+	for _, e := range r.exprs {
+		if l, ok := e.(*expr.Lookup); ok && l.SetName == "" {
+			l.SetName, l.SetID = set.Name, set.ID
+			return
+		}
+	}
+}
+
+// linkZones gives the rule's zone lookups their sets' batch ids.
+func linkZones(r rule, zones map[string]*nftables.Set) {
+	for _, e := range r.exprs {
+		if l, ok := e.(*expr.Lookup); ok && strings.HasPrefix(l.SetName, "zone_") {
+			l.SetID = zones[strings.TrimPrefix(l.SetName, "zone_")].ID
+		}
+	}
+}
+
+// userData is the rule's comment: its text, and on the first rule the
+// ruleset's fingerprint.
+func (r rule) userData(first bool, fp string) []byte {
+	comment := r.text
+	if first {
+		comment += fingerprintMark + fp
+	}
+	return userdata.AppendString(nil, userdata.TypeComment, comment)
 }

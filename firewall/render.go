@@ -17,8 +17,12 @@ import (
 // TableName is roost's table; nothing else is ever changed.
 const TableName = "roost"
 
+// maxComment is what the kernel keeps of a rule's userdata (NFT_USERDATA_MAXLEN).
+const maxComment = 256
+
 // rule is one rule with its nft text, which is kept as the rule's comment:
-// roostd firewall show prints the live rules with it.
+// roostd firewall show prints the live rules with it. The kernel keeps at
+// most maxComment bytes of a rule's comment.
 type rule struct {
 	chain string
 	text  string
@@ -270,9 +274,13 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 	b.add("input", ifname("iifname", "lo"), accept)
 	// RFC 4890 4.4: what must reach the router: errors, neighbour and
 	// router discovery, MLD.
+	// (Two rules: a rule's text must fit in its 256-byte comment.)
 	b.add("input", b.icmpTypes(true,
-		[]string{"destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem", "mld-listener-query", "mld-listener-report", "mld-listener-done", "nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "ind-neighbor-solicit", "ind-neighbor-advert", "mld2-listener-report"},
-		[]byte{1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 141, 142, 143}), accept)
+		[]string{"destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem", "mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report"},
+		[]byte{1, 2, 3, 4, 130, 131, 132, 143}), accept)
+	b.add("input", b.icmpTypes(true,
+		[]string{"nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "ind-neighbor-solicit", "ind-neighbor-advert"},
+		[]byte{133, 134, 135, 136, 141, 142}), accept)
 	b.add("input", b.icmpTypes(true, []string{"echo-request"}, []byte{128}), limit(10), accept)
 	b.add("input", b.icmpTypes(false, []string{"destination-unreachable", "time-exceeded", "parameter-problem"}, []byte{3, 11, 12}), accept)
 	b.add("input", b.icmpTypes(false, []string{"echo-request"}, []byte{8}), limit(10), accept)

@@ -11,7 +11,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Hostname != "rotuer" || len(c.Services) != 11 {
+	if c.Hostname != "rotuer" || len(c.Services) != 12 {
 		t.Fatalf("example: hostname %q, %d services", c.Hostname, len(c.Services))
 	}
 	if got := strings.Join(c.Services["default"].Deps(), ","); got != "wan,wan-addr" {

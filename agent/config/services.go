@@ -10,7 +10,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/boards"
+	"github.com/roostrouter/roost/firewall"
 )
 
 // Service is one entry of "services": a kind and the kind's settings.
@@ -18,12 +20,13 @@ type Service struct {
 	Kind  string   `json:"kind"`
 	After []string `json:"after,omitempty"` // more dependencies, besides the ones its settings imply
 
-	Link    *LinkService    `json:"-"`
-	Bridge  *BridgeService  `json:"-"`
-	VLAN    *VLANService    `json:"-"`
-	Address *AddressService `json:"-"`
-	Route   *RouteService   `json:"-"`
-	Sysctl  *SysctlService  `json:"-"`
+	Link     *LinkService     `json:"-"`
+	Bridge   *BridgeService   `json:"-"`
+	VLAN     *VLANService     `json:"-"`
+	Address  *AddressService  `json:"-"`
+	Route    *RouteService    `json:"-"`
+	Sysctl   *SysctlService   `json:"-"`
+	Firewall *FirewallService `json:"-"`
 
 	raw json.RawMessage
 }
@@ -72,18 +75,27 @@ type OutputRef struct {
 	Output  string `json:"output"`
 }
 
+// FirewallService is the nftables firewall (see the firewall package).
+type FirewallService struct {
+	Zones    map[string]firewall.Zone `json:"zones"`
+	Open     []firewall.Port          `json:"open,omitempty"`
+	Forwards []firewall.Forward       `json:"forwards,omitempty"`
+	Allow6   []firewall.Allow6        `json:"allow6,omitempty"`
+}
+
 // SysctlService sets kernel parameters.
 type SysctlService struct {
 	Values map[string]string `json:"values"`
 }
 
 var kinds = map[string]func(*Service) any{
-	"link":    func(s *Service) any { s.Link = &LinkService{}; return s.Link },
-	"bridge":  func(s *Service) any { s.Bridge = &BridgeService{}; return s.Bridge },
-	"vlan":    func(s *Service) any { s.VLAN = &VLANService{}; return s.VLAN },
-	"address": func(s *Service) any { s.Address = &AddressService{}; return s.Address },
-	"route":   func(s *Service) any { s.Route = &RouteService{}; return s.Route },
-	"sysctl":  func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
+	"link":     func(s *Service) any { s.Link = &LinkService{}; return s.Link },
+	"bridge":   func(s *Service) any { s.Bridge = &BridgeService{}; return s.Bridge },
+	"vlan":     func(s *Service) any { s.VLAN = &VLANService{}; return s.VLAN },
+	"address":  func(s *Service) any { s.Address = &AddressService{}; return s.Address },
+	"route":    func(s *Service) any { s.Route = &RouteService{}; return s.Route },
+	"sysctl":   func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
+	"firewall": func(s *Service) any { s.Firewall = &FirewallService{}; return s.Firewall },
 }
 
 func kindNames() string {
@@ -354,6 +366,19 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 		if s.Route.Table < 0 || int64(s.Route.Table) > 0xfffffff0 {
 			add("table", "%d is not a routing table", s.Route.Table)
 		}
+	case s.Firewall != nil:
+		fs := firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6}
+		rs := fs.Ruleset(func(supervisor.Ref) (string, bool) { return "", false })
+		for _, problem := range rs.Check() {
+			*errs = append(*errs, path+"."+problem)
+		}
+		for z, zone := range s.Firewall.Zones {
+			for i, ifn := range zone.Interfaces {
+				if !validIfname(ifn) {
+					add(fmt.Sprintf("zones.%s.interfaces[%d]", z, i), "%q is not a device name", ifn)
+				}
+			}
+		}
 	case s.Sysctl != nil:
 		if len(s.Sysctl.Values) == 0 {
 			add("values", "required: at least one key")
@@ -397,6 +422,12 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("link", s.Route.Link, linkish, "a link, bridge or vlan")
 			if s.Route.Gateway != nil {
 				ref("gateway.service", s.Route.Gateway.Service, nil, "")
+			}
+		case s.Firewall != nil:
+			for _, z := range sortedKeys(s.Firewall.Zones) {
+				for i, svc := range s.Firewall.Zones[z].Services {
+					ref(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, linkish, "a link, bridge or vlan")
+				}
 			}
 		}
 	}

@@ -30,6 +30,7 @@ commands:
   receive                     the router's end of roost's transfer protocol, on stdio
   activate switch|test|boot|dry-activate PATH [--confirm-timeout 90s] [--json]
   confirm TOKEN               keep the system activated with that token
+  firewall show               the live firewall ruleset, as nft text
   store import        import a nix-store --export stream from stdin
   store dump PATH     write the NAR of PATH to stdout (as nix-store --dump)
   store dump-db [PATH...]   print registrations (as nix-store --dump-db)
@@ -122,6 +123,8 @@ func run(e *env, args []string) error {
 		return runActivate(e, args[1:])
 	case "confirm":
 		return runConfirm(e, args[1:])
+	case "firewall":
+		return runFirewall(e, args[1:])
 	case "store":
 		if len(args) < 2 {
 			fmt.Fprint(e.stderr, usage)

@@ -1,0 +1,91 @@
+package firewall
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/google/nftables"
+
+	"github.com/roostrouter/roost/agent/supervisor"
+)
+
+// Zone lists a zone's members: services whose ifname output joins it (it
+// follows them as they come, go or change), and interface names (which
+// match even before such a device exists, as ppp0 before the link is up).
+type Zone struct {
+	Services   []string `json:"services,omitempty"`
+	Interfaces []string `json:"interfaces,omitempty"`
+}
+
+// Service applies a ruleset as a supervisor service. It depends on
+// nothing, so the firewall is in force before any link is up; zone members
+// fill in as their services publish their interface names.
+type Service struct {
+	Zones    map[string]Zone
+	Open     []Port
+	Forwards []Forward
+	Allow6   []Allow6
+}
+
+// Reads are the outputs the service follows.
+func (s *Service) Reads() []supervisor.Ref {
+	var refs []supervisor.Ref
+	for _, z := range s.Zones {
+		for _, svc := range z.Services {
+			refs = append(refs, supervisor.Ref{Service: svc, Key: "ifname"})
+		}
+	}
+	return refs
+}
+
+// Ruleset is the model with the zones' current members.
+func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
+	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6}
+	for name, z := range s.Zones {
+		members := append([]string{}, z.Interfaces...)
+		for _, svc := range z.Services {
+			if ifn, ok := input(supervisor.Ref{Service: svc, Key: "ifname"}); ok {
+				members = append(members, ifn)
+			}
+		}
+		sort.Strings(members)
+		rs.Zones[name] = members
+	}
+	return rs
+}
+
+// Run applies the ruleset; the supervisor runs it again when a member's
+// interface name changes, and then only the sets change.
+func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	rs := s.Ruleset(env.Input)
+	res, err := Apply(c, rs)
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.Rules:
+		env.Log.Info("firewall rules applied")
+	case res.Sets:
+		env.Log.Info("firewall zones updated", "zones", rs.Zones)
+	}
+	for z, members := range rs.Zones {
+		env.SetOutput("zone/"+z, fmt.Sprint(members))
+	}
+	env.Ready()
+	<-ctx.Done()
+	return nil // the ruleset stays in force when roostd stops
+}
+
+// Remove deletes roost's table, when the config drops the firewall.
+func (s *Service) Remove(context.Context) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	return Remove(c)
+}
