@@ -297,3 +297,41 @@ func (r rule) userData(first bool, fp string) []byte {
 	}
 	return userdata.AppendString(nil, userdata.TypeComment, comment)
 }
+
+// Script renders rs as an nft -f script that builds the same table: for
+// comparing with nft, and for reading what roost would apply.
+func Script(rs Ruleset) string {
+	t := table()
+	zones := map[string]*nftables.Set{}
+	for _, z := range rs.zoneList() {
+		zones[z] = zoneSet(t, z)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for _, z := range rs.zoneList() {
+		fmt.Fprintf(&b, "\tset zone_%s {\n\t\ttype ifname\n", z)
+		if len(rs.Zones[z]) > 0 {
+			var q []string
+			for _, m := range rs.Zones[z] {
+				q = append(q, fmt.Sprintf("%q", m))
+			}
+			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(q, ", "))
+		}
+		fmt.Fprintf(&b, "\t}\n")
+	}
+	for _, n := range counterNames {
+		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", n)
+	}
+	rules := render(t, rs, zones)
+	for _, cs := range chainSpecs() {
+		fmt.Fprintf(&b, "\tchain %s {\n\t\t%s\n", cs.name, cs.text)
+		for _, r := range rules {
+			if r.chain == cs.name {
+				fmt.Fprintf(&b, "\t\t%s\n", r.text)
+			}
+		}
+		fmt.Fprintf(&b, "\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}

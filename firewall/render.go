@@ -57,7 +57,9 @@ func chainSpecs() []chainSpec {
 var counterNames = []string{"input_drop", "forward_drop"}
 
 func zoneSet(t *nftables.Table, zone string) *nftables.Set {
-	return &nftables.Set{Table: t, Name: "zone_" + zone, KeyType: nftables.TypeIFName}
+	// nft keeps strings, interface names among them, in host byte order;
+	// saying so lets nft print the members as names.
+	return &nftables.Set{Table: t, Name: "zone_" + zone, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
 }
 
 func ifnameKey(name string) []byte {
@@ -160,11 +162,24 @@ func dport(proto string, port int) frag {
 	return f
 }
 
-// icmpTypes matches ICMP (v4 or v6) types through an anonymous set.
+// icmpTypes matches ICMP (v4 or v6) types: one by comparison, more
+// through an anonymous set.
 func (b *builder) icmpTypes(v6 bool, names []string, types []byte) frag {
 	proto, kt := "icmp", nftables.TypeICMPType
 	if v6 {
 		proto, kt = "ipv6-icmp", nftables.TypeICMP6Type
+	}
+	if len(types) == 1 {
+		f := l4proto(proto)
+		word := "icmp"
+		if v6 {
+			word = "icmpv6"
+		}
+		f.text = word + " type " + names[0]
+		f.exprs = append(f.exprs,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{types[0]}})
+		return f
 	}
 	set := &nftables.Set{Table: b.t, Anonymous: true, Constant: true, KeyType: kt}
 	var elems []nftables.SetElement
@@ -186,7 +201,7 @@ func (b *builder) icmpTypes(v6 bool, names []string, types []byte) frag {
 
 func limit(perSecond uint64) frag {
 	return frag{text: fmt.Sprintf("limit rate %d/second", perSecond), exprs: []expr.Any{
-		&expr.Limit{Type: expr.LimitTypePkts, Rate: perSecond, Unit: expr.LimitTimeSecond, Burst: uint32(perSecond)},
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: perSecond, Unit: expr.LimitTimeSecond, Burst: 5}, // nft's default burst
 	}}
 }
 
@@ -198,6 +213,8 @@ func ip6Daddr(p netip.Prefix) frag {
 	return prefixMatch("ip6 daddr", 24, p)
 }
 
+// prefixMatch matches an IPv6 header field; in an inet table it must check
+// that the packet is IPv6 first, or it would read an IPv4 packet's bytes.
 func prefixMatch(text string, offset uint32, p netip.Prefix) frag {
 	addr := p.Addr().As16()
 	mask := make([]byte, 16)
@@ -208,7 +225,13 @@ func prefixMatch(text string, offset uint32, p netip.Prefix) frag {
 	for i := range want {
 		want[i] = addr[i] & mask[i]
 	}
-	return frag{text: text + " " + p.String(), exprs: []expr.Any{
+	text += " " + p.String()
+	if p.Bits() == 128 {
+		text = strings.TrimSuffix(text, "/128")
+	}
+	return frag{text: text, exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 16},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want},
@@ -230,7 +253,7 @@ func namedCounter(name string) frag {
 
 func mssClamp() frag {
 	f := l4proto("tcp")
-	f.text = "tcp flags syn tcp option maxseg size set rt mtu"
+	f.text = "tcp flags syn / syn,rst tcp option maxseg size set rt mtu"
 	f.exprs = append(f.exprs,
 		// tcp flags & (syn|rst) == syn
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
@@ -306,7 +329,7 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 	b.add("forward", ifIn("iifname", lan), ifIn("oifname", wan), accept)
 	b.add("forward", ctStatusDNAT(), accept)
 	for _, a := range rs.Allow6 {
-		b.add("forward", ifIn("iifname", wan), nfproto(true), ip6Daddr(a.To), dport(a.Proto, a.Port), accept)
+		b.add("forward", ifIn("iifname", wan), ip6Daddr(a.To), dport(a.Proto, a.Port), accept)
 	}
 	b.add("forward", namedCounter("forward_drop"))
 
