@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 const fingerprintMark = " # roost:"
@@ -334,4 +336,39 @@ func Script(rs Ruleset) string {
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// batchBuffer bounds a ruleset's netlink batch: thousands of rules are
+// megabytes, more than a socket's default send buffer holds in one message.
+const batchBuffer = 32 << 20
+
+// NewConn returns a connection to the kernel's nftables, with a send buffer
+// that holds a large ruleset's whole batch (the batch is what makes an
+// update atomic, so it is never split).
+func NewConn(opts ...nftables.ConnOption) (*nftables.Conn, error) {
+	opts = append(opts, nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			// Past wmem_max and rmem_max only with the FORCE options, which
+			// need CAP_NET_ADMIN; roostd has it, and without it the plain
+			// options give what they can. The receive side holds the
+			// kernel's acknowledgement of every message of the batch.
+			for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], batchBuffer); e != nil {
+					if e = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], batchBuffer); e != nil {
+						serr = e
+					}
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}))
+	return nftables.New(opts...)
 }

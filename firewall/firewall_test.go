@@ -34,7 +34,7 @@ func netns(t *testing.T) (*nftables.Conn, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	c, err := NewConn(nftables.WithNetNSFd(int(f.Fd())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +223,23 @@ func TestScriptMatchesNft(t *testing.T) {
 	fromApply := regexp.MustCompile(` comment ".*"`).ReplaceAllString(nft("list", "table", "inet", TableName), "")
 	if fromApply != fromScript {
 		t.Errorf("nft lists Apply's rules differently from the script's:\n--- apply\n%s\n--- script\n%s", fromApply, fromScript)
+	}
+}
+
+// TestLargeRuleset: thousands of rules go in one batch, which is what keeps
+// an update atomic; the netlink socket must hold it and its acks.
+func TestLargeRuleset(t *testing.T) {
+	c, _ := netns(t)
+	rs := exampleRuleset()
+	rs.Forwards = nil
+	for i := 0; i < 2000; i++ {
+		rs.Forwards = append(rs.Forwards, Forward{Proto: "udp", Port: 20000 + i, To: netip.AddrFrom4([4]byte{192, 168, 1, byte(2 + i%250)})})
+	}
+	if _, err := Apply(c, rs); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := c.GetRules(table(), &nftables.Chain{Name: "prerouting", Table: table()})
+	if err != nil || len(rules) != 4000 {
+		t.Fatalf("prerouting has %d rules, want 4000 (%v)", len(rules), err)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/google/nftables"
-
 	"github.com/roostrouter/roost/agent/supervisor"
 )
 
@@ -58,7 +56,7 @@ func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
 // Run applies the ruleset; the supervisor runs it again when a member's
 // interface name changes, and then only the sets change.
 func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
-	c, err := nftables.New()
+	c, err := NewConn()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
@@ -83,7 +81,7 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 
 // Remove deletes roost's table, when the config drops the firewall.
 func (s *Service) Remove(context.Context) error {
-	c, err := nftables.New()
+	c, err := NewConn()
 	if err != nil {
 		return err
 	}

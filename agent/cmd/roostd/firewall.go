@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/google/nftables"
-
 	"github.com/roostrouter/roost/firewall"
 )
 
@@ -18,7 +16,7 @@ func runFirewall(e *env, args []string) error {
 	if len(pos) != 1 || pos[0] != "show" {
 		return fmt.Errorf("usage: roostd firewall show")
 	}
-	c, err := nftables.New()
+	c, err := firewall.NewConn()
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func main() {
 	}
 	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, ota or agent")
+	only := flag.String("only", "", "run only this table: store, ota, agent or firewall")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
 	if *only == "" || *only == "store" {
@@ -38,6 +38,13 @@ func main() {
 	}
 	if *only == "" || *only == "agent" {
 		if err := benchAgent(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Println()
+	}
+	if *only == "" || *only == "firewall" {
+		if err := benchFirewall(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
