@@ -66,7 +66,7 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys string) ([]supervisor
 				return &netconf.Route{NL: nl, LinkRef: ifname(r.Link), Destination: dst, Gateway: gw, GatewayRef: gwRef, Metric: r.Metric, Table: r.Table}
 			}
 		case s.Firewall != nil:
-			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6}
+			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6, Rules: s.Firewall.Rules}
 			sp.Reads = fw.Reads()
 			sp.New = func() supervisor.Service { c := *fw; return &c }
 		case s.Sysctl != nil:

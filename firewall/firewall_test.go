@@ -41,8 +41,19 @@ func netns(t *testing.T) (*nftables.Conn, string) {
 	return c, name
 }
 
+func prefix(s string) *netip.Prefix {
+	p := netip.MustParsePrefix(s)
+	return &p
+}
+
 func exampleRuleset() Ruleset {
 	return Ruleset{
+		Rules: []Rule{
+			{Chain: "input", From: "lan", Proto: "udp", Port: 123, Verdict: "accept"},
+			{Chain: "input", From: "wan", Source: prefix("198.51.100.0/24"), Proto: "tcp", Port: 22, Verdict: "accept"},
+			{Chain: "forward", From: "lan", To: "lan", Verdict: "accept"},
+			{Chain: "forward", From: "lan", Dest: prefix("2001:db8::/32"), Proto: "icmpv6", Verdict: "drop"},
+		},
 		Zones:    map[string][]string{"wan": {"wan", "ppp0"}, "lan": {"br-lan"}},
 		Open:     []Port{{Zone: "wan", Proto: "tcp", Port: 443}},
 		Forwards: []Forward{{Proto: "tcp", Port: 8080, To: netip.MustParseAddr("192.168.1.100"), ToPort: 80}},
@@ -113,6 +124,8 @@ func TestCheck(t *testing.T) {
 	rs.Forwards = append(rs.Forwards, Forward{Proto: "tcp", Port: 8080, To: netip.MustParseAddr("192.168.1.7")},
 		Forward{Proto: "udp", Port: 70000, To: netip.MustParseAddr("fd00::7")})
 	rs.Allow6 = append(rs.Allow6, Allow6{To: netip.MustParsePrefix("10.0.0.1/32"), Proto: "tcp", Port: 22})
+	rs.Rules = append(rs.Rules, Rule{Chain: "output", Verdict: "reject"}, Rule{Chain: "input", To: "lan", Proto: "icmp", Port: 5, Verdict: "accept"},
+		Rule{Chain: "forward", Source: prefix("10.0.0.0/8"), Dest: prefix("fd00::/8"), Verdict: "drop"})
 	got := strings.Join(rs.Check(), "\n")
 	for _, want := range []string{
 		`open[1]: unknown zone "dmz" (zones: lan, wan)`,
@@ -122,6 +135,11 @@ func TestCheck(t *testing.T) {
 		"forwards[2]: port 70000",
 		`forwards[2]: to "fd00::7": want a LAN host's IPv4 address`,
 		`allow6[1]: to "10.0.0.1/32": want an IPv6 host or prefix`,
+		`rules[4]: chain "output": want input or forward`,
+		`rules[4]: verdict "reject": want accept or drop`,
+		"rules[5].to: input rules have no outgoing zone",
+		"rules[5]: a port needs proto tcp or udp",
+		"rules[6]: source and dest are of different families",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Check does not report %q:\n%s", want, got)

@@ -29,6 +29,22 @@ type Ruleset struct {
 	Forwards []Forward
 	// Allow6 opens a LAN host's port to the WAN for IPv6.
 	Allow6 []Allow6
+	// Rules are the user's own, added before the final count-and-drop of
+	// their chain.
+	Rules []Rule
+}
+
+// Rule is a user's rule in a documented, structured form (roostd has no
+// nft parser, and needs none): every field set must match.
+type Rule struct {
+	Chain   string        `json:"chain"`            // input or forward
+	From    string        `json:"from,omitempty"`   // zone the packet comes in on
+	To      string        `json:"to,omitempty"`     // zone it goes out of (forward only)
+	Proto   string        `json:"proto,omitempty"`  // tcp, udp, icmp or icmpv6
+	Port    int           `json:"port,omitempty"`   // destination port (tcp, udp)
+	Source  *netip.Prefix `json:"source,omitempty"` // source address or prefix
+	Dest    *netip.Prefix `json:"dest,omitempty"`   // destination address or prefix
+	Verdict string        `json:"verdict"`          // accept or drop
 }
 
 // Port is a port opened on the router.
@@ -106,6 +122,39 @@ func (r Ruleset) Check() []string {
 		port(w, a.Port)
 		if !a.To.Addr().Is6() || a.To.Addr().Is4In6() {
 			errs = append(errs, fmt.Sprintf("%s: to %q: want an IPv6 host or prefix", w, a.To))
+		}
+	}
+	for i, u := range r.Rules {
+		w := fmt.Sprintf("rules[%d]", i)
+		if u.Chain != "input" && u.Chain != "forward" {
+			errs = append(errs, fmt.Sprintf("%s: chain %q: want input or forward", w, u.Chain))
+		}
+		if u.From != "" {
+			zone(w+".from", u.From)
+		}
+		if u.To != "" {
+			zone(w+".to", u.To)
+			if u.Chain == "input" {
+				errs = append(errs, w+".to: input rules have no outgoing zone")
+			}
+		}
+		switch u.Proto {
+		case "", "icmp", "icmpv6":
+			if u.Port != 0 {
+				errs = append(errs, fmt.Sprintf("%s: a port needs proto tcp or udp", w))
+			}
+		case "tcp", "udp":
+			if u.Port != 0 {
+				port(w, u.Port)
+			}
+		default:
+			errs = append(errs, fmt.Sprintf("%s: protocol %q: want tcp, udp, icmp or icmpv6", w, u.Proto))
+		}
+		if u.Source != nil && u.Dest != nil && u.Source.Addr().Is4() != u.Dest.Addr().Is4() {
+			errs = append(errs, fmt.Sprintf("%s: source and dest are of different families", w))
+		}
+		if u.Verdict != "accept" && u.Verdict != "drop" {
+			errs = append(errs, fmt.Sprintf("%s: verdict %q: want accept or drop", w, u.Verdict))
 		}
 	}
 	if _, ok := r.Zones["wan"]; !ok {

@@ -205,6 +205,80 @@ func limit(perSecond uint64) frag {
 	}}
 }
 
+// userRules adds the user's rules of one chain, in their order.
+func (b *builder) userRules(chain string, rules []Rule) {
+	for _, u := range rules {
+		if u.Chain != chain {
+			continue
+		}
+		var parts []frag
+		if u.From != "" {
+			parts = append(parts, ifIn("iifname", b.zones[u.From]))
+		}
+		if u.To != "" {
+			parts = append(parts, ifIn("oifname", b.zones[u.To]))
+		}
+		if u.Source != nil {
+			parts = append(parts, addrMatch("saddr", *u.Source))
+		}
+		if u.Dest != nil {
+			parts = append(parts, addrMatch("daddr", *u.Dest))
+		}
+		switch {
+		case u.Port != 0:
+			parts = append(parts, dport(u.Proto, u.Port))
+		case u.Proto == "icmpv6":
+			parts = append(parts, l4proto("ipv6-icmp"))
+		case u.Proto != "":
+			parts = append(parts, l4proto(u.Proto))
+		}
+		if u.Verdict == "drop" {
+			parts = append(parts, drop)
+		} else {
+			parts = append(parts, accept)
+		}
+		b.add(chain, parts...)
+	}
+}
+
+// addrMatch matches a source or destination of either family.
+func addrMatch(field string, p netip.Prefix) frag {
+	if p.Addr().Is6() {
+		offset := uint32(8)
+		if field == "daddr" {
+			offset = 24
+		}
+		return prefixMatch("ip6 "+field, offset, p)
+	}
+	offset := uint32(12)
+	if field == "daddr" {
+		offset = 16
+	}
+	addr := p.Addr().As4()
+	mask := make([]byte, 4)
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	want := make([]byte, 4)
+	for i := range want {
+		want[i] = addr[i] & mask[i]
+	}
+	text := "ip " + field + " " + p.String()
+	if p.Bits() == 32 {
+		text = strings.TrimSuffix(text, "/32")
+	}
+	exprs := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+	}
+	if p.Bits() < 32 {
+		exprs = append(exprs, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	}
+	exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want})
+	return frag{text: text, exprs: exprs}
+}
+
 func ip6Saddr(p netip.Prefix) frag {
 	return prefixMatch("ip6 saddr", 8, p)
 }
@@ -318,6 +392,7 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 	for _, o := range rs.Open {
 		b.add("input", ifIn("iifname", zones[o.Zone]), dport(o.Proto, o.Port), accept)
 	}
+	b.userRules("input", rs.Rules)
 	b.add("input", namedCounter("input_drop"))
 
 	// forward: through the router.
@@ -331,6 +406,7 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 	for _, a := range rs.Allow6 {
 		b.add("forward", ifIn("iifname", wan), ip6Daddr(a.To), dport(a.Proto, a.Port), accept)
 	}
+	b.userRules("forward", rs.Rules)
 	b.add("forward", namedCounter("forward_drop"))
 
 	// NAT: port forwards from the WAN and, for hairpin, from the LAN to

@@ -24,6 +24,7 @@ type Service struct {
 	Open     []Port
 	Forwards []Forward
 	Allow6   []Allow6
+	Rules    []Rule
 }
 
 // Reads are the outputs the service follows.
@@ -39,7 +40,7 @@ func (s *Service) Reads() []supervisor.Ref {
 
 // Ruleset is the model with the zones' current members.
 func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
-	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6}
+	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6, Rules: s.Rules}
 	for name, z := range s.Zones {
 		members := append([]string{}, z.Interfaces...)
 		for _, svc := range z.Services {
@@ -78,6 +79,10 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	<-ctx.Done()
 	return nil // the ruleset stays in force when roostd stops
 }
+
+// ReplacesInPlace says that a changed firewall is applied over the old one
+// in one batch: removing it first would leave the router open.
+func (s *Service) ReplacesInPlace() bool { return true }
 
 // Remove deletes roost's table, when the config drops the firewall.
 func (s *Service) Remove(context.Context) error {

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +74,37 @@ func TestFirewall(t *testing.T) {
 	}
 	if got := openPorts(t, a.net.ISP, "-sU", "--top-ports", "100", "192.0.2.2"); len(got) != 0 {
 		t.Errorf("UDP ports answering on the WAN: %v", got)
+	}
+
+	// A reload that changes the rules keeps the drop counters, which the
+	// scans just filled.
+	dropped := counterPackets(t, a.net.Router, "input_drop")
+	if dropped == 0 {
+		t.Fatal("the scans were not counted in input_drop")
+	}
+	withRule := strings.Replace(string(exampleConfig(t)), `"allow6": [`,
+		`"rules": [ { "chain": "input", "from": "lan", "proto": "udp", "port": 123, "verdict": "accept" } ],
+      "allow6": [`, 1)
+	os.WriteFile(a.config, []byte(withRule), 0o644)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Count(a.log.String(), "firewall rules applied") == 2 {
+			break
+		}
+	}
+	ruleset := mustRun(t, nil, "ip", labnet.In(a.net.Router, "nft", "list", "table", "inet", "roost")[1:]...)
+	if !strings.Contains(ruleset, "iifname @zone_lan udp dport 123 accept") {
+		t.Fatalf("the reloaded rule is not in the ruleset:\n%s", ruleset)
+	}
+	if after := counterPackets(t, a.net.Router, "input_drop"); after < dropped {
+		t.Errorf("input_drop went from %d to %d across a reload", dropped, after)
+	}
+	os.WriteFile(a.config, exampleConfig(t), 0o644)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Count(a.log.String(), "firewall rules applied") == 3 {
+			break
+		}
 	}
 
 	// LAN to WAN: IPv4 masqueraded, IPv6 routed; replies come back.
@@ -155,6 +188,17 @@ func TestFirewall(t *testing.T) {
 }
 
 var counterRE = regexp.MustCompile(`packets \d+ bytes \d+`)
+
+// counterPackets reads a named counter of roost's table.
+func counterPackets(t *testing.T, ns, name string) int {
+	out := mustRun(t, nil, "ip", labnet.In(ns, "nft", "list", "counter", "inet", "roost", name)[1:]...)
+	m := regexp.MustCompile(`packets (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("counter %s: %s", name, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
 
 func stripCounters(s string) string { return counterRE.ReplaceAllString(s, "packets N bytes N") }
 

@@ -81,6 +81,7 @@ type FirewallService struct {
 	Open     []firewall.Port          `json:"open,omitempty"`
 	Forwards []firewall.Forward       `json:"forwards,omitempty"`
 	Allow6   []firewall.Allow6        `json:"allow6,omitempty"`
+	Rules    []firewall.Rule          `json:"rules,omitempty"`
 }
 
 // SysctlService sets kernel parameters.
@@ -367,7 +368,7 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 			add("table", "%d is not a routing table", s.Route.Table)
 		}
 	case s.Firewall != nil:
-		fs := firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6}
+		fs := firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6, Rules: s.Firewall.Rules}
 		rs := fs.Ruleset(func(supervisor.Ref) (string, bool) { return "", false })
 		for _, problem := range rs.Check() {
 			*errs = append(*errs, path+"."+problem)

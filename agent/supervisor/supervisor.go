@@ -46,6 +46,13 @@ type Service interface {
 	Remove(ctx context.Context) error
 }
 
+// InPlace is implemented by services whose Run applies a changed
+// declaration atomically over the old one (the firewall): on a change they
+// are not removed first, only when the config drops them.
+type InPlace interface {
+	ReplacesInPlace() bool
+}
+
 // Spec is a service as the config declares it.
 type Spec struct {
 	Name        string
@@ -516,11 +523,15 @@ func (s *Supervisor) reload(specs []Spec) error {
 	for name := range changed {
 		inst := s.insts[name]
 		carried[name] = inst.starts
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := inst.spec.New().Remove(ctx); err != nil {
-			s.opts.Log.Warn("removing a service's configuration", "service", name, "err", err)
+		old := inst.spec.New()
+		_, kept := next[name]
+		if ip, ok := old.(InPlace); !kept || !ok || !ip.ReplacesInPlace() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := old.Remove(ctx); err != nil {
+				s.opts.Log.Warn("removing a service's configuration", "service", name, "err", err)
+			}
+			cancel()
 		}
-		cancel()
 		delete(s.insts, name)
 		s.opts.Log.Info("service removed", "service", name)
 	}

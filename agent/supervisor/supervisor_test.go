@@ -284,3 +284,33 @@ func TestBadGraphs(t *testing.T) {
 		}
 	}
 }
+
+// inPlace is a fake that applies changes over itself, as the firewall does.
+type inPlace struct{ fake }
+
+func (inPlace) ReplacesInPlace() bool { return true }
+
+func TestInPlaceServicesAreRemovedOnlyWhenDropped(t *testing.T) {
+	h := newHarness(t, nil)
+	spec := func(fp string) Spec {
+		sp := h.spec("fw", nil, fp, nil)
+		sp.New = func() Service { return &inPlace{fake{name: "fw", j: h.j, control: h.ctrl["fw"]}} }
+		return sp
+	}
+	h.run([]Spec{spec("1")})
+	h.waitState(Up, "fw")
+	if err := h.s.Reload([]Spec{spec("2")}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(Up, "fw")
+	if strings.Contains(h.j.String(), "remove:fw") {
+		t.Fatalf("a changed in-place service was removed first: %s", h.j)
+	}
+	if err := h.s.Reload(nil); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if !strings.Contains(h.j.String(), "remove:fw") {
+		t.Fatalf("a dropped in-place service was not removed: %s", h.j)
+	}
+}
