@@ -14,7 +14,6 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 )
 
@@ -74,7 +73,7 @@ func (r Ruleset) Check() []string {
 	var errs []string
 	zone := func(where, z string) {
 		if _, ok := r.Zones[z]; !ok {
-			errs = append(errs, fmt.Sprintf("%s: unknown zone %q (zones: %s)", where, z, strings.Join(r.zoneNames(), ", ")))
+			errs = append(errs, fmt.Sprintf("%s: unknown zone %q (zones: %s)", where, z, strings.Join(r.zoneList(), ", ")))
 		}
 	}
 	proto := func(where, p string) {
@@ -164,15 +163,6 @@ func (r Ruleset) Check() []string {
 		errs = append(errs, "zones: a lan zone is required")
 	}
 	return errs
-}
-
-func (r Ruleset) zoneNames() []string {
-	var out []string
-	for z := range r.Zones {
-		out = append(out, z)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func validSetName(s string) bool {

@@ -254,15 +254,7 @@ func addrMatch(field string, p netip.Prefix) frag {
 	if field == "daddr" {
 		offset = 16
 	}
-	addr := p.Addr().As4()
-	mask := make([]byte, 4)
-	for i := 0; i < p.Bits(); i++ {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
-	want := make([]byte, 4)
-	for i := range want {
-		want[i] = addr[i] & mask[i]
-	}
+	mask, want := masked(p)
 	text := "ip " + field + " " + p.String()
 	if p.Bits() == 32 {
 		text = strings.TrimSuffix(text, "/32")
@@ -279,6 +271,21 @@ func addrMatch(field string, p netip.Prefix) frag {
 	return frag{text: text, exprs: exprs}
 }
 
+// masked returns a prefix's netmask and its address under it, in the
+// address's own length (4 or 16 bytes).
+func masked(p netip.Prefix) (mask, want []byte) {
+	addr := p.Addr().AsSlice()
+	mask = make([]byte, len(addr))
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	want = make([]byte, len(addr))
+	for i := range want {
+		want[i] = addr[i] & mask[i]
+	}
+	return mask, want
+}
+
 func ip6Saddr(p netip.Prefix) frag {
 	return prefixMatch("ip6 saddr", 8, p)
 }
@@ -290,15 +297,7 @@ func ip6Daddr(p netip.Prefix) frag {
 // prefixMatch matches an IPv6 header field; in an inet table it must check
 // that the packet is IPv6 first, or it would read an IPv4 packet's bytes.
 func prefixMatch(text string, offset uint32, p netip.Prefix) frag {
-	addr := p.Addr().As16()
-	mask := make([]byte, 16)
-	for i := 0; i < p.Bits(); i++ {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
-	want := make([]byte, 16)
-	for i := range want {
-		want[i] = addr[i] & mask[i]
-	}
+	mask, want := masked(p)
 	text += " " + p.String()
 	if p.Bits() == 128 {
 		text = strings.TrimSuffix(text, "/128")

@@ -372,11 +372,7 @@ func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
 			return nil, fmt.Errorf("gateway %q from %s/%s is not an IP address", v, s.GatewayRef.Service, s.GatewayRef.Key)
 		}
 	}
-	r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.Table}
-	if r.Table == 0 {
-		r.Table = unix.RT_TABLE_MAIN
-	}
-	return r, nil
+	return &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.table()}, nil
 }
 
 // Run adds the route unless it is there.
@@ -399,18 +395,34 @@ func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
 	return nil
 }
 
-func (s *Route) present(r *netlink.Route) bool {
-	family := netlink.FAMILY_V4
+// family and table say where the kernel keeps this route.
+func (s *Route) family() int {
 	if s.Destination.IP.To4() == nil {
-		family = netlink.FAMILY_V6
+		return netlink.FAMILY_V6
 	}
-	routes, err := s.NL.RouteListFiltered(family, &netlink.Route{Table: r.Table, Dst: r.Dst},
+	return netlink.FAMILY_V4
+}
+
+func (s *Route) table() int {
+	if s.Table == 0 {
+		return unix.RT_TABLE_MAIN
+	}
+	return s.Table
+}
+
+// live lists the kernel's routes to this destination in this table.
+func (s *Route) live() ([]netlink.Route, error) {
+	return s.NL.RouteListFiltered(s.family(), &netlink.Route{Table: s.table(), Dst: s.Destination},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+}
+
+func (s *Route) present(r *netlink.Route) bool {
+	routes, err := s.live()
 	if err != nil {
 		return false
 	}
 	for _, have := range routes {
-		if have.LinkIndex == r.LinkIndex && have.Gw.Equal(r.Gw) && have.Priority == kernelMetric(family, r.Priority) {
+		if have.LinkIndex == r.LinkIndex && have.Gw.Equal(r.Gw) && have.Priority == kernelMetric(s.family(), r.Priority) {
 			return true
 		}
 	}
@@ -427,20 +439,12 @@ func kernelMetric(family, metric int) int {
 
 // Remove deletes the route, whichever gateway it had.
 func (s *Route) Remove(context.Context) error {
-	family := netlink.FAMILY_V4
-	if s.Destination.IP.To4() == nil {
-		family = netlink.FAMILY_V6
-	}
-	table := s.Table
-	if table == 0 {
-		table = unix.RT_TABLE_MAIN
-	}
-	routes, err := s.NL.RouteListFiltered(family, &netlink.Route{Table: table, Dst: s.Destination}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+	routes, err := s.live()
 	if err != nil {
 		return err
 	}
 	for _, r := range routes {
-		if r.Priority == kernelMetric(family, s.Metric) {
+		if r.Priority == kernelMetric(s.family(), s.Metric) {
 			if err := s.NL.RouteDel(&r); err != nil {
 				return fmt.Errorf("delete route %s: %w", s.Destination, err)
 			}
