@@ -356,9 +356,9 @@ func TestLinkFlap(t *testing.T) {
 // dependents; a bad config is refused and the running state stays.
 func TestReload(t *testing.T) {
 	a := startAgentLab(t, exampleConfig(t))
-	before := a.waitServices("up", allUp)
+	a.waitServices("up", allUp)
 	time.Sleep(300 * time.Millisecond) // let the firewall's zone updates settle
-	before = a.services()
+	before := a.services()
 	changed := strings.Replace(string(exampleConfig(t)), `"address": "fd00:1::1/64"`, `"address": "fd00:2::1/64"`, 1)
 	os.WriteFile(a.config, []byte(changed), 0o644)
 	a.cmd.Process.Signal(syscall.SIGHUP)
