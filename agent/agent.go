@@ -88,6 +88,9 @@ func (a *Agent) LockStore(ctx context.Context) (*store.Txn, error) {
 	})
 }
 
+// Log is the agent's log.
+func (a *Agent) Log() *slog.Logger { return a.opts.Log }
+
 // Root is the router's file system root.
 func (a *Agent) Root() string { return a.opts.Root }
 

@@ -67,6 +67,14 @@ func main() {
 	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
 		log: slog.New(slog.NewTextHandler(os.Stderr, nil)), defaultRoot: "/", defaultState: "/persist/roost"}
 	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "nix-store" {
+		// A link named nix-store: nix copy's ssh:// store runs
+		// "nix-store --serve --write" under any sshd.
+		args = append([]string{"nix-store"}, args...)
+	}
+	if root := os.Getenv("ROOSTD_ROOT"); root != "" {
+		e.defaultRoot = root // where a nix-store link finds the router's store
+	}
 	os.Exit(exitStatus(run(e, args), os.Stderr))
 }
 
@@ -97,7 +105,7 @@ func agentExec(ctx context.Context, a *agent.Agent, args []string, stdin io.Read
 	}
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
 		getenv:      func(string) string { return "" }, // no crash hooks from clients
-		log:         slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		log:         a.Log(),                           // what happens on the router goes to its log
 		defaultRoot: a.Root(), defaultState: a.State(), agent: a}
 	return exitStatus(run(e, args), stderr)
 }
@@ -125,6 +133,8 @@ func run(e *env, args []string) error {
 		return runConfirm(e, args[1:])
 	case "firewall":
 		return runFirewall(e, args[1:])
+	case "nix-store":
+		return runNixStore(e, args[1:])
 	case "store":
 		if len(args) < 2 {
 			fmt.Fprint(e.stderr, usage)

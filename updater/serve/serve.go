@@ -1,0 +1,410 @@
+// Package serve speaks Nix's legacy SSH store protocol, the other end of
+// `nix-store --serve --write`, so that unmodified `nix copy --to ssh://`
+// and `nix-copy-closure` work against a router that has no Nix. Builds are
+// refused: a router receives closures, it does not build them.
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/roostrouter/roost/updater/nar"
+	"github.com/roostrouter/roost/updater/nixexport"
+	"github.com/roostrouter/roost/updater/nixhash"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/store"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+const (
+	magic1 = 0x390c9deb
+	magic2 = 0x5452eecb
+	// Version is the protocol version this server answers with.
+	Version = 0x207
+
+	maxString  = 4096
+	maxList    = 1 << 20
+	maxNARSize = 1 << 40
+)
+
+// The commands of the serve protocol.
+const (
+	cmdQueryValidPaths = 1
+	cmdQueryPathInfos  = 2
+	cmdDumpStorePath   = 3
+	cmdImportPaths     = 4
+	cmdExportPaths     = 5
+	cmdBuildPaths      = 6
+	cmdQueryClosure    = 7
+	cmdBuildDerivation = 8
+	cmdAddToStoreNar   = 9
+)
+
+// Server serves a store.
+type Server struct {
+	Store *store.Store
+	Write bool // --write: imports allowed
+	Log   *slog.Logger
+	// Lock takes the store's writer lock.
+	Lock func(ctx context.Context) (*store.Txn, error)
+}
+
+type conn struct {
+	r   *bufio.Reader
+	w   *bufio.Writer
+	buf [8]byte
+}
+
+func (c *conn) u64() (uint64, error) {
+	if _, err := io.ReadFull(c.r, c.buf[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(c.buf[:]), nil
+}
+
+func (c *conn) str(what string) (string, error) {
+	n, err := c.u64()
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	if n > maxString {
+		return "", fmt.Errorf("%s of %d bytes is longer than the %d allowed", what, n, maxString)
+	}
+	b := make([]byte, n+(8-n%8)%8)
+	if _, err := io.ReadFull(c.r, b); err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return string(b[:n]), nil
+}
+
+func (c *conn) strs(what string) ([]string, error) {
+	n, err := c.u64()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if n > maxList {
+		return nil, fmt.Errorf("%d %s, more than the %d allowed", n, what, maxList)
+	}
+	out := make([]string, 0, min(n, 1024))
+	for i := uint64(0); i < n; i++ {
+		s, err := c.str(what)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (c *conn) paths(what string) ([]storepath.Path, error) {
+	ss, err := c.strs(what)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]storepath.Path, 0, len(ss))
+	for _, s := range ss {
+		p, err := storepath.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (c *conn) putU64(n uint64) {
+	binary.LittleEndian.PutUint64(c.buf[:], n)
+	c.w.Write(c.buf[:])
+}
+
+func (c *conn) putStr(s string) {
+	c.putU64(uint64(len(s)))
+	c.w.WriteString(s)
+	c.w.Write(make([]byte, (8-len(s)%8)%8))
+}
+
+func (c *conn) putPaths(ps []storepath.Path) {
+	c.putU64(uint64(len(ps)))
+	for _, p := range ps {
+		c.putStr(p.String())
+	}
+}
+
+// Serve answers commands on r and w until the client hangs up. Errors go
+// back the way Nix reports them: the caller prints the error on stderr and
+// exits 1.
+func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
+	c := &conn{r: bufio.NewReaderSize(r, 256<<10), w: bufio.NewWriterSize(w, 256<<10)}
+	m, err := c.u64()
+	if err != nil {
+		return fmt.Errorf("serve: read greeting: %w", err)
+	}
+	if m != magic1 {
+		return errors.New("protocol mismatch (is this nix-store --serve's client?)")
+	}
+	c.putU64(magic2)
+	c.putU64(Version)
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	clientVersion, err := c.u64()
+	if err != nil {
+		return fmt.Errorf("serve: read client version: %w", err)
+	}
+	if clientVersion&0xff00 != 0x200 {
+		return fmt.Errorf("unsupported serve protocol version %#x", clientVersion)
+	}
+	minor := clientVersion & 0xff
+	for {
+		cmd, err := c.u64()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := s.command(ctx, c, cmd, minor); err != nil {
+			return err
+		}
+		if err := c.w.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) command(ctx context.Context, c *conn, cmd, minor uint64) error {
+	switch cmd {
+	case cmdQueryValidPaths:
+		if _, err := c.u64(); err != nil { // lock
+			return err
+		}
+		if _, err := c.u64(); err != nil { // substitute: a router has no substituters
+			return err
+		}
+		ps, err := c.paths("paths")
+		if err != nil {
+			return err
+		}
+		reg, err := s.Store.Registry()
+		if err != nil {
+			return err
+		}
+		var valid []storepath.Path
+		for _, p := range ps {
+			if _, ok := reg.Get(p); ok {
+				valid = append(valid, p)
+			}
+		}
+		c.putPaths(valid)
+	case cmdQueryPathInfos:
+		ps, err := c.paths("paths")
+		if err != nil {
+			return err
+		}
+		reg, err := s.Store.Registry()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			info, ok := reg.Get(p)
+			if !ok {
+				continue
+			}
+			c.putStr(p.String())
+			deriver := ""
+			if info.Deriver != "" {
+				deriver = info.Deriver.String()
+			}
+			c.putStr(deriver)
+			c.putPaths(info.References)
+			c.putU64(info.NarSize) // download size
+			c.putU64(info.NarSize)
+			if minor >= 4 {
+				c.putStr(info.NarHash.String())
+				c.putStr("") // content address
+				c.putU64(uint64(len(info.Signatures)))
+				for _, sig := range info.Signatures {
+					c.putStr(sig)
+				}
+			}
+		}
+		c.putStr("")
+	case cmdDumpStorePath:
+		ps, err := c.str("path")
+		if err != nil {
+			return err
+		}
+		p, err := storepath.Parse(ps)
+		if err != nil {
+			return err
+		}
+		reg, err := s.Store.Registry()
+		if err != nil {
+			return err
+		}
+		return s.Store.Dump(c.w, reg, p)
+	case cmdImportPaths:
+		if !s.Write {
+			return errors.New("importing paths is not allowed (nix-store --serve without --write)")
+		}
+		txn, err := s.Lock(ctx)
+		if err != nil {
+			return err
+		}
+		defer txn.Close()
+		res, err := txn.ImportExport(ctx, c.r, nil)
+		if err != nil {
+			return err
+		}
+		s.Log.Info("serve: imported", "paths", len(res.Added))
+		c.putU64(1)
+	case cmdExportPaths:
+		if _, err := c.u64(); err != nil { // obsolete
+			return err
+		}
+		ps, err := c.paths("paths")
+		if err != nil {
+			return err
+		}
+		return s.export(c, ps)
+	case cmdQueryClosure:
+		if _, err := c.u64(); err != nil { // include outputs: there are no derivations here
+			return err
+		}
+		ps, err := c.paths("paths")
+		if err != nil {
+			return err
+		}
+		reg, err := s.Store.Registry()
+		if err != nil {
+			return err
+		}
+		var out []storepath.Path
+		for p := range store.Closure(reg, ps) {
+			if _, ok := reg.Get(p); ok {
+				out = append(out, p)
+			}
+		}
+		c.putPaths(registry.TopoSort(nil, out))
+	case cmdAddToStoreNar:
+		return s.addToStoreNar(ctx, c)
+	case cmdBuildPaths, cmdBuildDerivation:
+		return errors.New("roostd does not build: build on a machine with Nix and copy the result (nix copy --to ssh://…)")
+	default:
+		return fmt.Errorf("unknown serve command %d", cmd)
+	}
+	return nil
+}
+
+func (s *Server) addToStoreNar(ctx context.Context, c *conn) error {
+	if !s.Write {
+		return errors.New("importing paths is not allowed (nix-store --serve without --write)")
+	}
+	ps, err := c.str("path")
+	if err != nil {
+		return err
+	}
+	p, err := storepath.Parse(ps)
+	if err != nil {
+		return err
+	}
+	deriverS, err := c.str("deriver")
+	if err != nil {
+		return err
+	}
+	hashS, err := c.str("NAR hash")
+	if err != nil {
+		return err
+	}
+	hash, err := nixhash.ParseSHA256(hashS)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	refs, err := c.paths("references")
+	if err != nil {
+		return err
+	}
+	if _, err := c.u64(); err != nil { // registration time: ours is when we register
+		return err
+	}
+	size, err := c.u64()
+	if err != nil {
+		return err
+	}
+	if _, err := c.u64(); err != nil { // ultimate
+		return err
+	}
+	sigs, err := c.strs("signatures")
+	if err != nil {
+		return err
+	}
+	if _, err := c.str("content address"); err != nil {
+		return err
+	}
+	if size == 0 || size > maxNARSize {
+		return fmt.Errorf("%s: NAR size %d is not acceptable", p, size)
+	}
+	info := registry.Info{Path: p, References: refs, Signatures: sigs}
+	if deriverS != "" {
+		if info.Deriver, err = storepath.Parse(deriverS); err != nil {
+			return err
+		}
+	}
+	txn, err := s.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer txn.Close()
+	if txn.Valid(p) {
+		// Already here: read the NAR through and keep what we have.
+		if err := nar.Parse(io.LimitReader(c.r, int64(size)), nar.Discard{}, int64(size)); err != nil {
+			return err
+		}
+	} else {
+		st, err := txn.Restore(c.r, store.Expect{Path: p, NarHash: &hash, NarSize: size})
+		if err != nil {
+			return err
+		}
+		if err := txn.Add(st, info); err != nil {
+			return err
+		}
+		if err := txn.Commit(); err != nil {
+			return err
+		}
+		s.Log.Info("serve: added", "path", p, "narSize", size)
+	}
+	c.putU64(1)
+	return nil
+}
+
+// export writes the paths (references first) as a nix-store --export stream.
+func (s *Server) export(c *conn, ps []storepath.Path) error {
+	reg, err := s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	infos := map[storepath.Path]*registry.Info{}
+	for _, p := range ps {
+		info, ok := reg.Get(p)
+		if !ok {
+			return fmt.Errorf("export %s: %w", p, store.ErrNotValid)
+		}
+		infos[p] = info
+	}
+	for _, p := range registry.TopoSort(infos, ps) {
+		nixexport.WriteNext(c.w, true)
+		if err := s.Store.Dump(c.w, reg, p); err != nil {
+			return err
+		}
+		info := infos[p]
+		if err := nixexport.WriteTrailer(c.w, nixexport.Trailer{Path: p, References: info.References, Deriver: info.Deriver}); err != nil {
+			return err
+		}
+	}
+	return nixexport.WriteNext(c.w, false)
+}
