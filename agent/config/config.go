@@ -14,14 +14,18 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/roostrouter/roost/boards"
+	"github.com/roostrouter/roost/updater/nixsig"
 )
 
 // Config is a router's configuration.
 type Config struct {
-	Hostname string              `json:"hostname"`
-	Board    string              `json:"board"`
-	SSH      SSH                 `json:"ssh"`
-	Services map[string]*Service `json:"-"`
+	Hostname string `json:"hostname"`
+	Board    string `json:"board"`
+	SSH      SSH    `json:"ssh"`
+	// TrustedPublicKeys, if set, are the only keys whose signatures let a
+	// store path in (Nix's name:base64 form).
+	TrustedPublicKeys []string            `json:"trustedPublicKeys,omitempty"`
+	Services          map[string]*Service `json:"-"`
 }
 
 // SSH configures roostd's SSH endpoint.
@@ -90,9 +94,18 @@ func Parse(b []byte) (*Config, error) {
 			if err := decodeStrict(k, raw, &c.SSH); err != nil {
 				errs = append(errs, err.Error())
 			}
+		case "trustedPublicKeys":
+			if err := decodeStrict(k, raw, &c.TrustedPublicKeys); err != nil {
+				errs = append(errs, err.Error())
+			}
+			for i, key := range c.TrustedPublicKeys {
+				if _, err := nixsig.ParsePublicKey(key); err != nil {
+					errs = append(errs, fmt.Sprintf("trustedPublicKeys[%d]: %v", i, err))
+				}
+			}
 		case "services":
 		default:
-			errs = append(errs, fmt.Sprintf("%s: unknown field (want hostname, board, ssh, services)", k))
+			errs = append(errs, fmt.Sprintf("%s: unknown field (want hostname, board, ssh, trustedPublicKeys, services)", k))
 		}
 	}
 	board, err := boards.Lookup(c.Board)
@@ -122,6 +135,17 @@ func (c *Config) checkSSH() Errors {
 		}
 	}
 	return errs
+}
+
+// TrustedKeys returns the parsed trusted public keys.
+func (c *Config) TrustedKeys() []nixsig.PublicKey {
+	var keys []nixsig.PublicKey
+	for _, s := range c.TrustedPublicKeys {
+		if k, err := nixsig.ParsePublicKey(s); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // ListenAddrs returns where the SSH endpoint listens.

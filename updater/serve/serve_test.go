@@ -124,7 +124,14 @@ func TestRefusals(t *testing.T) {
 		{"not nix", func() *client { c := &client{}; c.b.WriteString("GET / HTTP/1.0\r\n\r\n"); return c }, "protocol mismatch"},
 		{"build", func() *client { c := hello(); c.u64(cmdBuildPaths); return c }, "roostd does not build"},
 		{"unknown", func() *client { c := hello(); c.u64(77); return c }, "unknown serve command 77"},
-		{"huge list", func() *client { c := hello(); c.u64(cmdQueryValidPaths); c.u64(0); c.u64(0); c.u64(1 << 40); return c }, "more than the"},
+		{"huge list", func() *client {
+			c := hello()
+			c.u64(cmdQueryValidPaths)
+			c.u64(0)
+			c.u64(0)
+			c.u64(1 << 40)
+			return c
+		}, "more than the"},
 		{"bad path", func() *client { c := hello(); c.u64(cmdDumpStorePath); c.str("/etc/shadow"); return c }, "is not in /nix/store"},
 	} {
 		err := server(s).Serve(context.Background(), &tc.in().b, io.Discard)

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/updater/atomicfile"
+	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
 )
@@ -47,6 +48,10 @@ type Options struct {
 	// can kill the process there.
 	Crash       func(point string)
 	TempRootTTL time.Duration
+	// TrustedKeys, if it returns keys, makes every new path need a valid
+	// signature by one of them before it is registered. An error refuses
+	// every new path (the keys could not be known).
+	TrustedKeys func() ([]nixsig.PublicKey, error)
 }
 
 // Store is a Nix store below a root folder.

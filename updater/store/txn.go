@@ -14,6 +14,7 @@ import (
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/nar"
 	"github.com/roostrouter/roost/updater/nixhash"
+	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
 )
@@ -115,6 +116,16 @@ func (t *Txn) Add(st *Staged, info registry.Info) error {
 		}
 	}
 	info.NarHash, info.NarSize = st.NarHash, st.NarSize
+	if t.s.opts.TrustedKeys != nil {
+		keys, err := t.s.opts.TrustedKeys()
+		if err == nil {
+			err = nixsig.Check(&info, keys)
+		}
+		if err != nil {
+			st.discard()
+			return fmt.Errorf("refusing %s: %w", info.Path, err)
+		}
+	}
 	info.RegistrationTime = t.s.opts.Now().Unix()
 	st.info = &info
 	t.staged = append(t.staged, st)

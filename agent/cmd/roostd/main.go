@@ -19,7 +19,10 @@ import (
 
 	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/cmdflag"
+	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/store"
+	"github.com/roostrouter/roost/updater/storepath"
 )
 
 const usage = `usage: roostd <command> [flags]
@@ -178,7 +181,34 @@ func (f *flags) parse(args []string) ([]string, error) { return cmdflag.Parse(f.
 // openStore returns the store below --root, wired to the crash hook that
 // tests set with ROOST_CRASH_AT.
 func (e *env) openStore(root string) *store.Store {
-	return store.New(root, store.Options{Log: e.log, Crash: e.crashHook()})
+	return store.New(root, store.Options{Log: e.log, Crash: e.crashHook(), TrustedKeys: e.trustedKeys(root)})
+}
+
+// trustedKeys are the running system's trustedPublicKeys: from the agent
+// when this runs in it, else from the current system's config. A config
+// that cannot be read refuses every new path rather than trust them all.
+func (e *env) trustedKeys(root string) func() ([]nixsig.PublicKey, error) {
+	return func() ([]nixsig.PublicKey, error) {
+		if e.agent != nil {
+			if c := e.agent.Config(); c != nil {
+				return c.TrustedKeys(), nil
+			}
+			return nil, nil
+		}
+		target, err := os.Readlink(filepath.Join(root, "run/current-system"))
+		if err != nil {
+			return nil, nil // no system yet: nothing to trust or distrust
+		}
+		sys, err := storepath.FromLink(target)
+		if err != nil {
+			return nil, err
+		}
+		c, err := config.Load(filepath.Join(root, storepath.Dir, sys.Base(), "etc/roost/config.json"))
+		if err != nil {
+			return nil, fmt.Errorf("the running system's trusted keys cannot be read: %w", err)
+		}
+		return c.TrustedKeys(), nil
+	}
 }
 
 // crashHook returns a hook that kills this process with SIGKILL at the named

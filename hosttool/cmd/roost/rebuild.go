@@ -13,6 +13,7 @@ import (
 	"github.com/roostrouter/roost/hosttool/sshclient"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/closurediff"
+	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
 	"github.com/roostrouter/roost/updater/transfer"
@@ -29,13 +30,23 @@ type copyResult struct {
 	Router          string  `json:"router"`
 }
 
-// send offers the closure of paths to the router and sends what it lacks.
-func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path) (copyResult, error) {
+// send offers the closure of paths to the router and sends what it lacks,
+// signing each path with signKey if one is given.
+func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path, signKey string) (copyResult, error) {
 	start := time.Now()
 	var res copyResult
 	infos, err := nix.Closure(e.ctx, paths...)
 	if err != nil {
 		return res, err
+	}
+	if signKey != "" {
+		key, err := nixsig.LoadSecretKey(signKey)
+		if err != nil {
+			return res, err
+		}
+		for i := range infos {
+			infos[i].Signatures = append(infos[i].Signatures, nixsig.Sign(&infos[i], key))
+		}
 	}
 	res.ClosurePaths = len(infos)
 	byPath := map[storepath.Path]registry.Info{}
@@ -103,6 +114,7 @@ func (l *limitedBuffer) String() string { return string(l.b) }
 
 func runCopy(e *env, args []string) error {
 	f := newFlags(e, "copy")
+	signKey := f.String("sign-key", "", "sign every path with this Nix secret key `file` (nix-store --generate-binary-cache-key)")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -123,7 +135,7 @@ func runCopy(e *env, args []string) error {
 		return err
 	}
 	defer client.Close()
-	res, err := e.send(client, &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}, paths)
+	res, err := e.send(client, &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}, paths, *signKey)
 	if err != nil {
 		return err
 	}
@@ -164,6 +176,7 @@ func runRebuild(e *env, args []string) error {
 	timeout := f.Duration("confirm-timeout", 90*time.Second, "the router rolls back unless it can be reached again within this")
 	kexec := f.Bool("kexec", false, "start a changed kernel with kexec (not yet supported)")
 	reboot := f.Bool("reboot", false, "reboot into the new system (not yet supported)")
+	signKey := f.String("sign-key", "", "sign every path with this Nix secret key `file` (nix-store --generate-binary-cache-key)")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -202,7 +215,7 @@ func runRebuild(e *env, args []string) error {
 	}
 	defer client.Close()
 	res := rebuildResult{Mode: mode, System: system}
-	if res.copyResult, err = e.send(client, nix, []storepath.Path{system}); err != nil {
+	if res.copyResult, err = e.send(client, nix, []storepath.Path{system}, *signKey); err != nil {
 		return err
 	}
 	cmd := fmt.Sprintf("roostd activate %s %s --confirm-timeout %s --json", mode, system, *timeout)
