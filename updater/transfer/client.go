@@ -1,7 +1,9 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/roostrouter/roost/updater/nixhash"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
 )
@@ -33,6 +36,7 @@ type Result struct {
 	NARBytes  uint64
 	WireBytes int64
 	Agent     string // the router's program and version
+	Deltas    int    // NARs sent as deltas against a path the router had
 }
 
 // Sender is the laptop's end.
@@ -88,6 +92,10 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 		}
 	}
 	res.Missing = m.Missing
+	byPath := make(map[storepath.Path]registry.Info, len(closure))
+	for _, i := range closure {
+		byPath[i.Path] = i
+	}
 	prog := Progress{Missing: m.Missing}
 	report := func() {
 		prog.WireBytes = cw.n
@@ -152,24 +160,37 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 		}
 		prog.Current = p
 		report()
-		if err := c.writeJSON(frameNAR, narMsg{Path: p, Compression: "zstd"}); err != nil {
-			return res, routerGone(err, acks)
-		}
-		dw := &dataWriter{c: c}
-		enc.Reset(dw)
-		counted := &countingWriter{w: enc}
-		if err := src(p, counted); err != nil {
-			return res, fmt.Errorf("read %s from the local store: %w", p, err)
-		}
-		if err := enc.Close(); err != nil {
-			return res, routerGone(err, acks)
-		}
-		if err := c.write(frameEnd, nil, true); err != nil {
-			return res, routerGone(err, acks)
+		var narBytes uint64
+		if base, ok := m.Bases[p]; ok && byPath[p].NarSize <= maxDeltaTarget {
+			n, delta, err := s.sendSmaller(c, src, p, base)
+			if err != nil {
+				return res, routerGone(err, acks)
+			}
+			narBytes = n
+			if delta {
+				res.Deltas++
+			}
+		} else {
+			if err := c.writeJSON(frameNAR, narMsg{Path: p, Compression: "zstd"}); err != nil {
+				return res, routerGone(err, acks)
+			}
+			dw := &dataWriter{c: c}
+			enc.Reset(dw)
+			counted := &countingWriter{w: enc}
+			if err := src(p, counted); err != nil {
+				return res, fmt.Errorf("read %s from the local store: %w", p, err)
+			}
+			if err := enc.Close(); err != nil {
+				return res, routerGone(err, acks)
+			}
+			if err := c.write(frameEnd, nil, true); err != nil {
+				return res, routerGone(err, acks)
+			}
+			narBytes = uint64(counted.n)
 		}
 		prog.Sent++
-		prog.NARBytes += uint64(counted.n)
-		res.NARBytes += uint64(counted.n)
+		prog.NARBytes += narBytes
+		res.NARBytes += narBytes
 		report()
 	}
 	if err := c.write(frameFinish, nil, true); err != nil {
@@ -186,6 +207,40 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 			return res, nil
 		}
 	}
+}
+
+// maxDeltaTarget bounds the NARs tried as deltas: both forms are made in
+// memory to send the smaller.
+const maxDeltaTarget = 256 << 20
+
+// sendSmaller sends p compressed plainly or against base, whichever is
+// smaller; base is used only if the laptop's copy has the router's hash.
+func (s *Sender) sendSmaller(c *conn, src NARSource, p storepath.Path, base Base) (uint64, bool, error) {
+	var nar bytes.Buffer
+	if err := src(p, &nar); err != nil {
+		return 0, false, fmt.Errorf("read %s from the local store: %w", p, err)
+	}
+	level := max(s.Level, zstd.SpeedDefault)
+	best, err := compress(nar.Bytes(), nil, level)
+	if err != nil {
+		return 0, false, err
+	}
+	msg := narMsg{Path: p, Compression: "zstd"}
+	var baseNAR bytes.Buffer
+	if err := src(base.Path, &baseNAR); err == nil && baseNAR.Len() <= MaxDeltaBase {
+		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
+			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), zstd.SpeedBetterCompression); err == nil && len(delta) < len(best) {
+				best, msg.Base = delta, base.Path
+			}
+		}
+	}
+	if err := c.writeJSON(frameNAR, msg); err != nil {
+		return 0, false, err
+	}
+	if _, err := (&dataWriter{c: c}).Write(best); err != nil {
+		return 0, false, err
+	}
+	return uint64(nar.Len()), msg.Base != "", c.write(frameEnd, nil, true)
 }
 
 // ackEvent is what the goroutine reading the router's frames reports.

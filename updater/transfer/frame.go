@@ -22,8 +22,8 @@ import (
 const (
 	// Protocol names the protocol in the hello messages.
 	Protocol = "roost-transfer"
-	// Version is the protocol version this package speaks.
-	Version = 1
+	// Version is the protocol version this package speaks: 2 added deltas.
+	Version = 2
 
 	maxFrame  = 16 << 20
 	dataChunk = 128 << 10

@@ -19,11 +19,23 @@ type closureMsg struct {
 
 type missingMsg struct {
 	Missing []storepath.Path `json:"missing"`
+	// Bases offers, for a missing path, a path of the same package the
+	// router holds, to compress against (a delta).
+	Bases map[storepath.Path]Base `json:"bases,omitempty"`
+}
+
+// Base is a path the router holds, named with its NAR hash so that the
+// laptop uses it only if its own copy is identical.
+type Base struct {
+	Path    storepath.Path `json:"path"`
+	NarHash string         `json:"narHash"`
 }
 
 type narMsg struct {
 	Path        storepath.Path `json:"path"`
 	Compression string         `json:"compression"`
+	// Base, if set, is the offered base whose NAR is the zstd dictionary.
+	Base storepath.Path `json:"base,omitempty"`
 }
 
 type ackMsg struct {

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -88,7 +89,11 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 		missing = append(missing, p)
 	}
 	missing = registry.TopoSort(infos, missing)
-	if err := c.writeJSON(frameMissing, missingMsg{Missing: missing}); err != nil {
+	reply := missingMsg{Missing: missing}
+	if h.Version >= 2 {
+		reply.Bases = chooseBases(txn.Registry(), missing)
+	}
+	if err := c.writeJSON(frameMissing, reply); err != nil {
 		return sum, err
 	}
 	s.Log.Info("transfer started", "paths", len(infos), "missing", len(missing), "peer", h.Agent)
@@ -140,7 +145,26 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 			return sum, fmt.Errorf("NAR of %s: unsupported compression %q", nm.Path, nm.Compression)
 		}
 		info := infos[nm.Path]
-		if err := s.receiveNAR(txn, c, dec, info); err != nil {
+		d := dec
+		if nm.Base != "" {
+			if base, ok := reply.Bases[nm.Path]; !ok || base.Path != nm.Base {
+				return sum, fmt.Errorf("NAR of %s: a delta against %s, which the router did not offer", nm.Path, nm.Base)
+			}
+			var baseNAR bytes.Buffer
+			if err := s.Store.Dump(&baseNAR, txn.Registry(), nm.Base); err != nil {
+				return sum, fmt.Errorf("delta base %s: %w", nm.Base, err)
+			}
+			dd, err := deltaReader(nil, baseNAR.Bytes())
+			if err != nil {
+				return sum, err
+			}
+			d = dd
+		}
+		err = s.receiveNAR(txn, c, d, info)
+		if d != dec {
+			d.Close()
+		}
+		if err != nil {
 			return sum, err
 		}
 		next++

@@ -214,3 +214,46 @@ func FuzzServe(f *testing.F) {
 		validCount(t, s)
 	})
 }
+
+// TestDelta: a new version of a package the router holds goes as a zstd
+// delta against the old one, and what is registered is the new NAR, byte
+// for byte.
+func TestDelta(t *testing.T) {
+	s := store.New(t.TempDir(), store.Options{})
+	pkg := func(version string) storetest.Package {
+		return storetest.Package{Path: storetest.NewPath("app-" + version), Files: 8, FileSize: 100_000, Seed: 7}
+	}
+	old := newLaptop(t, []storetest.Package{pkg("1.0")})
+	if o := transfer(t, s, old.infos, old.source); o.cliErr != nil {
+		t.Fatal(o.cliErr)
+	}
+	// The laptop has both versions (it built the old one too).
+	l := newLaptop(t, []storetest.Package{pkg("2.0")})
+	for p, n := range old.nars {
+		l.nars[p] = n
+	}
+	o := transfer(t, s, l.infos, l.source)
+	if o.cliErr != nil || o.srvErr != nil {
+		t.Fatalf("client %v, server %v", o.cliErr, o.srvErr)
+	}
+	if o.res.Deltas != 1 || o.res.WireBytes > int64(o.res.NARBytes)/20 {
+		t.Fatalf("%d deltas, %d bytes on the wire for %d of NAR: want one small delta", o.res.Deltas, o.res.WireBytes, o.res.NARBytes)
+	}
+	reg, _ := s.Registry()
+	var got bytes.Buffer
+	if err := s.Dump(&got, reg, pkg("2.0").Path); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), l.nars[pkg("2.0").Path]) {
+		t.Fatal("the path registered from a delta differs from the laptop's")
+	}
+	validCount(t, s)
+
+	// A laptop without the base sends the whole NAR.
+	s2 := store.New(t.TempDir(), store.Options{})
+	transfer(t, s2, old.infos, old.source)
+	l2 := newLaptop(t, []storetest.Package{pkg("2.0")})
+	if o := transfer(t, s2, l2.infos, l2.source); o.cliErr != nil || o.res.Deltas != 0 {
+		t.Fatalf("without the base: %v, %d deltas", o.cliErr, o.res.Deltas)
+	}
+}

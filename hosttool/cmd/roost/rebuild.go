@@ -26,6 +26,7 @@ type copyResult struct {
 	SentPaths       int     `json:"sentPaths"`
 	SentNARBytes    uint64  `json:"sentNarBytes"`
 	WireBytes       int64   `json:"wireBytes"`
+	Deltas          int     `json:"deltas"` // paths sent as deltas against one the router had
 	Seconds         float64 `json:"seconds"`
 	Router          string  `json:"router"`
 }
@@ -90,6 +91,7 @@ func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path
 	res.SentPaths = tr.Summary.Received
 	res.SentNARBytes = tr.NARBytes
 	res.WireBytes = tr.WireBytes
+	res.Deltas = tr.Deltas
 	res.Router = tr.Agent
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
@@ -147,8 +149,8 @@ func runCopy(e *env, args []string) error {
 }
 
 func (e *env) printCopy(r copyResult) {
-	fmt.Fprintf(e.stdout, "sent %d of %d paths: %s of NAR (%s on the wire) of the closure's %s, in %.1fs\n",
-		r.SentPaths, r.ClosurePaths, progress.MiB(int64(r.SentNARBytes)), progress.MiB(r.WireBytes), progress.MiB(int64(r.ClosureNARBytes)), r.Seconds)
+	fmt.Fprintf(e.stdout, "sent %d of %d paths (%d as deltas): %s of NAR (%s on the wire) of the closure's %s, in %.1fs\n",
+		r.SentPaths, r.ClosurePaths, r.Deltas, progress.MiB(int64(r.SentNARBytes)), progress.MiB(r.WireBytes), progress.MiB(int64(r.ClosureNARBytes)), r.Seconds)
 }
 
 // rebuildResult is what `roost rebuild --json` prints.

@@ -1,0 +1,88 @@
+package transfer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/roostrouter/roost/updater/closurediff"
+	"github.com/roostrouter/roost/updater/registry"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+// MaxDeltaBase bounds a delta's base: the router holds the base's whole NAR
+// in memory while it decodes, and routers have 64 MB.
+const MaxDeltaBase = 4 << 20
+
+// dictID names the dictionary in the zstd frame; any fixed non-zero id.
+const dictID = 0x524f4f53 // "ROOS"
+
+// chooseBases finds, for each missing path, a valid path of the same
+// package, preferring the same name (another build of it), then the same
+// package at another version; the newest registration wins a tie.
+func chooseBases(reg *registry.Registry, missing []storepath.Path) map[storepath.Path]Base {
+	byName := map[string][]*registry.Info{}
+	byPkg := map[string][]*registry.Info{}
+	for _, p := range reg.Paths() {
+		info, _ := reg.Get(p)
+		if info.NarSize > MaxDeltaBase {
+			continue
+		}
+		pkg, _ := closurediff.SplitName(p.Name())
+		byName[p.Name()] = append(byName[p.Name()], info)
+		byPkg[pkg] = append(byPkg[pkg], info)
+	}
+	newest := func(infos []*registry.Info) *registry.Info {
+		var best *registry.Info
+		for _, i := range infos {
+			if best == nil || i.RegistrationTime > best.RegistrationTime {
+				best = i
+			}
+		}
+		return best
+	}
+	bases := map[storepath.Path]Base{}
+	for _, m := range missing {
+		pkg, _ := closurediff.SplitName(m.Name())
+		base := newest(byName[m.Name()])
+		if base == nil {
+			base = newest(byPkg[pkg])
+		}
+		if base != nil {
+			bases[m] = Base{Path: base.Path, NarHash: base.NarHash.String()}
+		}
+	}
+	return bases
+}
+
+// deltaReader decodes a zstd stream whose dictionary is base's NAR.
+func deltaReader(r io.Reader, baseNAR []byte) (*zstd.Decoder, error) {
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(maxWindow+MaxDeltaBase), zstd.WithDecoderDictRaw(dictID, baseNAR))
+}
+
+// compress returns nar compressed, against baseNAR if given.
+func compress(nar, baseNAR []byte, level zstd.EncoderLevel) ([]byte, error) {
+	opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(maxWindow)}
+	if baseNAR != nil {
+		if len(baseNAR) > MaxDeltaBase {
+			return nil, errors.New("delta base too large")
+		}
+		opts = append(opts, zstd.WithEncoderDictRaw(dictID, baseNAR))
+	}
+	var out bytes.Buffer
+	enc, err := zstd.NewWriter(&out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := enc.Write(nar); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	return out.Bytes(), nil
+}
