@@ -227,7 +227,7 @@ func (s *Sender) sendSmaller(c *conn, src NARSource, p storepath.Path, base Base
 	}
 	msg := narMsg{Path: p, Compression: "zstd"}
 	var baseNAR bytes.Buffer
-	if err := src(base.Path, &baseNAR); err == nil && baseNAR.Len() <= MaxDeltaBase {
+	if err := src(base.Path, &baseNAR); err == nil {
 		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
 			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), zstd.SpeedBetterCompression); err == nil && len(delta) < len(best) {
 				best, msg.Base = delta, base.Path

@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 
@@ -13,9 +12,12 @@ import (
 	"github.com/roostrouter/roost/updater/storepath"
 )
 
-// MaxDeltaBase bounds a delta's base: the router holds the base's whole NAR
-// in memory while it decodes, and routers have 64 MB.
-const MaxDeltaBase = 4 << 20
+// DefaultMaxDeltaBase bounds a delta's base when the router's RAM is not
+// known: the router holds the base's whole NAR in memory while it decodes.
+const DefaultMaxDeltaBase = 4 << 20
+
+// maxDeltaWindow bounds the zstd window of a delta (base and new NAR).
+const maxDeltaWindow = 256 << 20
 
 // dictID names the dictionary in the zstd frame; any fixed non-zero id.
 const dictID = 0x524f4f53 // "ROOS"
@@ -23,12 +25,12 @@ const dictID = 0x524f4f53 // "ROOS"
 // chooseBases finds, for each missing path, a valid path of the same
 // package, preferring the same name (another build of it), then the same
 // package at another version; the newest registration wins a tie.
-func chooseBases(reg *registry.Registry, missing []storepath.Path) map[storepath.Path]Base {
+func chooseBases(reg *registry.Registry, missing []storepath.Path, maxBase uint64) map[storepath.Path]Base {
 	byName := map[string][]*registry.Info{}
 	byPkg := map[string][]*registry.Info{}
 	for _, p := range reg.Paths() {
 		info, _ := reg.Get(p)
-		if info.NarSize > MaxDeltaBase {
+		if info.NarSize > maxBase {
 			continue
 		}
 		pkg, _ := closurediff.SplitName(p.Name())
@@ -58,19 +60,32 @@ func chooseBases(reg *registry.Registry, missing []storepath.Path) map[storepath
 	return bases
 }
 
-// deltaReader decodes a zstd stream whose dictionary is base's NAR.
-func deltaReader(r io.Reader, baseNAR []byte) (*zstd.Decoder, error) {
+// deltaWindow is the zstd window that lets the new NAR refer to all of
+// its base: a power of two covering both.
+func deltaWindow(base, nar int) int {
+	w := maxWindow
+	for w < base+nar && w < maxDeltaWindow {
+		w *= 2
+	}
+	return w
+}
+
+// deltaReader decodes a zstd stream whose dictionary is base's NAR; the
+// expected size bounds the window it accepts.
+func deltaReader(r io.Reader, baseNAR []byte, narSize uint64) (*zstd.Decoder, error) {
 	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(maxWindow+MaxDeltaBase), zstd.WithDecoderDictRaw(dictID, baseNAR))
+		zstd.WithDecoderMaxWindow(uint64(deltaWindow(len(baseNAR), int(min(narSize, maxDeltaWindow))))),
+		zstd.WithDecoderDictRaw(dictID, baseNAR))
 }
 
 // compress returns nar compressed, against baseNAR if given.
 func compress(nar, baseNAR []byte, level zstd.EncoderLevel) ([]byte, error) {
-	opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(maxWindow)}
+	window := maxWindow
 	if baseNAR != nil {
-		if len(baseNAR) > MaxDeltaBase {
-			return nil, errors.New("delta base too large")
-		}
+		window = deltaWindow(len(baseNAR), len(nar))
+	}
+	opts := []zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(window)}
+	if baseNAR != nil {
 		opts = append(opts, zstd.WithEncoderDictRaw(dictID, baseNAR))
 	}
 	var out bytes.Buffer

@@ -32,6 +32,9 @@ type Server struct {
 	Agent string // "roostd <version>", sent in the hello
 	// Lock takes the store's writer lock (it may wait for another writer).
 	Lock func(ctx context.Context) (*store.Txn, error)
+	// MaxDeltaBase bounds the NAR of a delta's base, which the router holds
+	// in memory; DefaultMaxDeltaBase if zero.
+	MaxDeltaBase uint64
 }
 
 // Serve runs one transfer on r and w (the SSH channel, or stdio).
@@ -91,7 +94,11 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	missing = registry.TopoSort(infos, missing)
 	reply := missingMsg{Missing: missing}
 	if h.Version >= 2 {
-		reply.Bases = chooseBases(txn.Registry(), missing)
+		maxBase := s.MaxDeltaBase
+		if maxBase == 0 {
+			maxBase = DefaultMaxDeltaBase
+		}
+		reply.Bases = chooseBases(txn.Registry(), missing, maxBase)
 	}
 	if err := c.writeJSON(frameMissing, reply); err != nil {
 		return sum, err
@@ -154,7 +161,7 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 			if err := s.Store.Dump(&baseNAR, txn.Registry(), nm.Base); err != nil {
 				return sum, fmt.Errorf("delta base %s: %w", nm.Base, err)
 			}
-			dd, err := deltaReader(nil, baseNAR.Bytes())
+			dd, err := deltaReader(nil, baseNAR.Bytes(), info.NarSize)
 			if err != nil {
 				return sum, err
 			}

@@ -85,6 +85,12 @@ func runReceive(e *env, args []string) error {
 	s := e.openStore(*f.root)
 	srv := &transfer.Server{Store: s, Log: e.log, Agent: "roostd " + version,
 		Lock: func(ctx context.Context) (*store.Txn, error) { return e.lock(s, "roostd receive") }}
+	if e.agent != nil {
+		if c := e.agent.Config(); c != nil {
+			// A delta's base is held in memory: an eighth of the board's RAM.
+			srv.MaxDeltaBase = uint64(c.BoardInfo().RAMMB) << 20 / 8
+		}
+	}
 	_, err := srv.Serve(e.ctx, e.stdin, e.stdout)
 	return err
 }
