@@ -96,6 +96,15 @@ func WriteNAR(w io.Writer, pkg Package) error {
 // WriteExport writes pkgs, which must come references first, as a
 // nix-store --export stream.
 func WriteExport(w io.Writer, pkgs []Package) error {
+	if err := WriteExportPaths(w, pkgs); err != nil {
+		return err
+	}
+	return nixexport.WriteNext(w, false)
+}
+
+// WriteExportPaths writes pkgs as WriteExport does, without the end marker,
+// so that more paths can follow.
+func WriteExportPaths(w io.Writer, pkgs []Package) error {
 	for _, pkg := range pkgs {
 		if err := nixexport.WriteNext(w, true); err != nil {
 			return err
@@ -107,7 +116,7 @@ func WriteExport(w io.Writer, pkgs []Package) error {
 			return err
 		}
 	}
-	return nixexport.WriteNext(w, false)
+	return nil
 }
 
 // Closure returns n packages, references first, shaped like a system

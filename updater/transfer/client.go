@@ -221,17 +221,27 @@ func (s *Sender) sendSmaller(c *conn, src NARSource, p storepath.Path, base Base
 		return 0, false, fmt.Errorf("read %s from the local store: %w", p, err)
 	}
 	level := max(s.Level, zstd.SpeedDefault)
-	best, err := compress(nar.Bytes(), nil, level)
-	if err != nil {
-		return 0, false, err
-	}
 	msg := narMsg{Path: p, Compression: "zstd"}
+	var best []byte
 	var baseNAR bytes.Buffer
 	if err := src(base.Path, &baseNAR); err == nil {
 		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
-			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), zstd.SpeedBetterCompression); err == nil && len(delta) < len(best) {
+			// The default level does not reach far into a large
+			// dictionary; this one does, which is where a delta pays.
+			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), max(level, zstd.SpeedBetterCompression)); err == nil {
 				best, msg.Base = delta, base.Path
 			}
+		}
+	}
+	// A delta under a tenth of the NAR beats any plain compression: skip
+	// making the other to compare.
+	if best == nil || len(best) > nar.Len()/10 {
+		plain, err := compress(nar.Bytes(), nil, level)
+		if err != nil {
+			return 0, false, err
+		}
+		if best == nil || len(plain) < len(best) {
+			best, msg.Base = plain, ""
 		}
 	}
 	if err := c.writeJSON(frameNAR, msg); err != nil {

@@ -97,7 +97,7 @@ func timed(stdinFile string, thenSync bool, name string, args ...string) (measur
 		return m, fmt.Errorf("%s %v: %v\n%s", name, args, err, log)
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.maxRSS = ru.Maxrss * 1024
+		m.maxRSS = int64(ru.Maxrss) * 1024
 	}
 	return m, nil
 }

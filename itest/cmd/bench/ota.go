@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/itest/opensshd"
-	"github.com/roostrouter/roost/updater/storetest"
 )
 
 // benchOTA measures rebuilds of a 500-path closure between two network
@@ -67,7 +66,8 @@ func benchOTA(roostd, roost string, scale int) error {
 		}
 	}
 
-	// The laptop: a key and a Nix store holding the system's closure.
+	// The laptop: a key, and a Nix store holding two versions of a system:
+	// 500 small paths, and a dozen real Go binaries rebuilt at a new version.
 	home := filepath.Join(work, "home")
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
 	key := filepath.Join(home, ".ssh/id_ed25519")
@@ -76,16 +76,19 @@ func benchOTA(roostd, roost string, scale int) error {
 	}
 	pub, _ := os.ReadFile(key + ".pub")
 	pubKey := strings.TrimSpace(string(pub))
-	pkgs := storetest.Closure("ota", 500/scale, 1, 4096)
-	pkgs[len(pkgs)-1].Config = fmt.Sprintf(`{"ssh": {"listen": ["10.213.0.2:2222"], "authorizedKeys": [%q]}}`, pubKey)
-	system := pkgs[len(pkgs)-1].Path.String()
-	stream := filepath.Join(work, "export")
-	if _, err := writeExport(stream, pkgs); err != nil {
-		return err
-	}
+	config := fmt.Sprintf(`{"ssh": {"listen": ["10.213.0.2:2222"], "authorizedKeys": [%q]}}`, pubKey)
 	nixLap := filepath.Join(work, "nix-laptop")
-	if _, err := timed(stream, false, "nix-store", append(nixOpts(nixLap), "--import")...); err != nil {
-		return err
+	systems := map[string]string{}
+	for _, v := range []string{"1", "2"} {
+		stream := filepath.Join(work, "export-"+v)
+		sys, err := writeSystem(stream, work, v, 500/scale, config)
+		if err != nil {
+			return err
+		}
+		if _, err := timed(stream, false, "nix-store", append(nixOpts(nixLap), "--import")...); err != nil {
+			return err
+		}
+		systems[v] = sys
 	}
 
 	// The router: roostd, and beside it an OpenSSH server with Nix for
@@ -110,10 +113,18 @@ func benchOTA(roostd, roost string, scale int) error {
 		return err
 	}
 	cleanups = append(cleanups, sshd.Stop)
+	sshd2Dir := filepath.Join(work, "sshd2")
+	os.MkdirAll(sshd2Dir, 0o700)
+	sshd2, err := opensshd.Start(opensshd.Options{Dir: sshd2Dir, Listen: "10.213.0.2:2224", AuthorizedKeys: pubKey + "\n",
+		Path: "/usr/bin:/bin", Env: []string{"NIX_REMOTE=" + filepath.Join(work, "nix-target2")}, Netns: rtr})
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, sshd2.Stop)
 
 	// The 10 ms link: delay proxies in the laptop's namespace.
 	stats := map[string]string{}
-	for name, ports := range map[string][2]string{"roostd": {"12222", "10.213.0.2:2222"}, "sshd": {"12223", "10.213.0.2:2223"}} {
+	for name, ports := range map[string][2]string{"roostd": {"12222", "10.213.0.2:2222"}, "sshd": {"12223", "10.213.0.2:2223"}, "sshd2": {"12224", "10.213.0.2:2224"}} {
 		stats[name] = filepath.Join(work, "stats-"+name)
 		p := exec.Command("ip", "netns", "exec", lap, self, "delay-proxy", "--listen", "127.0.0.1:"+ports[0], "--to", ports[1], "--delay", "10ms", "--stats", stats[name])
 		out, _ := p.StdoutPipe()
@@ -126,8 +137,10 @@ func benchOTA(roostd, roost string, scale int) error {
 		}
 	}
 	os.WriteFile(filepath.Join(home, ".ssh/config"), []byte("Host rotuer\n  HostName 127.0.0.1\n  Port 12222\n  User root\n"), 0o600)
-	env := []string{"HOME=" + home, "NIX_REMOTE=" + nixLap, "SSH_AUTH_SOCK=",
-		"NIX_SSHOPTS=-p 12223 -i " + key + " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"}
+	env := []string{"HOME=" + home, "NIX_REMOTE=" + nixLap, "SSH_AUTH_SOCK="}
+	sshOpts := func(port string) string {
+		return "NIX_SSHOPTS=-p " + port + " -i " + key + " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+	}
 
 	type row struct {
 		name, tool string
@@ -138,7 +151,8 @@ func benchOTA(roostd, roost string, scale int) error {
 	var rows []row
 	measure := func(name, tool, statsName string, argv ...string) error {
 		os.Remove(stats[statsName])
-		cmd := exec.Command("ip", append([]string{"netns", "exec", lap, "env"}, append(env, argv...)...)...)
+		cmdEnv := append(append([]string(nil), env...), sshOpts(map[string]string{"sshd": "12223", "sshd2": "12224"}[statsName]))
+		cmd := exec.Command("ip", append([]string{"netns", "exec", lap, "env"}, append(cmdEnv, argv...)...)...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		start := time.Now()
@@ -166,21 +180,25 @@ func benchOTA(roostd, roost string, scale int) error {
 		rows = append(rows, row{name: name, tool: tool, seconds: secs, wire: wire, sent: sent})
 		return nil
 	}
-	fresh := fmt.Sprintf("%d-path closure, fresh", len(pkgs))
-	for _, m := range []struct{ name, tool, stats string }{
-		{fresh, "roost rebuild", "roostd"},
-		{"no-op", "roost rebuild", "roostd"},
-		{fresh, "nix-copy-closure --to", "sshd"},
-		{"no-op", "nix-copy-closure --to", "sshd"},
-	} {
-		var argv []string
-		if m.tool == "roost rebuild" {
-			argv = []string{roost, "rebuild", "--host", "rotuer", "--system", system, "--accept-new-host-key", "--json"}
-		} else {
-			argv = []string{"nix-copy-closure", "--to", "root@127.0.0.1", system}
-		}
-		if err := measure(m.name, m.tool, m.stats, argv...); err != nil {
-			return err
+	cases := []struct{ name, system string }{
+		{fmt.Sprintf("(a) fresh %d-path closure", 500/scale+len(programs)*3), systems["1"]},
+		{"(b) upgrade: 12 Go binaries at a new version", systems["2"]},
+		{"(c) no-op", systems["2"]},
+	}
+	for _, tool := range []struct{ name, stats string }{{"roost rebuild", "roostd"}, {"nix-copy-closure --to", "sshd"}, {"nix copy --to ssh://", "sshd2"}} {
+		for _, c := range cases {
+			var argv []string
+			switch tool.stats {
+			case "roostd":
+				argv = []string{roost, "rebuild", "--host", "rotuer", "--system", c.system, "--accept-new-host-key", "--json"}
+			case "sshd":
+				argv = []string{"nix-copy-closure", "--to", "root@127.0.0.1", c.system}
+			default:
+				argv = []string{"nix", "--extra-experimental-features", "nix-command", "copy", "--to", "ssh://root@127.0.0.1", c.system}
+			}
+			if err := measure(c.name, tool.name, tool.stats, argv...); err != nil {
+				return err
+			}
 		}
 	}
 	fmt.Println("over-the-air, veth between two namespaces, 10 ms each way (a userspace delay proxy: this kernel has no netem)")
