@@ -99,7 +99,8 @@ let
   '';
 in mk "system" [ lib many app ] ''
   ${bb} mkdir -p $out/etc/roost $out/bin
-  echo '{"packages": "${lib} ${many} ${app}", "extra": "${extra}"}' > $out/etc/roost/config.json
+  echo '{"hostname": "test"}' > $out/etc/roost/config.json
+  echo '${lib} ${many} ${app} ${extra}' > $out/etc/packages
   ${bb} ln -s ${app}/bin/app $out/bin/app
 ''
 `
