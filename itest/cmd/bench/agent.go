@@ -72,7 +72,7 @@ func benchAgent() error {
 	}
 	for _, l := range strings.Split(string(status), "\n") {
 		if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
-			fmt.Printf("roostd idle on linux/amd64, example config's 11 services up: %s\n", strings.Join(strings.Fields(l), " "))
+			fmt.Printf("roostd idle on linux/amd64, the example config's services up (firewall included): %s\n", strings.Join(strings.Fields(l), " "))
 		}
 	}
 	return nil
