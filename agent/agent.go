@@ -164,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Reload(ctx); err != nil {
 		return err
 	}
-	initial, err := specs(a.Config(), a.nl, "/proc/sys")
+	initial, err := specs(a.Config(), a.nl, "/proc/sys", a.opts.State)
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	a.ssh.SetAuthorizedKeys(keys)
 	if a.supDone != nil {
-		sp, err := specs(cfg, a.nl, "/proc/sys")
+		sp, err := specs(cfg, a.nl, "/proc/sys", a.opts.State)
 		if err != nil {
 			return err
 		}

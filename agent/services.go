@@ -8,13 +8,14 @@ import (
 
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/client4"
 	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
 )
 
 // specs turns the config's services into the supervisor's, each kind made
 // by netconf.
-func specs(cfg *config.Config, nl *netlink.Handle, procSys string) ([]supervisor.Spec, error) {
+func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]supervisor.Spec, error) {
 	board := cfg.BoardInfo()
 	var out []supervisor.Spec
 	for name, s := range cfg.Services {
@@ -69,6 +70,12 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys string) ([]supervisor
 			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6, Rules: s.Firewall.Rules}
 			sp.Reads = fw.Reads()
 			sp.New = func() supervisor.Service { c := *fw; return &c }
+		case s.DHCP4 != nil:
+			d := *s.DHCP4
+			sp.Reads = append(sp.Reads, ifname(d.Link))
+			sp.New = func() supervisor.Service {
+				return &client4.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, Hostname: d.Hostname, ClientID: d.ClientID}
+			}
 		case s.Sysctl != nil:
 			values := s.Sysctl.Values
 			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values} }

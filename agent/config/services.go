@@ -27,6 +27,7 @@ type Service struct {
 	Route    *RouteService    `json:"-"`
 	Sysctl   *SysctlService   `json:"-"`
 	Firewall *FirewallService `json:"-"`
+	DHCP4    *DHCP4Client     `json:"-"`
 
 	raw json.RawMessage
 }
@@ -75,6 +76,13 @@ type OutputRef struct {
 	Output  string `json:"output"`
 }
 
+// DHCP4Client gets the link's IPv4 address from a DHCP server.
+type DHCP4Client struct {
+	Link     string `json:"link"`               // a link, bridge or vlan service
+	Hostname string `json:"hostname,omitempty"` // sent in option 12
+	ClientID string `json:"clientId,omitempty"` // sent in option 61
+}
+
 // FirewallService is the nftables firewall (see the firewall package).
 type FirewallService struct {
 	Zones    map[string]firewall.Zone `json:"zones"`
@@ -90,13 +98,14 @@ type SysctlService struct {
 }
 
 var kinds = map[string]func(*Service) any{
-	"link":     func(s *Service) any { s.Link = &LinkService{}; return s.Link },
-	"bridge":   func(s *Service) any { s.Bridge = &BridgeService{}; return s.Bridge },
-	"vlan":     func(s *Service) any { s.VLAN = &VLANService{}; return s.VLAN },
-	"address":  func(s *Service) any { s.Address = &AddressService{}; return s.Address },
-	"route":    func(s *Service) any { s.Route = &RouteService{}; return s.Route },
-	"sysctl":   func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
-	"firewall": func(s *Service) any { s.Firewall = &FirewallService{}; return s.Firewall },
+	"link":         func(s *Service) any { s.Link = &LinkService{}; return s.Link },
+	"bridge":       func(s *Service) any { s.Bridge = &BridgeService{}; return s.Bridge },
+	"vlan":         func(s *Service) any { s.VLAN = &VLANService{}; return s.VLAN },
+	"address":      func(s *Service) any { s.Address = &AddressService{}; return s.Address },
+	"route":        func(s *Service) any { s.Route = &RouteService{}; return s.Route },
+	"sysctl":       func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
+	"firewall":     func(s *Service) any { s.Firewall = &FirewallService{}; return s.Firewall },
+	"dhcp4-client": func(s *Service) any { s.DHCP4 = &DHCP4Client{}; return s.DHCP4 },
 }
 
 func kindNames() string {
@@ -122,6 +131,8 @@ func (s *Service) Deps() []string {
 		deps = append(deps, s.VLAN.Parent)
 	case s.Address != nil:
 		deps = append(deps, s.Address.Link)
+	case s.DHCP4 != nil:
+		deps = append(deps, s.DHCP4.Link)
 	case s.Route != nil:
 		deps = append(deps, s.Route.Link)
 		if s.Route.Gateway != nil {
@@ -419,6 +430,8 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("parent", s.VLAN.Parent, linkish, "a link, bridge or vlan")
 		case s.Address != nil:
 			ref("link", s.Address.Link, linkish, "a link, bridge or vlan")
+		case s.DHCP4 != nil:
+			ref("link", s.DHCP4.Link, linkish, "a link, bridge or vlan")
 		case s.Route != nil:
 			ref("link", s.Route.Link, linkish, "a link, bridge or vlan")
 			if s.Route.Gateway != nil {

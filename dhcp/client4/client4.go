@@ -1,0 +1,314 @@
+// Package client4 is the router's DHCPv4 client on a link: it acquires a
+// lease, renews it at T1 (unicast) and rebinds at T2 (broadcast), removes
+// the address when the lease expires, starts over on a NAK, and keeps the
+// lease in the state folder so that a restarted agent adopts it without
+// asking again.
+package client4
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/vishvananda/netlink"
+
+	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/updater/atomicfile"
+)
+
+// Client is a supervisor service.
+type Client struct {
+	NL       *netlink.Handle
+	LinkRef  supervisor.Ref // the link's ifname output
+	StateDir string
+	Hostname string
+	ClientID string
+	Now      func() time.Time
+	// Retry is the first wait after a failed exchange; it doubles up to a minute.
+	Retry time.Duration
+}
+
+// saved is the lease as kept in the state folder.
+type saved struct {
+	ACK      []byte    `json:"ack"` // the DHCPACK as received
+	Acquired time.Time `json:"acquired"`
+}
+
+// lease is an acquired lease with its times.
+type lease struct {
+	ack      *dhcpv4.DHCPv4
+	acquired time.Time
+}
+
+func (l lease) duration() time.Duration { return l.ack.IPAddressLeaseTime(0) }
+
+func (l lease) t1() time.Duration {
+	if t := l.ack.IPAddressRenewalTime(0); t > 0 {
+		return t
+	}
+	return l.duration() / 2
+}
+
+func (l lease) t2() time.Duration {
+	if t := l.ack.IPAddressRebindingTime(0); t > 0 {
+		return t
+	}
+	return l.duration() * 7 / 8
+}
+
+func (l lease) expires() time.Time { return l.acquired.Add(l.duration()) }
+
+func (l lease) prefix() *net.IPNet {
+	mask := l.ack.SubnetMask()
+	if mask == nil {
+		mask = l.ack.YourIPAddr.DefaultMask()
+	}
+	return &net.IPNet{IP: l.ack.YourIPAddr.To4(), Mask: mask}
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) leaseFile(ifname string) string {
+	return filepath.Join(c.StateDir, "dhcp4-"+ifname+".json")
+}
+
+func (c *Client) load(ifname string) *lease {
+	b, err := os.ReadFile(c.leaseFile(ifname))
+	if err != nil {
+		return nil
+	}
+	var s saved
+	if json.Unmarshal(b, &s) != nil {
+		return nil
+	}
+	ack, err := dhcpv4.FromBytes(s.ACK)
+	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		return nil
+	}
+	l := &lease{ack: ack, acquired: s.Acquired}
+	if !c.now().Before(l.expires()) {
+		return nil
+	}
+	return l
+}
+
+func (c *Client) save(ifname string, l *lease) error {
+	b, _ := json.Marshal(saved{ACK: l.ack.ToBytes(), Acquired: l.acquired})
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(c.leaseFile(ifname), b, 0o600)
+}
+
+func (c *Client) modifiers() []dhcpv4.Modifier {
+	var m []dhcpv4.Modifier
+	if c.Hostname != "" {
+		m = append(m, dhcpv4.WithOption(dhcpv4.OptHostName(c.Hostname)))
+	}
+	if c.ClientID != "" {
+		m = append(m, dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte(c.ClientID))))
+	}
+	return m
+}
+
+// Run keeps a lease on the link.
+func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
+	ifname, ok := env.Input(c.LinkRef)
+	if !ok {
+		return fmt.Errorf("%s has no ifname output", c.LinkRef.Service)
+	}
+	link, err := c.NL.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", ifname, err)
+	}
+	nc, err := nclient4.New(ifname, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
+	}
+	defer nc.Close()
+	retry := c.Retry
+	if retry == 0 {
+		retry = time.Second
+	}
+	wait := retry
+	cur := c.load(ifname)
+	if cur != nil {
+		env.Log.Info("dhcp4: adopting the saved lease", "address", cur.prefix(), "expires", cur.expires())
+	}
+	for {
+		if cur == nil {
+			l, err := nc.Request(ctx, c.modifiers()...)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				env.Log.Info("dhcp4: no lease yet", "err", err, "retryIn", wait)
+				if !sleep(ctx, wait) {
+					return nil
+				}
+				wait = min(wait*2, time.Minute)
+				continue
+			}
+			wait = retry
+			cur = &lease{ack: l.ACK, acquired: c.now()}
+			env.Log.Info("dhcp4: lease acquired", "address", cur.prefix(), "server", cur.ack.ServerIdentifier(), "for", cur.duration())
+		}
+		if err := c.apply(link, cur); err != nil {
+			return err
+		}
+		if err := c.save(ifname, cur); err != nil {
+			return err
+		}
+		publish(env, ifname, cur)
+		env.Ready()
+
+		next, err := c.maintain(ctx, env, nc, cur)
+		if ctx.Err() != nil {
+			return nil // the lease and its address stay for the next roostd
+		}
+		if err != nil {
+			env.Log.Info("dhcp4: lease lost", "err", err)
+			c.withdraw(link, cur)
+			os.Remove(c.leaseFile(ifname))
+			env.NotReady()
+			for _, k := range outputKeys {
+				env.DeleteOutput(k)
+			}
+			cur = nil
+			continue
+		}
+		cur = next
+	}
+}
+
+var outputKeys = []string{"ifname", "address", "prefix-length", "router", "dns", "domain", "server", "lease-time", "renew-time", "rebind-time", "expires"}
+
+func publish(env *supervisor.Env, ifname string, l *lease) {
+	ones, _ := l.prefix().Mask.Size()
+	env.SetOutput("ifname", ifname)
+	env.SetOutput("address", l.ack.YourIPAddr.String())
+	env.SetOutput("prefix-length", strconv.Itoa(ones))
+	if r := l.ack.Router(); len(r) > 0 {
+		env.SetOutput("router", r[0].String())
+	}
+	var dns []string
+	for _, ip := range l.ack.DNS() {
+		dns = append(dns, ip.String())
+	}
+	env.SetOutput("dns", strings.Join(dns, " "))
+	env.SetOutput("domain", l.ack.DomainName())
+	env.SetOutput("server", l.ack.ServerIdentifier().String())
+	env.SetOutput("lease-time", strconv.Itoa(int(l.duration().Seconds())))
+	env.SetOutput("renew-time", strconv.Itoa(int(l.t1().Seconds())))
+	env.SetOutput("rebind-time", strconv.Itoa(int(l.t2().Seconds())))
+	env.SetOutput("expires", strconv.FormatInt(l.expires().Unix(), 10))
+}
+
+// maintain renews at T1 and rebinds at T2 until the lease is renewed (it
+// returns the new lease), lost (an error) or ctx ends.
+func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4.Client, l *lease) (*lease, error) {
+	server := &net.UDPAddr{IP: l.ack.ServerIdentifier(), Port: nclient4.ServerPort}
+	for {
+		now := c.now()
+		t1, t2, end := l.acquired.Add(l.t1()), l.acquired.Add(l.t2()), l.expires()
+		var at time.Time
+		switch {
+		case now.Before(t1):
+			at = t1
+		case now.Before(end):
+			at = now
+		default:
+			return nil, errors.New("the lease expired")
+		}
+		if !sleep(ctx, at.Sub(now)) {
+			return nil, ctx.Err()
+		}
+		now = c.now()
+		rebinding := !now.Before(t2)
+		dest := server // RENEWING: unicast to the server that leased
+		if rebinding {
+			dest = &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort} // REBINDING: any server
+		}
+		req, err := dhcpv4.NewRenewFromAck(l.ack, c.modifiers()...)
+		if err != nil {
+			return nil, err
+		}
+		match := nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
+		// No exchange outlasts the lease: its retries would keep a dead
+		// address in place.
+		rctx, cancel := context.WithDeadline(ctx, end)
+		resp, err := nc.SendAndRead(rctx, dest, req, match)
+		cancel()
+		switch {
+		case err == nil && resp.MessageType() == dhcpv4.MessageTypeNak:
+			return nil, errors.New("the server said NAK")
+		case err == nil:
+			next := &lease{ack: resp, acquired: c.now()}
+			if next.ack.ServerIdentifier() == nil {
+				next.ack.UpdateOption(dhcpv4.OptServerIdentifier(l.ack.ServerIdentifier()))
+			}
+			env.Log.Info("dhcp4: lease renewed", "address", next.prefix(), "rebinding", rebinding, "for", next.duration())
+			return next, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// No answer: try again in half the time left to T2 (or to the
+		// end), at least every few seconds, as RFC 2131 4.4.5 suggests.
+		limit := t2
+		if rebinding {
+			limit = end
+		}
+		wait := max(limit.Sub(c.now())/2, 2*time.Second)
+		env.Log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "retryIn", wait, "expires", end)
+		if !sleep(ctx, min(wait, time.Until(end)+time.Millisecond)) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// apply puts the leased address on the link, with the lease's lifetime, so
+// that the kernel too drops it if roostd is not there when it expires.
+func (c *Client) apply(link netlink.Link, l *lease) error {
+	left := int(time.Until(l.expires()).Seconds())
+	addr := &netlink.Addr{IPNet: l.prefix(), ValidLft: left, PreferedLft: left}
+	if err := c.NL.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("add leased address %s to %s: %w", l.prefix(), link.Attrs().Name, err)
+	}
+	return nil
+}
+
+func (c *Client) withdraw(link netlink.Link, l *lease) {
+	c.NL.AddrDel(link, &netlink.Addr{IPNet: l.prefix()})
+}
+
+// Remove drops the address when the config drops the client.
+func (c *Client) Remove(context.Context) error { return nil }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
