@@ -99,7 +99,9 @@ func TestDHCP4Client(t *testing.T) {
 	discovers := k.count("DHCP4_LEASE_ADVERT")
 	a.kill9()
 	a.start()
-	a.waitServices("up again", func(s map[string]serviceStatus) bool { return s["wan-dhcp"].State == "up" && s["default"].State == "up" })
+	a.waitServices("up again", func(s map[string]serviceStatus) bool {
+		return s["wan-dhcp"].State == "up" && s["default"].State == "up"
+	})
 	time.Sleep(time.Second)
 	if n := k.count("DHCP4_LEASE_ADVERT"); n != discovers {
 		t.Fatalf("the restarted roostd sent a DISCOVER (%d offers, were %d)", n, discovers)

@@ -1,0 +1,60 @@
+package client4
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+func ack(t testing.TB, lease time.Duration) *dhcpv4.DHCPv4 {
+	m, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithYourIP(net.IPv4(192, 0, 2, 100)),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(24, 32))),
+		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(lease)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 1))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestLeaseTimesAndSavedLeases(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := &Client{StateDir: t.TempDir(), Now: func() time.Time { return now }}
+	l := &lease{ack: ack(t, 100*time.Second), acquired: now}
+	if l.t1() != 50*time.Second || l.t2() != 87500*time.Millisecond || l.prefix().String() != "192.0.2.100/24" {
+		t.Fatalf("t1 %v t2 %v prefix %v", l.t1(), l.t2(), l.prefix())
+	}
+	if err := c.save("wan", l); err != nil {
+		t.Fatal(err)
+	}
+	if back := c.load("wan"); back == nil || !back.ack.YourIPAddr.Equal(l.ack.YourIPAddr) {
+		t.Fatal("a saved lease did not load")
+	}
+	now = now.Add(101 * time.Second)
+	if c.load("wan") != nil {
+		t.Fatal("an expired saved lease was loaded")
+	}
+}
+
+// FuzzLoad: a damaged lease file, or a hostile packet saved in it, is
+// refused without a panic.
+func FuzzLoad(f *testing.F) {
+	f.Add(ack(f, time.Hour).ToBytes())
+	f.Fuzz(func(t *testing.T, packet []byte) {
+		dir := t.TempDir()
+		b, _ := json.Marshal(saved{ACK: packet, Acquired: time.Now()})
+		os.WriteFile(filepath.Join(dir, "dhcp4-wan.json"), b, 0o600)
+		c := &Client{StateDir: dir}
+		if l := c.load("wan"); l != nil {
+			l.prefix()
+			l.t1()
+			l.t2()
+		}
+	})
+}
