@@ -3,12 +3,15 @@ package agent
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/client4"
+	"github.com/roostrouter/roost/dhcp/dhcpd4"
 	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
 )
@@ -76,6 +79,14 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			sp.New = func() supervisor.Service {
 				return &client4.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, Hostname: d.Hostname, ClientID: d.ClientID}
 			}
+		case s.DHCPD4 != nil:
+			d := *s.DHCPD4
+			srv, err := dhcpServer(d, state, ifname)
+			if err != nil {
+				return nil, fmt.Errorf("service %s: %w", name, err)
+			}
+			sp.Reads = append(sp.Reads, ifname(d.Link), supervisor.Ref{Service: d.Address, Key: "address"})
+			sp.New = func() supervisor.Service { c := *srv; return &c }
 		case s.Sysctl != nil:
 			values := s.Sysctl.Values
 			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values} }
@@ -85,4 +96,28 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 		out = append(out, sp)
 	}
 	return out, nil
+}
+
+// dhcpServer builds a DHCPv4 server from its validated declaration.
+func dhcpServer(d config.DHCP4Server, state string, ifname func(string) supervisor.Ref) (*dhcpd4.Server, error) {
+	srv := &dhcpd4.Server{LinkRef: ifname(d.Link), AddressRef: supervisor.Ref{Service: d.Address}, StateDir: state, Domain: d.Domain,
+		Pool: dhcpd4.Pool{Start: netip.MustParseAddr(d.Pool.Start), End: netip.MustParseAddr(d.Pool.End), Static: map[string]netip.Addr{}}}
+	if d.LeaseTime != "" {
+		lt, err := time.ParseDuration(d.LeaseTime)
+		if err != nil {
+			return nil, err
+		}
+		srv.LeaseTime = lt
+	}
+	for _, a := range d.DNS {
+		srv.DNS = append(srv.DNS, netip.MustParseAddr(a))
+	}
+	for _, st := range d.Static {
+		mac, err := net.ParseMAC(st.MAC)
+		if err != nil {
+			return nil, err
+		}
+		srv.Pool.Static[mac.String()] = netip.MustParseAddr(st.Address)
+	}
+	return srv, nil
 }

@@ -17,6 +17,10 @@ import (
 var roostd, roost string
 
 func TestMain(m *testing.M) {
+	if h := os.Getenv("ROOST_HELPER"); h != "" {
+		// Re-executed inside a namespace to play a part (see dhcpLoad).
+		os.Exit(runHelper(h))
+	}
 	dir, err := os.MkdirTemp("", "roost-itest-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/boards"
@@ -28,6 +30,7 @@ type Service struct {
 	Sysctl   *SysctlService   `json:"-"`
 	Firewall *FirewallService `json:"-"`
 	DHCP4    *DHCP4Client     `json:"-"`
+	DHCPD4   *DHCP4Server     `json:"-"`
 
 	raw json.RawMessage
 }
@@ -83,6 +86,29 @@ type DHCP4Client struct {
 	ClientID string `json:"clientId,omitempty"` // sent in option 61
 }
 
+// DHCP4Server serves addresses on a LAN.
+type DHCP4Server struct {
+	Link      string        `json:"link"`    // the LAN's link, bridge or vlan service
+	Address   string        `json:"address"` // the router's address service on it (server id, router, subnet)
+	Pool      DHCP4Pool     `json:"pool"`
+	LeaseTime string        `json:"leaseTime,omitempty"` // like 12h; default 12h
+	DNS       []string      `json:"dns,omitempty"`       // default: the router
+	Domain    string        `json:"domain,omitempty"`
+	Static    []DHCP4Static `json:"static,omitempty"`
+}
+
+// DHCP4Pool is the dynamic range.
+type DHCP4Pool struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+// DHCP4Static is an address reserved for a MAC.
+type DHCP4Static struct {
+	MAC     string `json:"mac"`
+	Address string `json:"address"`
+}
+
 // FirewallService is the nftables firewall (see the firewall package).
 type FirewallService struct {
 	Zones    map[string]firewall.Zone `json:"zones"`
@@ -106,6 +132,7 @@ var kinds = map[string]func(*Service) any{
 	"sysctl":       func(s *Service) any { s.Sysctl = &SysctlService{}; return s.Sysctl },
 	"firewall":     func(s *Service) any { s.Firewall = &FirewallService{}; return s.Firewall },
 	"dhcp4-client": func(s *Service) any { s.DHCP4 = &DHCP4Client{}; return s.DHCP4 },
+	"dhcp4-server": func(s *Service) any { s.DHCPD4 = &DHCP4Server{}; return s.DHCPD4 },
 }
 
 func kindNames() string {
@@ -133,6 +160,8 @@ func (s *Service) Deps() []string {
 		deps = append(deps, s.Address.Link)
 	case s.DHCP4 != nil:
 		deps = append(deps, s.DHCP4.Link)
+	case s.DHCPD4 != nil:
+		deps = append(deps, s.DHCPD4.Link, s.DHCPD4.Address)
 	case s.Route != nil:
 		deps = append(deps, s.Route.Link)
 		if s.Route.Gateway != nil {
@@ -391,6 +420,31 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 				}
 			}
 		}
+	case s.DHCPD4 != nil:
+		d := s.DHCPD4
+		start, err1 := netip.ParseAddr(d.Pool.Start)
+		end, err2 := netip.ParseAddr(d.Pool.End)
+		if err1 != nil || err2 != nil || !start.Is4() || !end.Is4() || end.Less(start) {
+			add("pool", "want IPv4 start and end, start before end")
+		}
+		if d.LeaseTime != "" {
+			if lt, err := time.ParseDuration(d.LeaseTime); err != nil || lt < time.Minute {
+				add("leaseTime", "%q: want a duration of a minute or more, like 12h", d.LeaseTime)
+			}
+		}
+		for i, a := range d.DNS {
+			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
+				add(fmt.Sprintf("dns[%d]", i), "%q is not an IPv4 address", a)
+			}
+		}
+		for i, st := range d.Static {
+			if _, err := net.ParseMAC(st.MAC); err != nil {
+				add(fmt.Sprintf("static[%d].mac", i), "%q is not a MAC address", st.MAC)
+			}
+			if ip, err := netip.ParseAddr(st.Address); err != nil || !ip.Is4() {
+				add(fmt.Sprintf("static[%d].address", i), "%q is not an IPv4 address", st.Address)
+			}
+		}
 	case s.Sysctl != nil:
 		if len(s.Sysctl.Values) == 0 {
 			add("values", "required: at least one key")
@@ -432,6 +486,9 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("link", s.Address.Link, linkish, "a link, bridge or vlan")
 		case s.DHCP4 != nil:
 			ref("link", s.DHCP4.Link, linkish, "a link, bridge or vlan")
+		case s.DHCPD4 != nil:
+			ref("link", s.DHCPD4.Link, linkish, "a link, bridge or vlan")
+			ref("address", s.DHCPD4.Address, map[string]bool{"address": true}, "an address")
 		case s.Route != nil:
 			ref("link", s.Route.Link, linkish, "a link, bridge or vlan")
 			if s.Route.Gateway != nil {

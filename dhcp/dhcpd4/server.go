@@ -1,0 +1,166 @@
+package dhcpd4
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/roostrouter/roost/agent/supervisor"
+)
+
+// Server is a supervisor service serving a LAN link.
+type Server struct {
+	LinkRef    supervisor.Ref // the LAN's ifname
+	AddressRef supervisor.Ref // the router's LAN address service: its address and prefix-length
+	Pool       Pool
+	LeaseTime  time.Duration
+	DNS        []netip.Addr // default: the router's address
+	Domain     string
+	StateDir   string
+	Now        func() time.Time
+}
+
+// Run serves until ctx ends; the lease database stays in the state folder.
+func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
+	ifname, ok := env.Input(s.LinkRef)
+	if !ok {
+		return fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
+	}
+	addrS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "address"})
+	lenS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "prefix-length"})
+	self, err := netip.ParseAddr(addrS)
+	bits, err2 := strconv.Atoi(lenS)
+	if err != nil || err2 != nil || !self.Is4() {
+		return fmt.Errorf("%s has no IPv4 address output", s.AddressRef.Service)
+	}
+	now := s.Now
+	if now == nil {
+		now = time.Now
+	}
+	db, err := OpenDB(filepath.Join(s.StateDir, "dhcpd4-"+ifname+".leases"), now)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	h := &handler{s: s, db: db, self: self, mask: net.CIDRMask(bits, 32), env: env}
+	srv, err := server4.NewServer(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort}, h.serve)
+	if err != nil {
+		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	env.SetOutput("ifname", ifname)
+	env.SetOutput("pool", s.Pool.Start.String()+"-"+s.Pool.End.String())
+	env.Ready()
+	err = srv.Serve()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Remove leaves the lease database: hosts keep their addresses.
+func (s *Server) Remove(context.Context) error { return nil }
+
+type handler struct {
+	s    *Server
+	db   *DB
+	self netip.Addr
+	mask net.IPMask
+	env  *supervisor.Env
+}
+
+func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
+	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
+		h.env.Log.Info("dhcpd4: dropped a malformed request", "from", peer)
+		return
+	}
+	mac := m.ClientHWAddr.String()
+	var resp *dhcpv4.DHCPv4
+	var err error
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		requested, _ := netip.AddrFromSlice(m.RequestedIPAddress().To4())
+		ip, perr := h.db.Offer(mac, requested, h.s.Pool)
+		if perr != nil {
+			h.env.Log.Warn("dhcpd4: no address to offer", "mac", mac, "err", perr)
+			return
+		}
+		resp, err = h.reply(m, dhcpv4.MessageTypeOffer, ip)
+	case dhcpv4.MessageTypeRequest:
+		if sid := m.ServerIdentifier(); sid != nil && !sid.Equal(net.IP(h.self.AsSlice())) {
+			return // the host chose another server
+		}
+		want := m.RequestedIPAddress()
+		if want == nil || want.IsUnspecified() {
+			want = m.ClientIPAddr // renewing or rebinding
+		}
+		ip, _ := netip.AddrFromSlice(want.To4())
+		if _, gerr := h.db.Grant(mac, ip, m.HostName(), h.leaseTime(), h.s.Pool); gerr != nil {
+			h.env.Log.Info("dhcpd4: NAK", "mac", mac, "requested", ip, "err", gerr)
+			resp, err = dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+				dhcpv4.WithServerIP(net.IP(h.self.AsSlice())), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(h.self.AsSlice()))))
+		} else {
+			resp, err = h.reply(m, dhcpv4.MessageTypeAck, ip)
+		}
+	case dhcpv4.MessageTypeRelease:
+		if rerr := h.db.Release(mac); rerr != nil {
+			h.env.Log.Error("dhcpd4: release", "err", rerr)
+		}
+		return
+	default:
+		return
+	}
+	if err != nil {
+		h.env.Log.Error("dhcpd4: build reply", "err", err)
+		return
+	}
+	dest := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+	if !m.ClientIPAddr.IsUnspecified() && m.ClientIPAddr != nil {
+		dest.IP = m.ClientIPAddr // a renewing host has its address: answer it there
+	}
+	if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
+		h.env.Log.Warn("dhcpd4: send", "err", err)
+	}
+}
+
+func (h *handler) leaseTime() time.Duration {
+	if h.s.LeaseTime > 0 {
+		return h.s.LeaseTime
+	}
+	return 12 * time.Hour
+}
+
+func (h *handler) reply(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr) (*dhcpv4.DHCPv4, error) {
+	self := net.IP(h.self.AsSlice())
+	dns := []net.IP{self}
+	if len(h.s.DNS) > 0 {
+		dns = nil
+		for _, d := range h.s.DNS {
+			dns = append(dns, net.IP(d.AsSlice()))
+		}
+	}
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(typ),
+		dhcpv4.WithYourIP(net.IP(ip.AsSlice())),
+		dhcpv4.WithServerIP(self),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(self)),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(h.mask)),
+		dhcpv4.WithOption(dhcpv4.OptRouter(self)),
+		dhcpv4.WithOption(dhcpv4.OptDNS(dns...)),
+		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(h.leaseTime())),
+	}
+	if h.s.Domain != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(h.s.Domain)))
+	}
+	return dhcpv4.NewReplyFromRequest(m, mods...)
+}
