@@ -11,6 +11,7 @@ import (
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/client4"
+	"github.com/roostrouter/roost/dhcp/client6"
 	"github.com/roostrouter/roost/dhcp/dhcpd4"
 	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
@@ -78,6 +79,12 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			sp.Reads = append(sp.Reads, ifname(d.Link))
 			sp.New = func() supervisor.Service {
 				return &client4.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, Hostname: d.Hostname, ClientID: d.ClientID}
+			}
+		case s.DHCP6 != nil:
+			d := *s.DHCP6
+			sp.Reads = append(sp.Reads, ifname(d.Link))
+			sp.New = func() supervisor.Service {
+				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint}
 			}
 		case s.DHCPD4 != nil:
 			d := *s.DHCPD4

@@ -31,6 +31,7 @@ type Service struct {
 	Firewall *FirewallService `json:"-"`
 	DHCP4    *DHCP4Client     `json:"-"`
 	DHCPD4   *DHCP4Server     `json:"-"`
+	DHCP6    *DHCP6Client     `json:"-"`
 
 	raw json.RawMessage
 }
@@ -86,6 +87,12 @@ type DHCP4Client struct {
 	ClientID string `json:"clientId,omitempty"` // sent in option 61
 }
 
+// DHCP6Client gets an address and a delegated prefix from the ISP.
+type DHCP6Client struct {
+	Link       string `json:"link"`
+	PrefixHint int    `json:"prefixHint,omitempty"` // the delegated prefix length to ask for, like 56
+}
+
 // DHCP4Server serves addresses on a LAN.
 type DHCP4Server struct {
 	Link      string        `json:"link"`    // the LAN's link, bridge or vlan service
@@ -133,6 +140,7 @@ var kinds = map[string]func(*Service) any{
 	"firewall":     func(s *Service) any { s.Firewall = &FirewallService{}; return s.Firewall },
 	"dhcp4-client": func(s *Service) any { s.DHCP4 = &DHCP4Client{}; return s.DHCP4 },
 	"dhcp4-server": func(s *Service) any { s.DHCPD4 = &DHCP4Server{}; return s.DHCPD4 },
+	"dhcp6-client": func(s *Service) any { s.DHCP6 = &DHCP6Client{}; return s.DHCP6 },
 }
 
 func kindNames() string {
@@ -162,6 +170,8 @@ func (s *Service) Deps() []string {
 		deps = append(deps, s.DHCP4.Link)
 	case s.DHCPD4 != nil:
 		deps = append(deps, s.DHCPD4.Link, s.DHCPD4.Address)
+	case s.DHCP6 != nil:
+		deps = append(deps, s.DHCP6.Link)
 	case s.Route != nil:
 		deps = append(deps, s.Route.Link)
 		if s.Route.Gateway != nil {
@@ -420,6 +430,10 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 				}
 			}
 		}
+	case s.DHCP6 != nil:
+		if h := s.DHCP6.PrefixHint; h != 0 && (h < 32 || h > 64) {
+			add("prefixHint", "%d: want a prefix length from 32 to 64", h)
+		}
 	case s.DHCPD4 != nil:
 		d := s.DHCPD4
 		start, err1 := netip.ParseAddr(d.Pool.Start)
@@ -486,6 +500,8 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("link", s.Address.Link, linkish, "a link, bridge or vlan")
 		case s.DHCP4 != nil:
 			ref("link", s.DHCP4.Link, linkish, "a link, bridge or vlan")
+		case s.DHCP6 != nil:
+			ref("link", s.DHCP6.Link, linkish, "a link, bridge or vlan")
 		case s.DHCPD4 != nil:
 			ref("link", s.DHCPD4.Link, linkish, "a link, bridge or vlan")
 			ref("address", s.DHCPD4.Address, map[string]bool{"address": true}, "an address")

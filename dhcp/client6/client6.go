@@ -1,0 +1,364 @@
+// Package client6 is the router's DHCPv6 client on its WAN: a DUID made
+// once and kept, an address (IA_NA) and a delegated prefix (IA_PD) with a
+// length hint, Renew at T1, Rebind at T2 and expiry as RFC 8415 says. What
+// it holds is published in Liminix's layout: address/<n>/{address,len,
+// preferred,valid}, prefix/<n>/{prefix,len,preferred,valid}, dns, server.
+package client6
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
+	"github.com/insomniacslk/dhcp/iana"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/updater/atomicfile"
+)
+
+// Client is a supervisor service.
+type Client struct {
+	NL         *netlink.Handle
+	LinkRef    supervisor.Ref
+	StateDir   string
+	PrefixHint int // the delegated prefix length asked for; 0: none
+	Retry      time.Duration
+}
+
+// binding is what the server granted, from a Reply.
+type binding struct {
+	reply    *dhcpv6.Message
+	acquired time.Time
+}
+
+func (b binding) iana() *dhcpv6.OptIANA { return b.reply.Options.OneIANA() }
+func (b binding) iapd() *dhcpv6.OptIAPD { return b.reply.Options.OneIAPD() }
+
+func (b binding) addrs() []*dhcpv6.OptIAAddress {
+	if ia := b.iana(); ia != nil {
+		return ia.Options.Addresses()
+	}
+	return nil
+}
+
+func (b binding) prefixes() []*dhcpv6.OptIAPrefix {
+	if pd := b.iapd(); pd != nil {
+		return pd.Options.Prefixes()
+	}
+	return nil
+}
+
+// times are T1 and T2 (the smaller of the IAs' ones) and the end (the
+// longest valid lifetime).
+func (b binding) times() (t1, t2, end time.Duration) {
+	var valid time.Duration
+	for _, a := range b.addrs() {
+		valid = max(valid, a.ValidLifetime)
+	}
+	for _, p := range b.prefixes() {
+		valid = max(valid, p.ValidLifetime)
+	}
+	pick := func(cands ...time.Duration) time.Duration {
+		var out time.Duration
+		for _, c := range cands {
+			if c > 0 && (out == 0 || c < out) {
+				out = c
+			}
+		}
+		return out
+	}
+	var ia1, ia2, pd1, pd2 time.Duration
+	if ia := b.iana(); ia != nil {
+		ia1, ia2 = ia.T1, ia.T2
+	}
+	if pd := b.iapd(); pd != nil {
+		pd1, pd2 = pd.T1, pd.T2
+	}
+	t1, t2 = pick(ia1, pd1), pick(ia2, pd2)
+	if t1 == 0 {
+		t1 = valid / 2
+	}
+	if t2 == 0 {
+		t2 = valid * 4 / 5
+	}
+	return t1, t2, valid
+}
+
+func (c *Client) duid(hw net.HardwareAddr) (dhcpv6.DUID, error) {
+	file := filepath.Join(c.StateDir, "dhcp6-duid")
+	if b, err := os.ReadFile(file); err == nil {
+		if d, err := dhcpv6.DUIDFromBytes(b); err == nil {
+			return d, nil
+		}
+	}
+	d := &dhcpv6.DUIDLLT{HWType: iana.HWTypeEthernet, Time: dhcpv6.GetTime(), LinkLayerAddr: hw}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	return d, atomicfile.WriteFile(file, d.ToBytes(), 0o600)
+}
+
+func (c *Client) leaseFile(ifname string) string {
+	return filepath.Join(c.StateDir, "dhcp6-"+ifname+".reply")
+}
+
+// Run keeps an address and a prefix.
+func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
+	ifname, ok := env.Input(c.LinkRef)
+	if !ok {
+		return fmt.Errorf("%s has no ifname output", c.LinkRef.Service)
+	}
+	link, err := c.NL.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", ifname, err)
+	}
+	hw := link.Attrs().HardwareAddr
+	duid, err := c.duid(hw)
+	if err != nil {
+		return err
+	}
+	conn, err := listen(ctx, ifname)
+	if err != nil {
+		return err
+	}
+	nc, err := nclient6.NewWithConn(conn, hw, nclient6.WithTimeout(time.Second), nclient6.WithRetry(3))
+	if err != nil {
+		return fmt.Errorf("dhcpv6 client on %s: %w", ifname, err)
+	}
+	defer nc.Close()
+	var iaid [4]byte
+	copy(iaid[:], hw[len(hw)-4:])
+	retry := c.Retry
+	if retry == 0 {
+		retry = time.Second
+	}
+	wait := retry
+	all := &net.UDPAddr{IP: dhcpv6.AllDHCPRelayAgentsAndServers, Port: dhcpv6.DefaultServerPort, Zone: ifname}
+	env.Log.Info("dhcp6: soliciting", "link", ifname, "duid", duid)
+	var cur *binding
+	for {
+		if cur == nil {
+			b, err := c.acquire(ctx, nc, all, hw, duid, iaid)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				env.Log.Info("dhcp6: no binding yet", "err", err, "retryIn", wait)
+				if !sleep(ctx, wait) {
+					return nil
+				}
+				wait = min(wait*2, time.Minute)
+				continue
+			}
+			wait, cur = retry, b
+			env.Log.Info("dhcp6: bound", "addresses", len(b.addrs()), "prefixes", len(b.prefixes()))
+		}
+		if err := c.apply(link, cur); err != nil {
+			return err
+		}
+		atomicfile.WriteFile(c.leaseFile(ifname), cur.reply.ToBytes(), 0o600)
+		publish(env, cur)
+		env.Ready()
+		next, err := c.maintain(ctx, env, nc, all, cur)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			env.Log.Info("dhcp6: binding lost", "err", err)
+			c.withdraw(link, cur)
+			env.NotReady()
+			for _, k := range []string{"address", "prefix", "dns", "server"} {
+				env.DeleteOutput(k)
+			}
+			cur = nil
+			continue
+		}
+		cur = next
+	}
+}
+
+func (c *Client) acquire(ctx context.Context, nc *nclient6.Client, all *net.UDPAddr, hw net.HardwareAddr, duid dhcpv6.DUID, iaid [4]byte) (*binding, error) {
+	hint := &dhcpv6.OptIAPrefix{Prefix: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(max(c.PrefixHint, 0), 128)}}
+	sol, err := dhcpv6.NewSolicit(hw, dhcpv6.WithClientID(duid), dhcpv6.WithIAPD(iaid, hint))
+	if err != nil {
+		return nil, err
+	}
+	adv, err := nc.SendAndRead(ctx, all, sol, nclient6.IsMessageType(dhcpv6.MessageTypeAdvertise))
+	if err != nil {
+		return nil, fmt.Errorf("solicit: %w", err)
+	}
+	req, err := dhcpv6.NewRequestFromAdvertise(adv)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := nc.SendAndRead(ctx, all, req, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
+	if err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	return checkReply(reply)
+}
+
+func checkReply(reply *dhcpv6.Message) (*binding, error) {
+	if st := reply.Options.Status(); st != nil && st.StatusCode != iana.StatusSuccess {
+		return nil, fmt.Errorf("server says %s: %s", st.StatusCode, st.StatusMessage)
+	}
+	b := &binding{reply: reply, acquired: time.Now()}
+	if len(b.addrs()) == 0 && len(b.prefixes()) == 0 {
+		return nil, errors.New("the reply binds neither an address nor a prefix")
+	}
+	return b, nil
+}
+
+// maintain renews at T1 (to its server) and rebinds at T2 (to any),
+// returning the new binding, or an error when the binding ends.
+func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6.Client, all *net.UDPAddr, b *binding) (*binding, error) {
+	t1, t2, valid := b.times()
+	for {
+		now := time.Now()
+		end := b.acquired.Add(valid)
+		at := b.acquired.Add(t1)
+		switch {
+		case !now.Before(end):
+			return nil, errors.New("the binding expired")
+		case now.After(at):
+			at = now
+		}
+		if !sleep(ctx, time.Until(at)) {
+			return nil, ctx.Err()
+		}
+		rebinding := !time.Now().Before(b.acquired.Add(t2))
+		msg, err := dhcpv6.NewMessage()
+		if err != nil {
+			return nil, err
+		}
+		msg.MessageType = dhcpv6.MessageTypeRenew
+		if rebinding {
+			msg.MessageType = dhcpv6.MessageTypeRebind
+		}
+		msg.AddOption(dhcpv6.OptClientID(b.reply.Options.ClientID()))
+		if !rebinding {
+			msg.AddOption(dhcpv6.OptServerID(b.reply.Options.ServerID()))
+		}
+		msg.AddOption(dhcpv6.OptElapsedTime(0))
+		if ia := b.iana(); ia != nil {
+			msg.AddOption(ia)
+		}
+		if pd := b.iapd(); pd != nil {
+			msg.AddOption(pd)
+		}
+		msg.AddOption(dhcpv6.OptRequestedOption(dhcpv6.OptionDNSRecursiveNameServer))
+		rctx, cancel := context.WithDeadline(ctx, end)
+		reply, err := nc.SendAndRead(rctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
+		cancel()
+		if err == nil {
+			if nb, err := checkReply(reply); err == nil {
+				env.Log.Info("dhcp6: renewed", "rebinding", rebinding)
+				return nb, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		limit := b.acquired.Add(t2)
+		if rebinding {
+			limit = end
+		}
+		if !sleep(ctx, min(max(time.Until(limit)/2, 2*time.Second), time.Until(end)+time.Millisecond)) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// apply puts the addresses on the link with their lifetimes.
+func (c *Client) apply(link netlink.Link, b *binding) error {
+	for _, a := range b.addrs() {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IPv6Addr, Mask: net.CIDRMask(128, 128)},
+			ValidLft: int(a.ValidLifetime.Seconds()), PreferedLft: int(a.PreferredLifetime.Seconds()), Flags: unix.IFA_F_NODAD}
+		if err := c.NL.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", a.IPv6Addr, link.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) withdraw(link netlink.Link, b *binding) {
+	for _, a := range b.addrs() {
+		c.NL.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: a.IPv6Addr, Mask: net.CIDRMask(128, 128)}})
+	}
+}
+
+func publish(env *supervisor.Env, b *binding) {
+	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Seconds())) }
+	env.DeleteOutput("address")
+	for i, a := range b.addrs() {
+		k := "address/" + strconv.Itoa(i) + "/"
+		env.SetOutput(k+"address", a.IPv6Addr.String())
+		env.SetOutput(k+"len", "128")
+		env.SetOutput(k+"preferred", secs(a.PreferredLifetime))
+		env.SetOutput(k+"valid", secs(a.ValidLifetime))
+	}
+	env.DeleteOutput("prefix")
+	for i, p := range b.prefixes() {
+		k := "prefix/" + strconv.Itoa(i) + "/"
+		ones, _ := p.Prefix.Mask.Size()
+		env.SetOutput(k+"prefix", p.Prefix.IP.String())
+		env.SetOutput(k+"len", strconv.Itoa(ones))
+		env.SetOutput(k+"preferred", secs(p.PreferredLifetime))
+		env.SetOutput(k+"valid", secs(p.ValidLifetime))
+	}
+	var dns []string
+	for _, ip := range b.reply.Options.DNS() {
+		dns = append(dns, ip.String())
+	}
+	env.SetOutput("dns", strings.Join(dns, " "))
+	env.SetOutput("server", b.reply.Options.ServerID().String())
+}
+
+// listen opens port 546 on the link. It binds to the wildcard address on
+// the device, not to the link-local address, which is still tentative
+// (duplicate address detection) for a moment after the link comes up.
+func listen(ctx context.Context, ifname string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := lc.ListenPacket(ctx, "udp6", "[::]:546")
+	if err != nil {
+		return nil, fmt.Errorf("dhcpv6 client on %s: %w", ifname, err)
+	}
+	return conn, nil
+}
+
+// Remove leaves things as they are: the binding ends by itself.
+func (c *Client) Remove(context.Context) error { return nil }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

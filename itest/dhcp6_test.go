@@ -1,0 +1,98 @@
+package itest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roostrouter/roost/itest/labnet"
+)
+
+func startKea6(t *testing.T, ns string) (dir string) {
+	need(t, "kea-dhcp6")
+	dir = t.TempDir()
+	conf := fmt.Sprintf(`{"Dhcp6": {
+  "data-directory": "%[1]s",
+  "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
+  "lease-database": {"type": "memfile", "persist": true, "name": "%[1]s/leases6.csv", "lfc-interval": 0},
+  "preferred-lifetime": 30, "valid-lifetime": 40, "renew-timer": 4, "rebind-timer": 8,
+  "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": "isp0",
+    "pools": [{"pool": "2001:db8:0:1::100-2001:db8:0:1::1ff"}],
+    "pd-pools": [{"prefix": "2001:db8:100::", "prefix-len": 48, "delegated-len": 56}],
+    "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
+  "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%[1]s/kea.log"}], "severity": "INFO"}]
+}}`, dir)
+	os.WriteFile(filepath.Join(dir, "kea.json"), []byte(conf), 0o644)
+	cmd := exec.Command("ip", labnet.In(ns, "kea-dhcp6", "-c", filepath.Join(dir, "kea.json"))[1:]...)
+	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir)
+	out, _ := os.Create(filepath.Join(dir, "stdout"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	select {
+	case <-exited:
+		b, _ := os.ReadFile(filepath.Join(dir, "stdout"))
+		t.Fatalf("kea-dhcp6 exited:\n%s", b)
+	case <-time.After(time.Second):
+	}
+	return dir
+}
+
+// TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed.
+func TestDHCP6Client(t *testing.T) {
+	cfg := `{
+  "board": "lab",
+  "services": {
+    "wan": { "kind": "link", "interface": "wan" },
+    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56 }
+  }
+}`
+	a := startAgentLab(t, []byte(cfg))
+	// The ISP's server starts once its link can carry IPv6 (its link-local
+	// address has passed duplicate detection), as a real ISP's long has.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out := mustRun(t, nil, "ip", "-n", a.net.ISP, "-6", "addr", "show", "dev", "isp0")
+		if strings.Contains(out, "fe80:") && !strings.Contains(out, "tentative") {
+			break
+		}
+	}
+	dir := startKea6(t, a.net.ISP)
+	deadline := time.Now().Add(20 * time.Second)
+	for a.services()["wan-dhcp6"].State != "up" && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if a.services()["wan-dhcp6"].State != "up" {
+		kea, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
+		t.Fatalf("no binding; isp:\n%s\nrouter:\n%s\nkea:\n%s\nroostd:\n%s", mustRun(t, nil, "ip", "-n", a.net.ISP, "-6", "addr"), mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr"), kea, a.log.String())
+	}
+	s := a.services()
+	out := s["wan-dhcp6"].Outputs
+	if !strings.HasPrefix(out["address/0/address"], "2001:db8:0:1::1") || out["prefix/0/len"] != "56" ||
+		!strings.HasPrefix(out["prefix/0/prefix"], "2001:db8:1") || out["dns"] != "2001:db8::53" {
+		t.Fatalf("dhcp6 outputs: %v", out)
+	}
+	if addrs := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr", "show", "dev", "wan"); !strings.Contains(addrs, out["address/0/address"]+"/128") {
+		t.Fatalf("the leased address is not on wan:\n%s", addrs)
+	}
+	// A renewal reaches kea (renew-timer 4 s).
+	count := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
+		return strings.Count(string(b), "DHCP6_PD_LEASE_RENEW") + strings.Count(string(b), "DHCP6_LEASE_RENEW")
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if count() == 0 {
+		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
+		t.Fatalf("kea saw no renewal:\n%s", b)
+	}
+}
