@@ -3,6 +3,7 @@ package dhcpd4
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -49,7 +50,7 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 		return err
 	}
 	defer db.Close()
-	h := &handler{s: s, db: db, self: self, mask: net.CIDRMask(bits, 32), env: env}
+	h := &handler{s: s, db: db, self: self, mask: net.CIDRMask(bits, 32), log: env.Log}
 	srv, err := server4.NewServer(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort}, h.serve)
 	if err != nil {
 		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
@@ -76,12 +77,12 @@ type handler struct {
 	db   *DB
 	self netip.Addr
 	mask net.IPMask
-	env  *supervisor.Env
+	log  *slog.Logger
 }
 
 func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
-		h.env.Log.Info("dhcpd4: dropped a malformed request", "from", peer)
+		h.log.Info("dhcpd4: dropped a malformed request", "from", peer)
 		return
 	}
 	mac := m.ClientHWAddr.String()
@@ -92,7 +93,7 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		requested, _ := netip.AddrFromSlice(m.RequestedIPAddress().To4())
 		ip, perr := h.db.Offer(mac, requested, h.s.Pool)
 		if perr != nil {
-			h.env.Log.Warn("dhcpd4: no address to offer", "mac", mac, "err", perr)
+			h.log.Warn("dhcpd4: no address to offer", "mac", mac, "err", perr)
 			return
 		}
 		resp, err = h.reply(m, dhcpv4.MessageTypeOffer, ip)
@@ -106,7 +107,7 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		}
 		ip, _ := netip.AddrFromSlice(want.To4())
 		if _, gerr := h.db.Grant(mac, ip, m.HostName(), h.leaseTime(), h.s.Pool); gerr != nil {
-			h.env.Log.Info("dhcpd4: NAK", "mac", mac, "requested", ip, "err", gerr)
+			h.log.Info("dhcpd4: NAK", "mac", mac, "requested", ip, "err", gerr)
 			resp, err = dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 				dhcpv4.WithServerIP(net.IP(h.self.AsSlice())), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(h.self.AsSlice()))))
 		} else {
@@ -114,14 +115,14 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		}
 	case dhcpv4.MessageTypeRelease:
 		if rerr := h.db.Release(mac); rerr != nil {
-			h.env.Log.Error("dhcpd4: release", "err", rerr)
+			h.log.Error("dhcpd4: release", "err", rerr)
 		}
 		return
 	default:
 		return
 	}
 	if err != nil {
-		h.env.Log.Error("dhcpd4: build reply", "err", err)
+		h.log.Error("dhcpd4: build reply", "err", err)
 		return
 	}
 	dest := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
@@ -129,7 +130,7 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		dest.IP = m.ClientIPAddr // a renewing host has its address: answer it there
 	}
 	if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
-		h.env.Log.Warn("dhcpd4: send", "err", err)
+		h.log.Warn("dhcpd4: send", "err", err)
 	}
 }
 
