@@ -1,0 +1,63 @@
+package client6
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv6"
+)
+
+func reply(t testing.TB) *dhcpv6.Message {
+	m, err := dhcpv6.NewMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.MessageType = dhcpv6.MessageTypeReply
+	m.AddOption(&dhcpv6.OptIANA{IaId: [4]byte{1}, T1: 40 * time.Second, T2: 60 * time.Second,
+		Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{&dhcpv6.OptIAAddress{
+			IPv6Addr: net.ParseIP("2001:db8:0:1::100"), PreferredLifetime: 80 * time.Second, ValidLifetime: 100 * time.Second}}}})
+	_, pfx, _ := net.ParseCIDR("2001:db8:100::/56")
+	m.AddOption(&dhcpv6.OptIAPD{IaId: [4]byte{1}, T1: 30 * time.Second, T2: 50 * time.Second,
+		Options: dhcpv6.PDOptions{Options: dhcpv6.Options{&dhcpv6.OptIAPrefix{
+			Prefix: pfx, PreferredLifetime: 90 * time.Second, ValidLifetime: 120 * time.Second}}}})
+	return m
+}
+
+func TestBindingTimes(t *testing.T) {
+	b, err := checkReply(reply(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// T1 and T2 are the earlier of the IAs'; the end is the longest lifetime.
+	t1, t2, end := b.times()
+	if t1 != 30*time.Second || t2 != 50*time.Second || end != 120*time.Second {
+		t.Fatalf("t1 %v t2 %v end %v", t1, t2, end)
+	}
+	if len(b.addrs()) != 1 || len(b.prefixes()) != 1 {
+		t.Fatal("the binding lost its address or prefix")
+	}
+	empty, _ := dhcpv6.NewMessage()
+	empty.MessageType = dhcpv6.MessageTypeReply
+	if _, err := checkReply(empty); err == nil {
+		t.Fatal("a reply without an address or prefix was accepted")
+	}
+}
+
+// FuzzReply: a hostile Reply is refused or yields sane times, never a panic.
+func FuzzReply(f *testing.F) {
+	f.Add(reply(f).ToBytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := dhcpv6.MessageFromBytes(data)
+		if err != nil {
+			return
+		}
+		b, err := checkReply(m)
+		if err != nil {
+			return
+		}
+		if t1, t2, end := b.times(); t1 < 0 || t2 < 0 || end < 0 {
+			t.Fatalf("negative times %v %v %v", t1, t2, end)
+		}
+	})
+}
