@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/retry"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -140,11 +141,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
 	}
 	defer nc.Close()
-	retry := c.Retry
-	if retry == 0 {
-		retry = time.Second
-	}
-	wait := retry
+	backoff := retry.Backoff{First: c.Retry}
 	cur := c.load(ifname)
 	if cur != nil {
 		env.Log.Info("dhcp4: adopting the saved lease", "address", cur.prefix(), "expires", cur.expires())
@@ -156,14 +153,14 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				wait := backoff.Next()
 				env.Log.Info("dhcp4: no lease yet", "err", err, "retryIn", wait)
-				if !sleep(ctx, wait) {
+				if !retry.Sleep(ctx, wait) {
 					return nil
 				}
-				wait = min(wait*2, time.Minute)
 				continue
 			}
-			wait = retry
+			backoff.Reset()
 			cur = &lease{ack: l.ACK, acquired: c.now()}
 			env.Log.Info("dhcp4: lease acquired", "address", cur.prefix(), "server", cur.ack.ServerIdentifier(), "for", cur.duration())
 		}
@@ -234,7 +231,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		default:
 			return nil, errors.New("the lease expired")
 		}
-		if !sleep(ctx, at.Sub(now)) {
+		if !retry.Sleep(ctx, at.Sub(now)) {
 			return nil, ctx.Err()
 		}
 		now = c.now()
@@ -275,7 +272,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		}
 		wait := max(limit.Sub(c.now())/2, 2*time.Second)
 		env.Log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "retryIn", wait, "expires", end)
-		if !sleep(ctx, min(wait, time.Until(end)+time.Millisecond)) {
+		if !retry.Sleep(ctx, min(wait, time.Until(end)+time.Millisecond)) {
 			return nil, ctx.Err()
 		}
 	}
@@ -298,17 +295,3 @@ func (c *Client) withdraw(link netlink.Link, l *lease) {
 
 // Remove drops the address when the config drops the client.
 func (c *Client) Remove(context.Context) error { return nil }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/retry"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -139,11 +140,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	defer nc.Close()
 	var iaid [4]byte
 	copy(iaid[:], hw[len(hw)-4:])
-	retry := c.Retry
-	if retry == 0 {
-		retry = time.Second
-	}
-	wait := retry
+	backoff := retry.Backoff{First: c.Retry}
 	all := &net.UDPAddr{IP: dhcpv6.AllDHCPRelayAgentsAndServers, Port: dhcpv6.DefaultServerPort, Zone: ifname}
 	env.Log.Info("dhcp6: soliciting", "link", ifname, "duid", duid)
 	var cur *binding
@@ -154,14 +151,15 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				wait := backoff.Next()
 				env.Log.Info("dhcp6: no binding yet", "err", err, "retryIn", wait)
-				if !sleep(ctx, wait) {
+				if !retry.Sleep(ctx, wait) {
 					return nil
 				}
-				wait = min(wait*2, time.Minute)
 				continue
 			}
-			wait, cur = retry, b
+			backoff.Reset()
+			cur = b
 			env.Log.Info("dhcp6: bound", "addresses", len(b.addrs()), "prefixes", len(b.prefixes()))
 		}
 		if err := c.apply(link, cur); err != nil {
@@ -234,7 +232,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		case now.After(at):
 			at = now
 		}
-		if !sleep(ctx, time.Until(at)) {
+		if !retry.Sleep(ctx, time.Until(at)) {
 			return nil, ctx.Err()
 		}
 		rebinding := !time.Now().Before(b.acquired.Add(t2))
@@ -274,7 +272,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		if rebinding {
 			limit = end
 		}
-		if !sleep(ctx, min(max(time.Until(limit)/2, 2*time.Second), time.Until(end)+time.Millisecond)) {
+		if !retry.Sleep(ctx, min(max(time.Until(limit)/2, 2*time.Second), time.Until(end)+time.Millisecond)) {
 			return nil, ctx.Err()
 		}
 	}
@@ -348,17 +346,3 @@ func listen(ctx context.Context, ifname string) (net.PacketConn, error) {
 
 // Remove leaves things as they are: the binding ends by itself.
 func (c *Client) Remove(context.Context) error { return nil }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
