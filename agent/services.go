@@ -13,6 +13,7 @@ import (
 	"github.com/roostrouter/roost/dhcp/client4"
 	"github.com/roostrouter/roost/dhcp/client6"
 	"github.com/roostrouter/roost/dhcp/dhcpd4"
+	"github.com/roostrouter/roost/dhcp/ra"
 	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
 )
@@ -85,6 +86,16 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			sp.Reads = append(sp.Reads, ifname(d.Link))
 			sp.New = func() supervisor.Service {
 				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint}
+			}
+		case s.RA != nil:
+			r := *s.RA
+			interval, _ := time.ParseDuration(r.Interval)
+			for _, k := range []string{"prefix/0/prefix", "prefix/0/len", "prefix/0/valid"} {
+				sp.Reads = append(sp.Reads, supervisor.Ref{Service: r.PrefixFrom, Key: k})
+			}
+			sp.Reads = append(sp.Reads, ifname(r.Link))
+			sp.New = func() supervisor.Service {
+				return &ra.Service{NL: nl, LinkRef: ifname(r.Link), PrefixFrom: r.PrefixFrom, Subnet: r.Subnet, Interval: interval, MTU: r.MTU}
 			}
 		case s.DHCPD4 != nil:
 			d := *s.DHCPD4

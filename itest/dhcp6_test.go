@@ -58,12 +58,7 @@ func TestDHCP6Client(t *testing.T) {
 	a := startAgentLab(t, []byte(cfg))
 	// The ISP's server starts once its link can carry IPv6 (its link-local
 	// address has passed duplicate detection), as a real ISP's long has.
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		out := mustRun(t, nil, "ip", "-n", a.net.ISP, "-6", "addr", "show", "dev", "isp0")
-		if strings.Contains(out, "fe80:") && !strings.Contains(out, "tentative") {
-			break
-		}
-	}
+	waitLinkLocal(t, a.net.ISP, "isp0")
 	dir := startKea6(t, a.net.ISP)
 	deadline := time.Now().Add(20 * time.Second)
 	for a.services()["wan-dhcp6"].State != "up" && time.Now().Before(deadline) {
@@ -95,4 +90,56 @@ func TestDHCP6Client(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
 		t.Fatalf("kea saw no renewal:\n%s", b)
 	}
+}
+
+// waitLinkLocal waits until dev in ns has a usable link-local address.
+func waitLinkLocal(t *testing.T, ns, dev string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out := mustRun(t, nil, "ip", "-n", ns, "-6", "addr", "show", "dev", dev)
+		if strings.Contains(out, "fe80:") && !strings.Contains(out, "tentative") {
+			return
+		}
+	}
+}
+
+// TestPrefixOnLAN: the prefix kea delegates is split, the LAN gets its /64
+// by router advertisement, and the LAN host sees it (rdisc6) and takes a
+// SLAAC address in it.
+func TestPrefixOnLAN(t *testing.T) {
+	need(t, "rdisc6")
+	cfg := `{
+  "board": "lab",
+  "services": {
+    "wan": { "kind": "link", "interface": "wan" },
+    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56 },
+    "lan": { "kind": "bridge", "name": "br-lan" },
+    "lan0": { "kind": "link", "interface": "lan0", "bridge": "lan" },
+    "lan-ra": { "kind": "ra", "link": "lan", "prefixFrom": "wan-dhcp6", "subnet": 1, "interval": "2s", "mtu": 1500 },
+    "forwarding": { "kind": "sysctl", "values": { "net.ipv6.conf.all.forwarding": "1" } }
+  }
+}`
+	a := startAgentLab(t, []byte(cfg))
+	waitLinkLocal(t, a.net.ISP, "isp0")
+	startKea6(t, a.net.ISP)
+	s := a.waitServices("announcing", func(s map[string]serviceStatus) bool { return s["lan-ra"].State == "up" })
+	lan := s["lan-ra"].Outputs["prefix"]
+	delegated := s["wan-dhcp6"].Outputs["prefix/0/prefix"]
+	if !strings.HasSuffix(lan, ":1::/64") || !strings.HasPrefix(lan, strings.TrimSuffix(delegated, "::")) {
+		t.Fatalf("LAN prefix %q from delegated %q: want its /64 number 1", lan, delegated)
+	}
+	// rdisc6 asks, the router answers with the prefix.
+	waitLinkLocal(t, a.net.LAN, "eth0")
+	out := mustRun(t, nil, "ip", labnet.In(a.net.LAN, "rdisc6", "-1", "-w", "2000", "eth0")[1:]...)
+	if !strings.Contains(out, strings.TrimSuffix(lan, "/64")) || !strings.Contains(out, "Recursive DNS server") {
+		t.Fatalf("rdisc6 on the LAN host:\n%s", out)
+	}
+	// The LAN host configures an address in the prefix (SLAAC).
+	prefix := strings.TrimSuffix(lan, "::/64") + ":"
+	var addrs string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if addrs = mustRun(t, nil, "ip", "-n", a.net.LAN, "-6", "addr", "show", "dev", "eth0"); strings.Contains(addrs, prefix) {
+			return
+		}
+	}
+	t.Fatalf("the LAN host has no address in %s:\n%s", lan, addrs)
 }

@@ -32,6 +32,7 @@ type Service struct {
 	DHCP4    *DHCP4Client     `json:"-"`
 	DHCPD4   *DHCP4Server     `json:"-"`
 	DHCP6    *DHCP6Client     `json:"-"`
+	RA       *RAService       `json:"-"`
 
 	raw json.RawMessage
 }
@@ -93,6 +94,15 @@ type DHCP6Client struct {
 	PrefixHint int    `json:"prefixHint,omitempty"` // the delegated prefix length to ask for, like 56
 }
 
+// RAService puts a /64 of a delegated prefix on a LAN and advertises it.
+type RAService struct {
+	Link       string `json:"link"`               // the LAN's link, bridge or vlan service
+	PrefixFrom string `json:"prefixFrom"`         // the dhcp6-client service whose prefix it splits
+	Subnet     int    `json:"subnet"`             // which /64: a /56 has 256
+	Interval   string `json:"interval,omitempty"` // between unsolicited advertisements; default 200s
+	MTU        int    `json:"mtu,omitempty"`
+}
+
 // DHCP4Server serves addresses on a LAN.
 type DHCP4Server struct {
 	Link      string        `json:"link"`    // the LAN's link, bridge or vlan service
@@ -141,6 +151,7 @@ var kinds = map[string]func(*Service) any{
 	"dhcp4-client": func(s *Service) any { s.DHCP4 = &DHCP4Client{}; return s.DHCP4 },
 	"dhcp4-server": func(s *Service) any { s.DHCPD4 = &DHCP4Server{}; return s.DHCPD4 },
 	"dhcp6-client": func(s *Service) any { s.DHCP6 = &DHCP6Client{}; return s.DHCP6 },
+	"ra":           func(s *Service) any { s.RA = &RAService{}; return s.RA },
 }
 
 func kindNames() string {
@@ -172,6 +183,8 @@ func (s *Service) Deps() []string {
 		deps = append(deps, s.DHCPD4.Link, s.DHCPD4.Address)
 	case s.DHCP6 != nil:
 		deps = append(deps, s.DHCP6.Link)
+	case s.RA != nil:
+		deps = append(deps, s.RA.Link, s.RA.PrefixFrom)
 	case s.Route != nil:
 		deps = append(deps, s.Route.Link)
 		if s.Route.Gateway != nil {
@@ -430,6 +443,15 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 				}
 			}
 		}
+	case s.RA != nil:
+		if s.RA.Subnet < 0 || s.RA.Subnet > 65535 {
+			add("subnet", "%d: want 0 to 65535", s.RA.Subnet)
+		}
+		if s.RA.Interval != "" {
+			if d, err := time.ParseDuration(s.RA.Interval); err != nil || d < time.Second {
+				add("interval", "%q: want a duration of a second or more, like 200s", s.RA.Interval)
+			}
+		}
 	case s.DHCP6 != nil:
 		if h := s.DHCP6.PrefixHint; h != 0 && (h < 32 || h > 64) {
 			add("prefixHint", "%d: want a prefix length from 32 to 64", h)
@@ -502,6 +524,9 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("link", s.DHCP4.Link, linkish, "a link, bridge or vlan")
 		case s.DHCP6 != nil:
 			ref("link", s.DHCP6.Link, linkish, "a link, bridge or vlan")
+		case s.RA != nil:
+			ref("link", s.RA.Link, linkish, "a link, bridge or vlan")
+			ref("prefixFrom", s.RA.PrefixFrom, map[string]bool{"dhcp6-client": true}, "a dhcp6-client")
 		case s.DHCPD4 != nil:
 			ref("link", s.DHCPD4.Link, linkish, "a link, bridge or vlan")
 			ref("address", s.DHCPD4.Address, map[string]bool{"address": true}, "an address")
