@@ -264,11 +264,10 @@ func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, 
 		}
 	} else {
 		d := net.Dialer{Timeout: cfg.Timeout}
-		conn, err := d.DialContext(ctx, "tcp", t.Addr())
-		if err != nil {
+		var err error
+		if conn, err = d.DialContext(ctx, "tcp", t.Addr()); err != nil {
 			return nil, fmt.Errorf("connect to %s (%s): %w", t.Alias, t.Addr(), err)
 		}
-		return handshake(conn, t, cfg, tried)
 	}
 	return handshake(conn, t, cfg, tried)
 }

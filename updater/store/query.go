@@ -74,7 +74,7 @@ func (s *Store) Verify(ctx context.Context, reg *registry.Registry, progress fun
 		h := sha256.New()
 		cw := &countWriter{w: h}
 		if err := nar.Dump(cw, s.PhysicalPath(p)); err != nil {
-			if os.IsNotExist(err) || isNotExist(err) {
+			if isNotExist(err) {
 				problems = append(problems, Problem{p, "registered but missing from the store"})
 			} else {
 				problems = append(problems, Problem{p, err.Error()})
