@@ -159,7 +159,8 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	if clientVersion&0xff00 != 0x200 {
 		return fmt.Errorf("unsupported serve protocol version %#x", clientVersion)
 	}
-	minor := clientVersion & 0xff
+	sess := &session{s: s, c: c, minor: clientVersion & 0xff}
+	defer sess.close()
 	for {
 		cmd, err := c.u64()
 		if err != nil {
@@ -168,7 +169,7 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 			}
 			return err
 		}
-		if err := s.command(ctx, c, cmd, minor); err != nil {
+		if err := sess.command(ctx, cmd); err != nil {
 			return err
 		}
 		if err := c.w.Flush(); err != nil {
@@ -177,7 +178,39 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	}
 }
 
-func (s *Server) command(ctx context.Context, c *conn, cmd, minor uint64) error {
+// session is one client's connection. It takes the store's writer lock
+// when the first write arrives and keeps it until the client hangs up: nix
+// copy sends one path per command, and taking the lock anew for each would
+// re-read the registry every time.
+type session struct {
+	s     *Server
+	c     *conn
+	minor uint64
+	txn   *store.Txn
+}
+
+func (ss *session) writer(ctx context.Context) (*store.Txn, error) {
+	if !ss.s.Write {
+		return nil, errors.New("importing paths is not allowed (nix-store --serve without --write)")
+	}
+	if ss.txn == nil {
+		txn, err := ss.s.Lock(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ss.txn = txn
+	}
+	return ss.txn, nil
+}
+
+func (ss *session) close() {
+	if ss.txn != nil {
+		ss.txn.Close()
+	}
+}
+
+func (ss *session) command(ctx context.Context, cmd uint64) error {
+	s, c, minor := ss.s, ss.c, ss.minor
 	switch cmd {
 	case cmdQueryValidPaths:
 		if _, err := c.u64(); err != nil { // lock
@@ -249,14 +282,10 @@ func (s *Server) command(ctx context.Context, c *conn, cmd, minor uint64) error 
 		}
 		return s.Store.Dump(c.w, reg, p)
 	case cmdImportPaths:
-		if !s.Write {
-			return errors.New("importing paths is not allowed (nix-store --serve without --write)")
-		}
-		txn, err := s.Lock(ctx)
+		txn, err := ss.writer(ctx)
 		if err != nil {
 			return err
 		}
-		defer txn.Close()
 		res, err := txn.ImportExport(ctx, c.r, nil)
 		if err != nil {
 			return err
@@ -292,7 +321,7 @@ func (s *Server) command(ctx context.Context, c *conn, cmd, minor uint64) error 
 		}
 		c.putPaths(registry.TopoSort(nil, out))
 	case cmdAddToStoreNar:
-		return s.addToStoreNar(ctx, c)
+		return ss.addToStoreNar(ctx)
 	case cmdBuildPaths, cmdBuildDerivation:
 		return errors.New("roostd does not build: build on a machine with Nix and copy the result (nix copy --to ssh://…)")
 	default:
@@ -301,10 +330,8 @@ func (s *Server) command(ctx context.Context, c *conn, cmd, minor uint64) error 
 	return nil
 }
 
-func (s *Server) addToStoreNar(ctx context.Context, c *conn) error {
-	if !s.Write {
-		return errors.New("importing paths is not allowed (nix-store --serve without --write)")
-	}
+func (ss *session) addToStoreNar(ctx context.Context) error {
+	s, c := ss.s, ss.c
 	ps, err := c.str("path")
 	if err != nil {
 		return err
@@ -355,11 +382,10 @@ func (s *Server) addToStoreNar(ctx context.Context, c *conn) error {
 			return err
 		}
 	}
-	txn, err := s.Lock(ctx)
+	txn, err := ss.writer(ctx)
 	if err != nil {
 		return err
 	}
-	defer txn.Close()
 	if txn.Valid(p) {
 		// Already here: read the NAR through and keep what we have.
 		if err := nar.Parse(io.LimitReader(c.r, int64(size)), nar.Discard{}, int64(size)); err != nil {
