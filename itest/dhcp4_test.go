@@ -12,18 +12,62 @@ import (
 	"github.com/roostrouter/roost/itest/labnet"
 )
 
-// kea4 is kea-dhcp4 serving the ISP side of a lab, with short lease times.
-type kea4 struct {
-	t   *testing.T
-	dir string
-	ns  string
-	cmd *exec.Cmd
+// kea is a kea server (kea-dhcp4 or kea-dhcp6) in a namespace, with its
+// config, lease file and log in a folder of the test's.
+type kea struct {
+	t      *testing.T
+	dir    string
+	ns     string
+	binary string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
-func startKea4(t *testing.T, ns string) *kea4 {
-	need(t, "kea-dhcp4")
-	k := &kea4{t: t, dir: t.TempDir(), ns: ns}
-	conf := fmt.Sprintf(`{"Dhcp4": {
+// startKea writes config (where %[1]s stands for kea's folder) and starts
+// binary in ns; it fails the test if kea exits at once.
+func startKea(t *testing.T, ns, binary, config string) *kea {
+	need(t, binary)
+	k := &kea{t: t, dir: t.TempDir(), ns: ns, binary: binary}
+	os.WriteFile(filepath.Join(k.dir, "kea.json"), []byte(fmt.Sprintf(config, k.dir)), 0o644)
+	k.start()
+	t.Cleanup(k.stop)
+	return k
+}
+
+func (k *kea) start() {
+	k.cmd = exec.Command("ip", labnet.In(k.ns, k.binary, "-c", filepath.Join(k.dir, "kea.json"))[1:]...)
+	k.cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+k.dir, "KEA_LOCKFILE_DIR="+k.dir)
+	out, _ := os.Create(filepath.Join(k.dir, "stdout"))
+	k.cmd.Stdout, k.cmd.Stderr = out, out
+	if err := k.cmd.Start(); err != nil {
+		k.t.Fatal(err)
+	}
+	k.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(k.cmd, k.exited)
+	select {
+	case <-k.exited:
+		b, _ := os.ReadFile(filepath.Join(k.dir, "stdout"))
+		k.t.Fatalf("%s exited:\n%s", k.binary, b)
+	case <-time.After(time.Second):
+	}
+}
+
+func (k *kea) stop() {
+	if k.cmd != nil && k.cmd.Process != nil {
+		k.cmd.Process.Kill()
+		<-k.exited
+		k.cmd = nil
+	}
+}
+
+func (k *kea) count(msg string) int {
+	b, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
+	return strings.Count(string(b), msg)
+}
+
+// startKea4 serves the lab's ISP side with short IPv4 leases.
+func startKea4(t *testing.T, ns string) *kea {
+	return startKea(t, ns, "kea-dhcp4", `{"Dhcp4": {
   "interfaces-config": {"interfaces": ["isp0"], "dhcp-socket-type": "raw"},
   "lease-database": {"type": "memfile", "persist": true, "name": "%[1]s/leases4.csv", "lfc-interval": 0},
   "valid-lifetime": 12, "renew-timer": 4, "rebind-timer": 8,
@@ -31,34 +75,7 @@ func startKea4(t *testing.T, ns string) *kea4 {
     "option-data": [{"name": "routers", "data": "192.0.2.1"}, {"name": "domain-name-servers", "data": "192.0.2.53"},
       {"name": "domain-name", "data": "isp.example"}]}],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "%[1]s/kea.log"}], "severity": "INFO"}]
-}}`, k.dir)
-	os.WriteFile(filepath.Join(k.dir, "kea.json"), []byte(conf), 0o644)
-	k.start()
-	t.Cleanup(k.stop)
-	return k
-}
-
-func (k *kea4) start() {
-	k.cmd = exec.Command("ip", labnet.In(k.ns, "kea-dhcp4", "-c", filepath.Join(k.dir, "kea.json"))[1:]...)
-	k.cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+k.dir, "KEA_LOCKFILE_DIR="+k.dir)
-	out, _ := os.Create(filepath.Join(k.dir, "stdout"))
-	k.cmd.Stdout, k.cmd.Stderr = out, out
-	if err := k.cmd.Start(); err != nil {
-		k.t.Fatal(err)
-	}
-}
-
-func (k *kea4) stop() {
-	if k.cmd != nil && k.cmd.Process != nil {
-		k.cmd.Process.Kill()
-		k.cmd.Wait()
-		k.cmd = nil
-	}
-}
-
-func (k *kea4) count(msg string) int {
-	b, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
-	return strings.Count(string(b), msg)
+}}`)
 }
 
 const dhcpWANConfig = `{

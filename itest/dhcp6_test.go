@@ -1,9 +1,7 @@
 package itest
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,10 +10,10 @@ import (
 	"github.com/roostrouter/roost/itest/labnet"
 )
 
-func startKea6(t *testing.T, ns string) (dir string) {
-	need(t, "kea-dhcp6")
-	dir = t.TempDir()
-	conf := fmt.Sprintf(`{"Dhcp6": {
+// startKea6 serves the lab's ISP side with short IPv6 leases and /56s to
+// delegate.
+func startKea6(t *testing.T, ns string) *kea {
+	return startKea(t, ns, "kea-dhcp6", `{"Dhcp6": {
   "data-directory": "%[1]s",
   "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%[1]s/leases6.csv", "lfc-interval": 0},
@@ -25,25 +23,7 @@ func startKea6(t *testing.T, ns string) (dir string) {
     "pd-pools": [{"prefix": "2001:db8:100::", "prefix-len": 48, "delegated-len": 56}],
     "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%[1]s/kea.log"}], "severity": "INFO"}]
-}}`, dir)
-	os.WriteFile(filepath.Join(dir, "kea.json"), []byte(conf), 0o644)
-	cmd := exec.Command("ip", labnet.In(ns, "kea-dhcp6", "-c", filepath.Join(dir, "kea.json"))[1:]...)
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir)
-	out, _ := os.Create(filepath.Join(dir, "stdout"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	select {
-	case <-exited:
-		b, _ := os.ReadFile(filepath.Join(dir, "stdout"))
-		t.Fatalf("kea-dhcp6 exited:\n%s", b)
-	case <-time.After(time.Second):
-	}
-	return dir
+}}`)
 }
 
 // TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed.
@@ -59,13 +39,13 @@ func TestDHCP6Client(t *testing.T) {
 	// The ISP's server starts once its link can carry IPv6 (its link-local
 	// address has passed duplicate detection), as a real ISP's long has.
 	waitLinkLocal(t, a.net.ISP, "isp0")
-	dir := startKea6(t, a.net.ISP)
+	k := startKea6(t, a.net.ISP)
 	deadline := time.Now().Add(20 * time.Second)
 	for a.services()["wan-dhcp6"].State != "up" && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if a.services()["wan-dhcp6"].State != "up" {
-		kea, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
+		kea, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
 		t.Fatalf("no binding; isp:\n%s\nrouter:\n%s\nkea:\n%s\nroostd:\n%s", mustRun(t, nil, "ip", "-n", a.net.ISP, "-6", "addr"), mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr"), kea, a.log.String())
 	}
 	s := a.services()
@@ -78,16 +58,13 @@ func TestDHCP6Client(t *testing.T) {
 		t.Fatalf("the leased address is not on wan:\n%s", addrs)
 	}
 	// A renewal reaches kea (renew-timer 4 s).
-	count := func() int {
-		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
-		return strings.Count(string(b), "DHCP6_PD_LEASE_RENEW") + strings.Count(string(b), "DHCP6_LEASE_RENEW")
-	}
+	count := func() int { return k.count("DHCP6_PD_LEASE_RENEW") + k.count("DHCP6_LEASE_RENEW") }
 	deadline = time.Now().Add(10 * time.Second)
 	for count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if count() == 0 {
-		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
+		b, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
 		t.Fatalf("kea saw no renewal:\n%s", b)
 	}
 }
