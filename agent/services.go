@@ -85,17 +85,19 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			d := *s.DHCP6
 			sp.Reads = append(sp.Reads, ifname(d.Link))
 			sp.New = func() supervisor.Service {
-				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint}
+				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint, ReleaseOnStop: d.ReleaseOnStop}
 			}
 		case s.RA != nil:
 			r := *s.RA
 			interval, _ := time.ParseDuration(r.Interval)
-			for _, k := range []string{"prefix/0/prefix", "prefix/0/len", "prefix/0/valid"} {
+			// Not the lifetimes: the service follows those itself, and a
+			// renewal need not re-run it.
+			for _, k := range []string{"prefix/0/prefix", "prefix/0/len"} {
 				sp.Reads = append(sp.Reads, supervisor.Ref{Service: r.PrefixFrom, Key: k})
 			}
 			sp.Reads = append(sp.Reads, ifname(r.Link))
 			sp.New = func() supervisor.Service {
-				return &ra.Service{NL: nl, LinkRef: ifname(r.Link), PrefixFrom: r.PrefixFrom, Subnet: r.Subnet, Interval: interval, MTU: r.MTU}
+				return &ra.Service{NL: nl, LinkRef: ifname(r.Link), PrefixFrom: r.PrefixFrom, Subnet: r.Subnet, Interval: interval, MTU: r.MTU, StateDir: state}
 			}
 		case s.DHCPD4 != nil:
 			d := *s.DHCPD4

@@ -1,6 +1,7 @@
 package itest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,17 +14,22 @@ import (
 // startKea6 serves the lab's ISP side with short IPv6 leases and /56s to
 // delegate.
 func startKea6(t *testing.T, ns string) *kea {
-	return startKea(t, ns, "kea-dhcp6", `{"Dhcp6": {
+	return startKea(t, ns, "kea-dhcp6", kea6Config("2001:db8:100::"))
+}
+
+// kea6Config delegates /56s out of the /48 at pd.
+func kea6Config(pd string) string {
+	return `{"Dhcp6": {
   "data-directory": "%[1]s",
   "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%[1]s/leases6.csv", "lfc-interval": 0},
   "preferred-lifetime": 30, "valid-lifetime": 40, "renew-timer": 4, "rebind-timer": 8,
   "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": "isp0",
     "pools": [{"pool": "2001:db8:0:1::100-2001:db8:0:1::1ff"}],
-    "pd-pools": [{"prefix": "2001:db8:100::", "prefix-len": 48, "delegated-len": 56}],
+    "pd-pools": [{"prefix": "` + pd + `", "prefix-len": 48, "delegated-len": 56}],
     "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%[1]s/kea.log"}], "severity": "INFO"}]
-}}`)
+}}`
 }
 
 // TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed.
@@ -119,4 +125,75 @@ func TestPrefixOnLAN(t *testing.T) {
 		}
 	}
 	t.Fatalf("the LAN host has no address in %s:\n%s", lan, addrs)
+}
+
+// lanPrefixConfig is the WAN's DHCPv6 client and the LAN's /64 number 1,
+// announced every 2 s.
+const lanPrefixConfig = `{
+  "board": "lab",
+  "services": {
+    "wan": { "kind": "link", "interface": "wan" },
+    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56 },
+    "lan": { "kind": "bridge", "name": "br-lan" },
+    "lan0": { "kind": "link", "interface": "lan0", "bridge": "lan" },
+    "lan-ra": { "kind": "ra", "link": "lan", "prefixFrom": "wan-dhcp6", "subnet": 1, "interval": "2s", "mtu": 1500 },
+    "forwarding": { "kind": "sysctl", "values": { "net.ipv6.conf.all.forwarding": "1" } }
+  }
+}`
+
+// hostAddr6 waits for dev in ns to hold a global address that starts with
+// prefix and whose flags satisfy ok; it returns the address.
+func hostAddr6(t *testing.T, ns, dev, prefix string, ok func(flags string) bool) (string, string) {
+	t.Helper()
+	var out string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out = mustRun(t, nil, "ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev)
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 3 && strings.HasPrefix(f[3], prefix) && ok(line) {
+				return strings.Split(f[3], "/")[0], line
+			}
+		}
+	}
+	t.Fatalf("%s in %s has no address in %s as wanted:\n%s", dev, ns, prefix, out)
+	return "", ""
+}
+
+// TestRenumbering: the ISP delegates a different prefix; the LAN host sees
+// the old one deprecated at once (preferred lifetime 0, RFC 7084 L-13),
+// takes an address in the new one and uses it.
+func TestRenumbering(t *testing.T) {
+	a := startAgentLab(t, []byte(lanPrefixConfig))
+	waitLinkLocal(t, a.net.ISP, "isp0")
+	k := startKea6(t, a.net.ISP)
+	waitLinkLocal(t, a.net.LAN, "eth0")
+	preferred := func(flags string) bool {
+		return !strings.Contains(flags, "deprecated") && !strings.Contains(flags, "tentative")
+	}
+	oldAddr, _ := hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", preferred)
+
+	// The ISP renumbers: a new delegation pool, the old leases forgotten.
+	k.stop()
+	os.Remove(filepath.Join(k.dir, "leases6.csv"))
+	os.WriteFile(filepath.Join(k.dir, "kea.json"), []byte(fmt.Sprintf(kea6Config("2001:db8:200::"), k.dir)), 0o644)
+	renumbered := time.Now()
+	k.start()
+
+	newAddr, _ := hostAddr6(t, a.net.LAN, "eth0", "2001:db8:200:1:", preferred)
+	_, old := hostAddr6(t, a.net.LAN, "eth0", oldAddr, func(flags string) bool { return strings.Contains(flags, "deprecated") })
+	t.Logf("%.1fs after the ISP renumbered: new %s; old %s", time.Since(renumbered).Seconds(), newAddr, strings.Join(strings.Fields(old)[3:], " "))
+	// The host now reaches out from the new address.
+	route := mustRun(t, nil, "ip", "-n", a.net.LAN, "-6", "route", "get", "2001:db8:0:1::1")
+	if !strings.Contains(route, "src "+newAddr) {
+		t.Fatalf("the LAN host would not use its new address %s:\n%s", newAddr, route)
+	}
+	// The router's own address in the old prefix is deprecated too.
+	hostAddr6(t, a.net.Router, "br-lan", "2001:db8:100:1::1/64", func(flags string) bool { return strings.Contains(flags, "deprecated") })
+	s := a.services()
+	if got := s["lan-ra"].Outputs["prefix"]; got != "2001:db8:200:1::/64" {
+		t.Fatalf("lan-ra announces %s, want the new /64", got)
+	}
+	if !strings.Contains(a.log.String(), "deprecat") {
+		t.Fatalf("roostd did not say it deprecated the old prefix:\n%s", a.log.String())
+	}
 }

@@ -90,8 +90,9 @@ type DHCP4Client struct {
 
 // DHCP6Client gets an address and a delegated prefix from the ISP.
 type DHCP6Client struct {
-	Link       string `json:"link"`
-	PrefixHint int    `json:"prefixHint,omitempty"` // the delegated prefix length to ask for, like 56
+	Link          string `json:"link"`
+	PrefixHint    int    `json:"prefixHint,omitempty"`    // the delegated prefix length to ask for, like 56
+	ReleaseOnStop bool   `json:"releaseOnStop,omitempty"` // give the binding back when roostd stops
 }
 
 // RAService puts a /64 of a delegated prefix on a LAN and advertises it.

@@ -35,6 +35,11 @@ type Client struct {
 	StateDir   string
 	PrefixHint int // the delegated prefix length asked for; 0: none
 	Retry      time.Duration
+	// ReleaseOnStop gives the binding back when the service stops cleanly
+	// (roostd stopping, or the service dropped from the config). Off by
+	// default: a restarted router then keeps its prefix where the ISP
+	// would otherwise hand out a new one.
+	ReleaseOnStop bool
 }
 
 // binding is what the server granted, from a Reply.
@@ -46,18 +51,31 @@ type binding struct {
 func (b binding) iana() *dhcpv6.OptIANA { return b.reply.Options.OneIANA() }
 func (b binding) iapd() *dhcpv6.OptIAPD { return b.reply.Options.OneIAPD() }
 
+// addrs are the addresses bound; one the server returns with a valid
+// lifetime of 0 is one it takes back (RFC 8415 18.3.4), not one to use.
 func (b binding) addrs() []*dhcpv6.OptIAAddress {
+	var out []*dhcpv6.OptIAAddress
 	if ia := b.iana(); ia != nil {
-		return ia.Options.Addresses()
+		for _, a := range ia.Options.Addresses() {
+			if a.ValidLifetime > 0 {
+				out = append(out, a)
+			}
+		}
 	}
-	return nil
+	return out
 }
 
+// prefixes are the prefixes delegated, without those taken back.
 func (b binding) prefixes() []*dhcpv6.OptIAPrefix {
+	var out []*dhcpv6.OptIAPrefix
 	if pd := b.iapd(); pd != nil {
-		return pd.Options.Prefixes()
+		for _, p := range pd.Options.Prefixes() {
+			if p.ValidLifetime > 0 {
+				out = append(out, p)
+			}
+		}
 	}
-	return nil
+	return out
 }
 
 // times are T1 and T2 (the smaller of the IAs' ones) and the end (the
@@ -143,7 +161,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	backoff := retry.Backoff{First: c.Retry}
 	all := &net.UDPAddr{IP: dhcpv6.AllDHCPRelayAgentsAndServers, Port: dhcpv6.DefaultServerPort, Zone: ifname}
 	env.Log.Info("dhcp6: soliciting", "link", ifname, "duid", duid)
-	var cur *binding
+	var cur, published *binding
 	for {
 		if cur == nil {
 			b, err := c.acquire(ctx, nc, all, hw, duid, iaid)
@@ -166,20 +184,24 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 			return err
 		}
 		atomicfile.WriteFile(c.leaseFile(ifname), cur.reply.ToBytes(), 0o600)
-		publish(env, cur)
+		publish(env, cur, published)
+		published = cur
 		env.Ready()
 		next, err := c.maintain(ctx, env, nc, all, cur)
 		if ctx.Err() != nil {
+			if c.ReleaseOnStop {
+				c.release(nc, all, link, cur, env)
+			}
 			return nil
 		}
 		if err != nil {
 			env.Log.Info("dhcp6: binding lost", "err", err)
 			c.withdraw(link, cur)
 			env.NotReady()
-			for _, k := range []string{"address", "prefix", "dns", "server"} {
+			for _, k := range []string{"address", "prefix", "dns", "server", "renewed"} {
 				env.DeleteOutput(k)
 			}
-			cur = nil
+			cur, published = nil, nil
 			continue
 		}
 		cur = next
@@ -260,9 +282,18 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		reply, err := nc.SendAndRead(rctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
 		cancel()
 		if err == nil {
-			if nb, err := checkReply(reply); err == nil {
+			nb, err := checkReply(reply)
+			switch {
+			case err == nil && (len(nb.addrs()) < len(b.addrs()) || len(nb.prefixes()) < len(b.prefixes())):
+				// The server took back what it had bound (the ISP
+				// renumbered, or forgot us): start over to get new ones.
+				return nil, fmt.Errorf("the server no longer binds all of it (%d of %d addresses, %d of %d prefixes)",
+					len(nb.addrs()), len(b.addrs()), len(nb.prefixes()), len(b.prefixes()))
+			case err == nil:
 				env.Log.Info("dhcp6: renewed", "rebinding", rebinding)
 				return nb, nil
+			default:
+				env.Log.Info("dhcp6: refused reply", "err", err)
 			}
 		}
 		if ctx.Err() != nil {
@@ -296,9 +327,45 @@ func (c *Client) withdraw(link netlink.Link, b *binding) {
 	}
 }
 
-func publish(env *supervisor.Env, b *binding) {
+// release gives the binding back to its server (RFC 8415 18.2.7) and
+// takes the addresses off the link; a server that does not answer within
+// a second is not waited for.
+func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Link, b *binding, env *supervisor.Env) {
+	msg, err := dhcpv6.NewMessage()
+	if err != nil {
+		return
+	}
+	msg.MessageType = dhcpv6.MessageTypeRelease
+	msg.AddOption(dhcpv6.OptClientID(b.reply.Options.ClientID()))
+	msg.AddOption(dhcpv6.OptServerID(b.reply.Options.ServerID()))
+	msg.AddOption(dhcpv6.OptElapsedTime(0))
+	if ia := b.iana(); ia != nil {
+		msg.AddOption(ia)
+	}
+	if pd := b.iapd(); pd != nil {
+		msg.AddOption(pd)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = nc.SendAndRead(ctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
+	env.Log.Info("dhcp6: released", "link", link.Attrs().Name, "err", err)
+	c.withdraw(link, b)
+	os.Remove(c.leaseFile(link.Attrs().Name))
+}
+
+// publish sets the binding's outputs. Entries are replaced in place, not
+// deleted first, so a renewal that changes nothing changes no output (and
+// re-runs no reader); entries beyond the binding's go.
+func publish(env *supervisor.Env, b, prev *binding) {
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Seconds())) }
-	env.DeleteOutput("address")
+	if prev != nil {
+		for i := len(b.addrs()); i < len(prev.addrs()); i++ {
+			env.DeleteOutput("address/" + strconv.Itoa(i))
+		}
+		for i := len(b.prefixes()); i < len(prev.prefixes()); i++ {
+			env.DeleteOutput("prefix/" + strconv.Itoa(i))
+		}
+	}
 	for i, a := range b.addrs() {
 		k := "address/" + strconv.Itoa(i) + "/"
 		env.SetOutput(k+"address", a.IPv6Addr.String())
@@ -306,7 +373,6 @@ func publish(env *supervisor.Env, b *binding) {
 		env.SetOutput(k+"preferred", secs(a.PreferredLifetime))
 		env.SetOutput(k+"valid", secs(a.ValidLifetime))
 	}
-	env.DeleteOutput("prefix")
 	for i, p := range b.prefixes() {
 		k := "prefix/" + strconv.Itoa(i) + "/"
 		ones, _ := p.Prefix.Mask.Size()
@@ -321,6 +387,8 @@ func publish(env *supervisor.Env, b *binding) {
 	}
 	env.SetOutput("dns", strings.Join(dns, " "))
 	env.SetOutput("server", b.reply.Options.ServerID().String())
+	// When the lifetimes above were granted: readers count down from it.
+	env.SetOutput("renewed", strconv.FormatInt(b.acquired.Unix(), 10))
 }
 
 // listen opens port 546 on the link. It binds to the wildcard address on

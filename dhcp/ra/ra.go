@@ -2,14 +2,21 @@
 // the LAN's /64 out of the prefix by its subnet index, gives the router its
 // ::1, and sends router advertisements (periodic, and in answer to
 // solicitations) with the prefix, DNS, MTU and source link-layer options.
+// Lifetimes count down from the delegation's last renewal, and a prefix
+// that went away or was replaced is announced deprecated (RFC 7084 L-13)
+// until it expires, across restarts of roostd.
 package ra
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +26,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/updater/atomicfile"
 )
+
+// maxDeprecatedValid is the longest valid lifetime a replaced prefix is
+// announced with: RFC 7084 L-13's two hours.
+const maxDeprecatedValid = 2 * time.Hour
 
 // Service is a supervisor service.
 type Service struct {
@@ -29,6 +41,8 @@ type Service struct {
 	Subnet     int            // the LAN's /64 within the delegated prefix
 	Interval   time.Duration  // between unsolicited advertisements (default 200 s)
 	MTU        int            // announced if set
+	StateDir   string         // where the prefixes it announced are kept
+	Now        func() time.Time
 }
 
 // Subnet64 returns the index-th /64 of delegated.
@@ -47,6 +61,65 @@ func Subnet64(delegated netip.Prefix, index int) (netip.Prefix, error) {
 	return netip.PrefixFrom(netip.AddrFrom16(out), 64), nil
 }
 
+// announced is a prefix the LAN was told about, with when it stops being
+// preferred and valid.
+type announced struct {
+	Prefix         netip.Prefix `json:"prefix"`
+	PreferredUntil time.Time    `json:"preferredUntil"`
+	ValidUntil     time.Time    `json:"validUntil"`
+	Deprecated     bool         `json:"deprecated,omitempty"`
+}
+
+// lifetimes are what is left of a at now, as an advertisement carries them.
+func (a announced) lifetimes(now time.Time) (preferred, valid time.Duration) {
+	left := func(t time.Time) time.Duration { return max(t.Sub(now).Truncate(time.Second), 0) }
+	if a.Deprecated {
+		return 0, min(left(a.ValidUntil), maxDeprecatedValid)
+	}
+	return left(a.PreferredUntil), left(a.ValidUntil)
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) stateFile(ifname string) string {
+	return filepath.Join(s.StateDir, "ra-"+ifname+".json")
+}
+
+// load reads the prefixes announced before; a missing or damaged file is an
+// empty list (the worst outcome is an old prefix left to expire on hosts
+// by itself).
+func (s *Service) load(env *supervisor.Env, ifname string) []announced {
+	b, err := os.ReadFile(s.stateFile(ifname))
+	if err != nil {
+		return nil
+	}
+	var list []announced
+	if err := json.Unmarshal(b, &list); err != nil {
+		env.Log.Info("ra: ignoring damaged state", "file", s.stateFile(ifname), "err", err)
+		return nil
+	}
+	return list
+}
+
+func (s *Service) save(ifname string, list []announced) error {
+	if s.StateDir == "" {
+		return nil
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(s.stateFile(ifname), b, 0o600)
+}
+
 func (s *Service) input(env *supervisor.Env, key string) (string, error) {
 	v, ok := env.Input(supervisor.Ref{Service: s.PrefixFrom, Key: key})
 	if !ok {
@@ -55,42 +128,80 @@ func (s *Service) input(env *supervisor.Env, key string) (string, error) {
 	return strings.TrimSpace(v), nil
 }
 
+// delegation reads the prefix the DHCPv6 client holds and its /64 for this
+// LAN, with its lifetimes counted from the client's last renewal.
+func (s *Service) delegation(env *supervisor.Env) (announced, string, error) {
+	p, err := s.input(env, "prefix/0/prefix")
+	if err != nil {
+		return announced{}, "", err
+	}
+	l, err := s.input(env, "prefix/0/len")
+	if err != nil {
+		return announced{}, "", err
+	}
+	delegated, err := netip.ParsePrefix(p + "/" + l)
+	if err != nil {
+		return announced{}, "", fmt.Errorf("delegated prefix %s/%s from %s: %w", p, l, s.PrefixFrom, err)
+	}
+	lan, err := Subnet64(delegated, s.Subnet)
+	if err != nil {
+		return announced{}, "", err
+	}
+	seconds := func(key string) int64 {
+		v, _ := s.input(env, key)
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	now := s.now()
+	// The lifetimes run from the renewal; a renewal stamp in the future
+	// or none (a clock that jumped) counts from now.
+	since := now
+	if r := time.Unix(seconds("renewed"), 0); r.Before(now) && seconds("renewed") > 0 {
+		since = r
+	}
+	a := announced{Prefix: lan,
+		PreferredUntil: since.Add(time.Duration(seconds("prefix/0/preferred")) * time.Second),
+		ValidUntil:     since.Add(time.Duration(seconds("prefix/0/valid")) * time.Second)}
+	v, _ := s.input(env, "renewed")
+	return a, v, nil
+}
+
 // Run assigns the LAN's prefix and advertises it.
 func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	ifname, ok := env.Input(s.LinkRef)
 	if !ok {
 		return fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
 	}
-	p, err := s.input(env, "prefix/0/prefix")
+	cur, renewed, err := s.delegation(env)
 	if err != nil {
 		return err
 	}
-	l, err := s.input(env, "prefix/0/len")
-	if err != nil {
-		return err
-	}
-	bits, _ := strconv.Atoi(l)
-	delegated, err := netip.ParsePrefix(p + "/" + strconv.Itoa(bits))
-	if err != nil {
-		return fmt.Errorf("delegated prefix %s/%s: %w", p, l, err)
-	}
-	preferred, valid := s.lifetime(env, "prefix/0/preferred"), s.lifetime(env, "prefix/0/valid")
-	lan, err := Subnet64(delegated, s.Subnet)
-	if err != nil {
-		return err
-	}
-	router := lan.Addr().Next()
 	link, err := s.NL.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: router.AsSlice(), Mask: net.CIDRMask(64, 128)},
-		ValidLft: int(valid.Seconds()), PreferedLft: int(preferred.Seconds()), Flags: unix.IFA_F_NODAD}
-	if err := s.NL.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("add %s to %s: %w", router, ifname, err)
+	// Every other prefix announced before and still valid is now announced
+	// deprecated, and the router's own address in it too.
+	now := s.now()
+	list := []announced{cur}
+	for _, old := range s.load(env, ifname) {
+		if old.Prefix == cur.Prefix || !old.ValidUntil.After(now) {
+			continue
+		}
+		if !old.Deprecated {
+			env.Log.Info("ra: deprecating a replaced prefix", "link", ifname, "prefix", old.Prefix)
+		}
+		old.Deprecated = true
+		list = append(list, old)
 	}
-	env.SetOutput("prefix", lan.String())
-	env.SetOutput("address", router.String())
+	if err := s.assign(link, list, now); err != nil {
+		return err
+	}
+	if err := s.save(ifname, list); err != nil {
+		return fmt.Errorf("save announced prefixes of %s: %w", ifname, err)
+	}
+	env.SetOutput("prefix", cur.Prefix.String())
+	env.SetOutput("address", cur.Prefix.Addr().Next().String())
 
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -104,19 +215,9 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	if err := conn.JoinGroup(netip.MustParseAddr("ff02::2")); err != nil {
 		return fmt.Errorf("join all-routers on %s: %w", ifname, err)
 	}
-	opts := []ndp.Option{
-		&ndp.PrefixInformation{PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: true,
-			ValidLifetime: valid, PreferredLifetime: preferred, Prefix: lan.Addr()},
-		&ndp.RecursiveDNSServer{Lifetime: min(valid, 3*s.interval()), Servers: []netip.Addr{router}},
-		&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr},
-	}
-	if s.MTU > 0 {
-		opts = append(opts, ndp.NewMTU(uint32(s.MTU)))
-	}
-	advert := &ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: 3 * s.interval(), Options: opts}
-	all := netip.MustParseAddr("ff02::1")
+	allNodes := netip.MustParseAddr("ff02::1")
 	send := func() {
-		if err := conn.WriteTo(advert, nil, all); err != nil {
+		if err := conn.WriteTo(s.advertisement(ifi.HardwareAddr, list, s.now()), nil, allNodes); err != nil {
 			env.Log.Info("ra: send", "link", ifname, "err", err)
 		}
 	}
@@ -125,18 +226,27 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 		for {
 			m, _, from, err := conn.ReadFrom()
 			if err != nil {
-				return // closed when the service stops
+				var nerr net.Error
+				if errors.As(err, &nerr) || errors.Is(err, net.ErrClosed) {
+					return // closed when the service stops
+				}
+				// A packet ndp cannot parse: someone on the LAN sent junk.
+				env.Log.Info("ra: dropped a malformed packet", "link", ifname, "err", err)
+				continue
 			}
-			if _, ok := m.(*ndp.RouterSolicitation); ok {
+			switch m := m.(type) {
+			case *ndp.RouterSolicitation:
 				env.Log.Info("ra: solicited", "from", from)
 				select {
 				case solicited <- struct{}{}:
 				default:
 				}
+			case *ndp.RouterAdvertisement:
+				env.Log.Info("ra: another router advertises on this LAN", "link", ifname, "from", from, "lifetime", m.RouterLifetime)
 			}
 		}
 	}()
-	env.Log.Info("ra: announcing", "link", ifname, "prefix", lan, "preferred", preferred, "valid", valid)
+	env.Log.Info("ra: announcing", "link", ifname, "prefix", cur.Prefix, "valid", cur.ValidUntil.Sub(now).Round(time.Second))
 	env.Ready()
 	send()
 	t := time.NewTicker(s.interval())
@@ -144,13 +254,106 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	for {
 		select {
 		case <-ctx.Done():
+			s.stop(env, ifname, link, cur, list, send)
 			return nil
 		case <-t.C:
-			send()
 		case <-solicited:
-			send()
+		}
+		// A renewal of the delegation moves the lifetimes on.
+		if next, r, err := s.delegation(env); err == nil && r != renewed && next.Prefix == cur.Prefix {
+			cur, renewed, list[0] = next, r, next
+			if err := s.assign(link, list[:1], s.now()); err != nil {
+				env.Log.Info("ra: refresh address lifetimes", "link", ifname, "err", err)
+			}
+			if err := s.save(ifname, list); err != nil {
+				env.Log.Info("ra: save announced prefixes", "link", ifname, "err", err)
+			}
+		}
+		send()
+	}
+}
+
+// stop runs as the service ends: if the delegation is gone or replaced,
+// the LAN is told at once that its prefix is deprecated; if not (roostd or
+// the service restarting), hosts keep it as it was.
+func (s *Service) stop(env *supervisor.Env, ifname string, link netlink.Link, cur announced, list []announced, send func()) {
+	next, _, err := s.delegation(env)
+	if err == nil && next.Prefix == cur.Prefix {
+		return
+	}
+	env.Log.Info("ra: the delegated prefix is gone; deprecating it", "link", ifname, "prefix", cur.Prefix)
+	list[0].Deprecated = true
+	if err := s.assign(link, list[:1], s.now()); err != nil {
+		env.Log.Info("ra: deprecate address", "link", ifname, "err", err)
+	}
+	if err := s.save(ifname, list); err != nil {
+		env.Log.Info("ra: save announced prefixes", "link", ifname, "err", err)
+	}
+	send()
+}
+
+// assign gives the router ::1 in each prefix with its lifetimes left; a
+// deprecated prefix's address is only updated if the router still has it.
+func (s *Service) assign(link netlink.Link, list []announced, now time.Time) error {
+	for _, a := range list {
+		router := a.Prefix.Addr().Next()
+		ipnet := &net.IPNet{IP: router.AsSlice(), Mask: net.CIDRMask(64, 128)}
+		if a.Deprecated {
+			have, err := s.NL.AddrList(link, netlink.FAMILY_V6)
+			if err != nil {
+				return fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+			}
+			if !hasAddr(have, router) {
+				continue
+			}
+		}
+		preferred, valid := a.lifetimes(now)
+		if valid == 0 {
+			continue
+		}
+		addr := &netlink.Addr{IPNet: ipnet, ValidLft: int(valid.Seconds()), PreferedLft: int(preferred.Seconds()), Flags: unix.IFA_F_NODAD}
+		if err := s.NL.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("add %s to %s: %w", router, link.Attrs().Name, err)
 		}
 	}
+	return nil
+}
+
+func hasAddr(addrs []netlink.Addr, a netip.Addr) bool {
+	for _, h := range addrs {
+		if ip, ok := netip.AddrFromSlice(h.IP); ok && ip.Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// advertisement is the RA for the prefixes as of now: the current one,
+// and the replaced ones (preferred 0) until they expire.
+func (s *Service) advertisement(mac net.HardwareAddr, list []announced, now time.Time) *ndp.RouterAdvertisement {
+	var opts []ndp.Option
+	var dns []netip.Addr
+	var dnsLifetime time.Duration
+	for _, a := range list {
+		preferred, valid := a.lifetimes(now)
+		if valid == 0 && a.Deprecated {
+			continue
+		}
+		opts = append(opts, &ndp.PrefixInformation{PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: true,
+			ValidLifetime: valid, PreferredLifetime: preferred, Prefix: a.Prefix.Addr()})
+		if !a.Deprecated && valid > 0 {
+			dns = append(dns, a.Prefix.Addr().Next())
+			dnsLifetime = min(valid, 3*s.interval())
+		}
+	}
+	if len(dns) > 0 {
+		opts = append(opts, &ndp.RecursiveDNSServer{Lifetime: dnsLifetime, Servers: dns})
+	}
+	opts = append(opts, &ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac})
+	if s.MTU > 0 {
+		opts = append(opts, ndp.NewMTU(uint32(s.MTU)))
+	}
+	return &ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: 3 * s.interval(), Options: opts}
 }
 
 func (s *Service) interval() time.Duration {
@@ -158,15 +361,6 @@ func (s *Service) interval() time.Duration {
 		return s.Interval
 	}
 	return 200 * time.Second
-}
-
-func (s *Service) lifetime(env *supervisor.Env, key string) time.Duration {
-	v, err := s.input(env, key)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(v)
-	return time.Duration(n) * time.Second
 }
 
 // Remove leaves the address: it expires with the delegation.

@@ -1,8 +1,12 @@
 package ra
 
 import (
+	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/mdlayher/ndp"
 )
 
 func TestSubnet64(t *testing.T) {
@@ -21,5 +25,59 @@ func TestSubnet64(t *testing.T) {
 	}
 	if _, err := Subnet64(netip.MustParsePrefix("2001:db8::/80"), 0); err == nil {
 		t.Error("a /80 was split into /64s")
+	}
+}
+
+func TestAdvertisementLifetimes(t *testing.T) {
+	now := time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)
+	cur := announced{Prefix: netip.MustParsePrefix("2001:db8:200:1::/64"), PreferredUntil: now.Add(30 * time.Minute), ValidUntil: now.Add(time.Hour)}
+	for _, tc := range []struct {
+		name                 string
+		a                    announced
+		at                   time.Time
+		preferred, valid     time.Duration
+		inAdvertisement, dns bool
+	}{
+		{"fresh", cur, now, 30 * time.Minute, time.Hour, true, true},
+		{"counted down", cur, now.Add(10*time.Minute + 500*time.Millisecond), 19*time.Minute + 59*time.Second, 49*time.Minute + 59*time.Second, true, true},
+		{"past preferred", cur, now.Add(40 * time.Minute), 0, 20 * time.Minute, true, true},
+		{"replaced, valid capped at 2h",
+			announced{Prefix: netip.MustParsePrefix("2001:db8:100:1::/64"), PreferredUntil: now.Add(20 * time.Hour), ValidUntil: now.Add(30 * time.Hour), Deprecated: true},
+			now, 0, 2 * time.Hour, true, false},
+		{"replaced, expired",
+			announced{Prefix: netip.MustParsePrefix("2001:db8:100:1::/64"), ValidUntil: now.Add(-time.Second), Deprecated: true},
+			now, 0, 0, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Service{Interval: 10 * time.Second}
+			ra := s.advertisement(net.HardwareAddr{2, 0, 0, 0, 0, 1}, []announced{tc.a}, tc.at)
+			var pio *ndp.PrefixInformation
+			var rdnss *ndp.RecursiveDNSServer
+			for _, o := range ra.Options {
+				switch o := o.(type) {
+				case *ndp.PrefixInformation:
+					pio = o
+				case *ndp.RecursiveDNSServer:
+					rdnss = o
+				}
+			}
+			if (pio != nil) != tc.inAdvertisement {
+				t.Fatalf("prefix in the advertisement: %v, want %v", pio != nil, tc.inAdvertisement)
+			}
+			if pio != nil && (pio.PreferredLifetime != tc.preferred || pio.ValidLifetime != tc.valid || pio.Prefix != tc.a.Prefix.Addr()) {
+				t.Errorf("PIO %s preferred %s valid %s; want %s %s %s", pio.Prefix, pio.PreferredLifetime, pio.ValidLifetime, tc.a.Prefix, tc.preferred, tc.valid)
+			}
+			if (rdnss != nil) != tc.dns {
+				t.Errorf("RDNSS present: %v, want %v", rdnss != nil, tc.dns)
+			}
+			// What ndp encodes, it parses back.
+			b, err := ndp.MarshalMessage(ra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ndp.ParseMessage(b); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
