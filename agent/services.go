@@ -85,7 +85,7 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			d := *s.DHCP6
 			sp.Reads = append(sp.Reads, ifname(d.Link))
 			sp.New = func() supervisor.Service {
-				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint, ReleaseOnStop: d.ReleaseOnStop}
+				return &client6.Client{NL: nl, LinkRef: ifname(d.Link), StateDir: state, PrefixHint: d.PrefixHint, ReleaseOnStop: d.ReleaseOnStop, ProcSys: procSys}
 			}
 		case s.RA != nil:
 			r := *s.RA

@@ -8,37 +8,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
 )
 
 // startKea6 serves the lab's ISP side with short IPv6 leases and /56s to
 // delegate.
-func startKea6(t *testing.T, ns string) *kea {
-	return startKea(t, ns, "kea-dhcp6", kea6Config("2001:db8:100::"))
+func startKea6(t *testing.T, ns string) *isp.Kea {
+	return startKea(t, ns, "kea-dhcp6", isp.Kea6Config(isp.Short6, "2001:db8:100::"))
 }
 
-// kea6Config delegates /56s out of the /48 at pd.
-func kea6Config(pd string) string {
-	return `{"Dhcp6": {
-  "data-directory": "%[1]s",
-  "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
-  "lease-database": {"type": "memfile", "persist": true, "name": "%[1]s/leases6.csv", "lfc-interval": 0},
-  "preferred-lifetime": 30, "valid-lifetime": 40, "renew-timer": 4, "rebind-timer": 8,
-  "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": "isp0",
-    "pools": [{"pool": "2001:db8:0:1::100-2001:db8:0:1::1ff"}],
-    "pd-pools": [{"prefix": "` + pd + `", "prefix-len": 48, "delegated-len": 56}],
-    "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
-  "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%[1]s/kea.log"}], "severity": "INFO"}]
-}}`
-}
-
-// TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed.
+// TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed,
+// and given back when roostd stops (releaseOnStop).
 func TestDHCP6Client(t *testing.T) {
 	cfg := `{
   "board": "lab",
   "services": {
     "wan": { "kind": "link", "interface": "wan" },
-    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56 }
+    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56, "releaseOnStop": true }
   }
 }`
 	a := startAgentLab(t, []byte(cfg))
@@ -51,7 +38,7 @@ func TestDHCP6Client(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if a.services()["wan-dhcp6"].State != "up" {
-		kea, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
+		kea, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
 		t.Fatalf("no binding; isp:\n%s\nrouter:\n%s\nkea:\n%s\nroostd:\n%s", mustRun(t, nil, "ip", "-n", a.net.ISP, "-6", "addr"), mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr"), kea, a.log.String())
 	}
 	s := a.services()
@@ -64,14 +51,23 @@ func TestDHCP6Client(t *testing.T) {
 		t.Fatalf("the leased address is not on wan:\n%s", addrs)
 	}
 	// A renewal reaches kea (renew-timer 4 s).
-	count := func() int { return k.count("DHCP6_PD_LEASE_RENEW") + k.count("DHCP6_LEASE_RENEW") }
+	count := func() int { return k.Count("DHCP6_PD_LEASE_RENEW") + k.Count("DHCP6_LEASE_RENEW") }
 	deadline = time.Now().Add(10 * time.Second)
 	for count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if count() == 0 {
-		b, _ := os.ReadFile(filepath.Join(k.dir, "kea.log"))
+		b, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
 		t.Fatalf("kea saw no renewal:\n%s", b)
+	}
+	// A clean stop gives the address and the prefix back (releaseOnStop).
+	a.stop()
+	if n, m := k.Count("DHCP6_RELEASE_NA"), k.Count("DHCP6_RELEASE_PD"); n == 0 || m == 0 {
+		b, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
+		t.Fatalf("kea saw %d address and %d prefix releases, want both:\n%s", n, m, b)
+	}
+	if addrs := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "addr", "show", "dev", "wan"); strings.Contains(addrs, out["address/0/address"]) {
+		t.Fatalf("the released address is still on wan:\n%s", addrs)
 	}
 }
 
@@ -173,11 +169,11 @@ func TestRenumbering(t *testing.T) {
 	oldAddr, _ := hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", preferred)
 
 	// The ISP renumbers: a new delegation pool, the old leases forgotten.
-	k.stop()
-	os.Remove(filepath.Join(k.dir, "leases6.csv"))
-	os.WriteFile(filepath.Join(k.dir, "kea.json"), []byte(fmt.Sprintf(kea6Config("2001:db8:200::"), k.dir)), 0o644)
+	k.Stop()
+	os.Remove(filepath.Join(k.Dir, "leases6.csv"))
+	os.WriteFile(filepath.Join(k.Dir, "kea.json"), []byte(fmt.Sprintf(isp.Kea6Config(isp.Short6, "2001:db8:200::"), k.Dir)), 0o644)
 	renumbered := time.Now()
-	k.start()
+	restart(t, k)
 
 	newAddr, _ := hostAddr6(t, a.net.LAN, "eth0", "2001:db8:200:1:", preferred)
 	_, old := hostAddr6(t, a.net.LAN, "eth0", oldAddr, func(flags string) bool { return strings.Contains(flags, "deprecated") })

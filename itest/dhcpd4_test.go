@@ -29,6 +29,16 @@ func runHelper(name string) int {
 	case "dhcp-load":
 		dhcpLoadClients()
 		return 0
+	case "hostile-lan", "hostile-isp":
+		send := hostileLAN
+		if name == "hostile-isp" {
+			send = hostileISP
+		}
+		if err := send(); err != nil {
+			fmt.Fprintln(os.Stderr, name+":", err)
+			return 1
+		}
+		return 0
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", name)
 	return 2

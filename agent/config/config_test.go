@@ -22,6 +22,19 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
+func TestDHCPExampleConfig(t *testing.T) {
+	c, err := Load("../../docs/rotuer-dhcp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Services["default"].Deps(), ","); got != "wan,wan-dhcp" {
+		t.Fatalf("the default route depends on %s, want the link and the DHCP client", got)
+	}
+	if got := strings.Join(c.Services["lan-ra"].Deps(), ","); got != "lan,wan-dhcp6" {
+		t.Fatalf("the LAN's prefix depends on %s, want the LAN and the DHCPv6 client", got)
+	}
+}
+
 // TestBadConfigs: every problem is reported at once, with its JSON path.
 func TestBadConfigs(t *testing.T) {
 	good, _ := os.ReadFile("../../docs/rotuer.json")

@@ -23,6 +23,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/retry"
+	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -136,8 +137,19 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
 	}
-	nc, err := nclient4.New(ifname, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
+		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
+	}
+	raw, err := nclient4.NewRawUDPConn(ifname, nclient4.ClientPort)
+	if err != nil {
+		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
+	}
+	screened := &screen.Conn{PacketConn: raw, Log: &screen.Limited{Log: env.Log, What: "DHCPv4 reply on " + ifname},
+		Parse: func(b []byte) error { _, err := dhcpv4.FromBytes(b); return err }}
+	nc, err := nclient4.NewWithConn(screened, ifi.HardwareAddr, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		raw.Close()
 		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
 	}
 	defer nc.Close()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/retry"
+	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -40,6 +41,7 @@ type Client struct {
 	// default: a restarted router then keeps its prefix where the ISP
 	// would otherwise hand out a new one.
 	ReleaseOnStop bool
+	ProcSys       string // /proc/sys: accept_ra is set to 2 on the link
 }
 
 // binding is what the server granted, from a Reply.
@@ -142,6 +144,15 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
 	}
+	// The WAN's IPv6 default route comes from the ISP's router
+	// advertisements, which a router (forwarding on) ignores unless
+	// accept_ra is 2.
+	if c.ProcSys != "" {
+		f := filepath.Join(c.ProcSys, "net/ipv6/conf", ifname, "accept_ra")
+		if err := os.WriteFile(f, []byte("2"), 0o644); err != nil {
+			return fmt.Errorf("accept router advertisements on %s: %w", ifname, err)
+		}
+	}
 	hw := link.Attrs().HardwareAddr
 	duid, err := c.duid(hw)
 	if err != nil {
@@ -151,7 +162,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nclient6.NewWithConn(conn, hw, nclient6.WithTimeout(time.Second), nclient6.WithRetry(3))
+	screened := &screen.Conn{PacketConn: conn, Log: &screen.Limited{Log: env.Log, What: "DHCPv6 reply on " + ifname},
+		Parse: func(b []byte) error { _, err := dhcpv6.MessageFromBytes(b); return err }}
+	nc, err := nclient6.NewWithConn(screened, hw, nclient6.WithTimeout(time.Second), nclient6.WithRetry(3))
 	if err != nil {
 		return fmt.Errorf("dhcpv6 client on %s: %w", ifname, err)
 	}

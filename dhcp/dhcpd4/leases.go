@@ -194,12 +194,13 @@ func (db *DB) Grant(mac string, ip netip.Addr, hostname string, d time.Duration,
 }
 
 // Release gives mac's address back.
-func (db *DB) Release(mac string) error {
+func (db *DB) Release(mac string, ip netip.Addr) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	l, ok := db.byMAC[mac]
-	if !ok {
-		return nil
+	if !ok || l.IP != ip {
+		// Not this host's lease: a stale or forged release changes nothing.
+		return fmt.Errorf("%s holds no lease on %s", mac, ip)
 	}
 	l.Released = true
 	if err := db.append(l); err != nil {

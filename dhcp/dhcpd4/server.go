@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/screen"
 )
 
 // Server is a supervisor service serving a LAN link.
@@ -51,7 +52,13 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	defer db.Close()
 	h := &handler{s: s, db: db, self: self, mask: net.CIDRMask(bits, 32), log: env.Log}
-	srv, err := server4.NewServer(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort}, h.serve)
+	conn, err := server4.NewIPv4UDPConn(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort})
+	if err != nil {
+		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
+	}
+	screened := &screen.Conn{PacketConn: conn, Log: &screen.Limited{Log: env.Log, What: "DHCPv4 request on " + ifname},
+		Parse: func(b []byte) error { _, err := dhcpv4.FromBytes(b); return err }}
+	srv, err := server4.NewServer(ifname, nil, h.serve, server4.WithConn(screened))
 	if err != nil {
 		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
 	}
@@ -82,7 +89,7 @@ type handler struct {
 
 func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest || len(m.ClientHWAddr) != 6 {
-		h.log.Info("dhcpd4: dropped a malformed request", "from", peer)
+		h.log.Warn("dhcpd4: dropped a malformed request", "from", peer, "op", m.OpCode, "hwlen", len(m.ClientHWAddr))
 		return
 	}
 	mac := m.ClientHWAddr.String()
@@ -114,8 +121,9 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 			resp, err = h.reply(m, dhcpv4.MessageTypeAck, ip)
 		}
 	case dhcpv4.MessageTypeRelease:
-		if rerr := h.db.Release(mac); rerr != nil {
-			h.log.Error("dhcpd4: release", "err", rerr)
+		ip, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+		if rerr := h.db.Release(mac, ip); rerr != nil {
+			h.log.Info("dhcpd4: release refused", "err", rerr)
 		}
 		return
 	default:

@@ -10,7 +10,6 @@ package ra
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -23,9 +22,11 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -207,11 +208,14 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
-	conn, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	conn, self, err := ndp.Listen(ifi, ndp.LinkLocal)
 	if err != nil {
 		return fmt.Errorf("router advertisements on %s: %w", ifname, err)
 	}
 	defer conn.Close()
+	if err := conn.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+		return fmt.Errorf("router advertisements on %s: %w", ifname, err)
+	}
 	if err := conn.JoinGroup(netip.MustParseAddr("ff02::2")); err != nil {
 		return fmt.Errorf("join all-routers on %s: %w", ifname, err)
 	}
@@ -222,30 +226,7 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 		}
 	}
 	solicited := make(chan struct{}, 1)
-	go func() {
-		for {
-			m, _, from, err := conn.ReadFrom()
-			if err != nil {
-				var nerr net.Error
-				if errors.As(err, &nerr) || errors.Is(err, net.ErrClosed) {
-					return // closed when the service stops
-				}
-				// A packet ndp cannot parse: someone on the LAN sent junk.
-				env.Log.Info("ra: dropped a malformed packet", "link", ifname, "err", err)
-				continue
-			}
-			switch m := m.(type) {
-			case *ndp.RouterSolicitation:
-				env.Log.Info("ra: solicited", "from", from)
-				select {
-				case solicited <- struct{}{}:
-				default:
-				}
-			case *ndp.RouterAdvertisement:
-				env.Log.Info("ra: another router advertises on this LAN", "link", ifname, "from", from, "lifetime", m.RouterLifetime)
-			}
-		}
-	}()
+	go s.listen(conn, self, ifname, env, solicited)
 	env.Log.Info("ra: announcing", "link", ifname, "prefix", cur.Prefix, "valid", cur.ValidUntil.Sub(now).Round(time.Second))
 	env.Ready()
 	send()
@@ -270,6 +251,43 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 			}
 		}
 		send()
+	}
+}
+
+// listen reads what arrives on the LAN's neighbor discovery socket until
+// it is closed, and signals solicited for each router solicitation. What
+// does not parse, or did not come from the link (hop limit not 255, RFC
+// 4861 6.1.1), is dropped with a log line; ndp's own ReadFrom would drop
+// it silently.
+func (s *Service) listen(conn *ndp.Conn, self netip.Addr, ifname string, env *supervisor.Env, solicited chan<- struct{}) {
+	dropped := &screen.Limited{Log: env.Log, What: "neighbor discovery packet on " + ifname}
+	b := make([]byte, 1500)
+	for {
+		n, cm, from, err := conn.ReadRaw(b)
+		if err != nil {
+			return // closed when the service stops
+		}
+		if from == self {
+			continue // our own advertisement, looped back
+		}
+		m, err := ndp.ParseMessage(b[:n])
+		if err == nil && cm != nil && cm.HopLimit != 255 {
+			err = fmt.Errorf("hop limit %d, not 255: not from this link", cm.HopLimit)
+		}
+		if err != nil {
+			dropped.Drop(&net.IPAddr{IP: from.AsSlice(), Zone: ifname}, n, err)
+			continue
+		}
+		switch m := m.(type) {
+		case *ndp.RouterSolicitation:
+			env.Log.Info("ra: solicited", "from", from)
+			select {
+			case solicited <- struct{}{}:
+			default:
+			}
+		case *ndp.RouterAdvertisement:
+			env.Log.Info("ra: another router advertises on this LAN", "link", ifname, "from", from, "lifetime", m.RouterLifetime)
+		}
 	}
 }
 

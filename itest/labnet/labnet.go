@@ -14,9 +14,21 @@ import (
 	"strings"
 )
 
+// The ISP delegates /56s out of DelegationPool (and out of RenumberedPool
+// when a test renumbers) and routes both to the router's WAN link-local
+// address.
+const (
+	DelegationPool  = "2001:db8:100::/48"
+	RenumberedPool  = "2001:db8:200::/48"
+	RouterLinkLocal = "fe80::ff:fe00:2"
+)
+
 // Net is a lab network; its namespaces are Prefix+"isp", "router", "lan".
 type Net struct {
 	ISP, Router, LAN string
+	// DynamicLAN leaves the LAN host without addresses or routes: it gets
+	// them from the router (DHCPv4 and router advertisements).
+	DynamicLAN bool
 }
 
 // New names a lab network; prefix keeps parallel labs apart.
@@ -43,7 +55,9 @@ func (n *Net) Up() error {
 		}
 	}
 	for _, s := range [][]string{
-		{"ip", "-n", n.ISP, "link", "add", "isp0", "type", "veth", "peer", "name", "wan", "netns", n.Router},
+		// Fixed MACs give fixed link-local addresses: the ISP routes the
+		// prefixes it delegates to the router's (RouterLinkLocal).
+		{"ip", "-n", n.ISP, "link", "add", "isp0", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "wan", "address", "02:00:00:00:00:02", "netns", n.Router},
 		{"ip", "-n", n.LAN, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns", n.Router},
 		{"ip", "-n", n.LAN, "link", "add", "spare", "type", "veth", "peer", "name", "lan1", "netns", n.Router},
 		{"ip", "-n", n.ISP, "addr", "add", "192.0.2.1/24", "dev", "isp0"},
@@ -52,9 +66,21 @@ func (n *Net) Up() error {
 		{"ip", "-n", n.ISP, "link", "set", "isp0", "up"},
 		{"ip", "-n", n.ISP, "route", "add", "192.168.1.0/24", "via", "192.0.2.2"},
 		{"ip", "-n", n.ISP, "route", "add", "fd00:1::/64", "via", "2001:db8:0:1::2"},
+		{"ip", "-n", n.ISP, "route", "add", DelegationPool, "via", RouterLinkLocal, "dev", "isp0"},
+		{"ip", "-n", n.ISP, "route", "add", RenumberedPool, "via", RouterLinkLocal, "dev", "isp0"},
+		{"ip", "-n", n.LAN, "link", "set", "eth0", "up"},
+	} {
+		if err := run(s...); err != nil {
+			n.Down()
+			return err
+		}
+	}
+	if n.DynamicLAN {
+		return nil
+	}
+	for _, s := range [][]string{
 		{"ip", "-n", n.LAN, "addr", "add", "192.168.1.100/24", "dev", "eth0"},
 		{"ip", "-n", n.LAN, "addr", "add", "fd00:1::100/64", "dev", "eth0", "nodad"},
-		{"ip", "-n", n.LAN, "link", "set", "eth0", "up"},
 		{"ip", "-n", n.LAN, "route", "add", "default", "via", "192.168.1.1"},
 		{"ip", "-n", n.LAN, "route", "add", "default", "via", "fd00:1::1"},
 	} {

@@ -1,0 +1,138 @@
+// Package isp plays the lab's ISP in its namespace: kea-dhcp4, kea-dhcp6
+// with prefix delegation, and the router advertisements that give the
+// router its IPv6 default route.
+package isp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Kea is a kea server (kea-dhcp4 or kea-dhcp6) in a namespace, with its
+// config, lease file and log in Dir.
+type Kea struct {
+	Dir    string
+	NS     string
+	Binary string
+	Detach bool // outlive the process that started it (the lab)
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartKea writes config (where %[1]s stands for dir) and starts binary in
+// ns; it fails if kea exits at once.
+func StartKea(dir, ns, binary, config string, detach bool) (*Kea, error) {
+	k := &Kea{Dir: dir, NS: ns, Binary: binary, Detach: detach}
+	if err := os.WriteFile(filepath.Join(dir, "kea.json"), []byte(fmt.Sprintf(config, dir)), 0o644); err != nil {
+		return nil, err
+	}
+	return k, k.Start()
+}
+
+// Start starts kea with the config in Dir.
+func (k *Kea) Start() error {
+	k.cmd = exec.Command("ip", "netns", "exec", k.NS, k.Binary, "-c", filepath.Join(k.Dir, "kea.json"))
+	k.cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+k.Dir, "KEA_LOCKFILE_DIR="+k.Dir)
+	out, err := os.Create(filepath.Join(k.Dir, "stdout"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	k.cmd.Stdout, k.cmd.Stderr = out, out
+	if k.Detach {
+		k.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	if err := k.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", k.Binary, err)
+	}
+	k.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(k.cmd, k.exited)
+	select {
+	case <-k.exited:
+		b, _ := os.ReadFile(filepath.Join(k.Dir, "stdout"))
+		return fmt.Errorf("%s exited at once:\n%s", k.Binary, b)
+	case <-time.After(time.Second):
+	}
+	if k.Detach {
+		os.WriteFile(filepath.Join(k.Dir, "pid"), []byte(fmt.Sprint(k.cmd.Process.Pid)), 0o644)
+	}
+	return nil
+}
+
+// Stop kills kea and waits for it.
+func (k *Kea) Stop() {
+	if k.cmd != nil && k.cmd.Process != nil {
+		k.cmd.Process.Kill()
+		<-k.exited
+		k.cmd = nil
+	}
+}
+
+// Log is kea's log so far.
+func (k *Kea) Log() string {
+	b, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
+	return string(b)
+}
+
+// Count is how often msg (a kea log code like DHCP4_LEASE_ALLOC) appears.
+func (k *Kea) Count(msg string) int { return strings.Count(k.Log(), msg) }
+
+// StopDetached stops a detached kea that an earlier process started in dir.
+func StopDetached(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		return err
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 1 {
+		return errors.New("bad pid file " + filepath.Join(dir, "pid"))
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	return os.Remove(filepath.Join(dir, "pid"))
+}
+
+// Times are a lease's timers, in seconds.
+type Times struct{ Renew, Rebind, Preferred, Valid int }
+
+// Short timers make tests see renewals and expiry in seconds; the lab's
+// are an hour.
+var (
+	Short4 = Times{Renew: 4, Rebind: 8, Valid: 12}
+	Short6 = Times{Renew: 4, Rebind: 8, Preferred: 30, Valid: 40}
+	Lab    = Times{Renew: 1800, Rebind: 2880, Preferred: 3000, Valid: 3600}
+)
+
+// Kea4Config serves 192.0.2.0/24 on isp0 with the ISP as router and DNS.
+func Kea4Config(t Times) string {
+	return fmt.Sprintf(`{"Dhcp4": {
+  "interfaces-config": {"interfaces": ["isp0"], "dhcp-socket-type": "raw"},
+  "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases4.csv", "lfc-interval": 0},
+  "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,
+  "subnet4": [{"subnet": "192.0.2.0/24", "pools": [{"pool": "192.0.2.100 - 192.0.2.150"}],
+    "option-data": [{"name": "routers", "data": "192.0.2.1"}, {"name": "domain-name-servers", "data": "192.0.2.53"},
+      {"name": "domain-name", "data": "isp.example"}]}],
+  "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "%%[1]s/kea.log"}], "severity": "INFO"}]
+}}`, t.Valid, t.Renew, t.Rebind)
+}
+
+// Kea6Config gives addresses on isp0's 2001:db8:0:1::/64 and delegates /56s
+// out of the /48 at pd.
+func Kea6Config(t Times, pd string) string {
+	return fmt.Sprintf(`{"Dhcp6": {
+  "data-directory": "%%[1]s",
+  "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
+  "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases6.csv", "lfc-interval": 0},
+  "preferred-lifetime": %d, "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,
+  "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": "isp0",
+    "pools": [{"pool": "2001:db8:0:1::100-2001:db8:0:1::1ff"}],
+    "pd-pools": [{"prefix": "%s", "prefix-len": 48, "delegated-len": 56}],
+    "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
+  "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%%[1]s/kea.log"}], "severity": "INFO"}]
+}}`, t.Preferred, t.Valid, t.Renew, t.Rebind, pd)
+}
