@@ -191,4 +191,3 @@ func hostileISP() error {
 	truncated := append(wrongXID.ToBytes(), 0, 3, 0, 40, 1, 2) // an IA_NA claiming 40 bytes with 2
 	return udpTo("isp0", 0, "fe80::ff:fe00:2", 546, []byte{7}, truncated, wrongXID.ToBytes())
 }
-
