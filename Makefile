@@ -69,8 +69,10 @@ bench: deps build
 
 # lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
 # a rebuild to the router from the LAN host. lab-down removes it all.
+# WAN=dhcp (kea at the ISP, the default) or WAN=static.
+WAN ?= dhcp
 lab: deps build
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin bin
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin bin --wan $(WAN)
 
 lab-down:
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab down --dir .lab

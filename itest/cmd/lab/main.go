@@ -1,13 +1,20 @@
 // Command lab runs roost's lab: network namespaces for an ISP, the router and
 // a LAN host, joined by veth pairs; roostd in the router's namespace with its
-// own root and state and the example config (docs/rotuer.json); and a
-// rebuild to it with roost from the LAN host, where a user's laptop sits.
+// own root and state and an example config; and a rebuild to it with roost
+// from the LAN host, where a user's laptop sits.
 //
-//	lab up   [--dir .lab] [--bin bin]   make lab
-//	lab down [--dir .lab]               make lab-down
+// With --wan dhcp (the default) the ISP runs kea-dhcp4, kea-dhcp6 with
+// prefix delegation and router advertisements, the router runs
+// docs/rotuer-dhcp.json, and the LAN host gets its addresses from the
+// router (busybox udhcpc, SLAAC). With --wan static the router runs
+// docs/rotuer.json with fixed addresses.
+//
+//	lab up   [--dir .lab] [--bin bin] [--wan dhcp|static]   make lab [WAN=static]
+//	lab down [--dir .lab]                                   make lab-down
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
 )
 
@@ -32,19 +40,30 @@ const (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "isp-ra" {
+		// Started by up in the ISP's namespace; stopped by down.
+		if err := isp.Advertise(context.Background(), "", os.Args[2], 10*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "lab isp-ra:", err)
+			os.Exit(1)
+		}
+		select {}
+	}
 	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down") {
-		fmt.Fprintln(os.Stderr, "usage: lab up|down [--dir .lab] [--bin bin]")
+		fmt.Fprintln(os.Stderr, "usage: lab up|down [--dir .lab] [--bin bin] [--wan dhcp|static]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", ".lab", "the lab's `folder`: router root, state, laptop home, logs")
 	bin := fs.String("bin", "bin", "the `folder` with roostd and roost")
+	wan := fs.String("wan", "dhcp", "how the ISP connects the router: `dhcp` or static")
 	fs.Parse(os.Args[2:])
 	abs, _ := filepath.Abs(*dir)
 	binAbs, _ := filepath.Abs(*bin)
 	var err error
-	if os.Args[1] == "up" {
-		err = up(abs, binAbs)
+	if os.Args[1] == "up" && *wan != "dhcp" && *wan != "static" {
+		err = fmt.Errorf("--wan %q: want dhcp or static", *wan)
+	} else if os.Args[1] == "up" {
+		err = up(abs, binAbs, *wan)
 	} else {
 		err = down(abs)
 	}
@@ -65,14 +84,16 @@ func in(ns string, args ...string) []string {
 	return append([]string{"ip", "netns", "exec", ns}, args...)
 }
 
-func up(dir, bin string) error {
-	if _, err := os.Stat(filepath.Join(dir, "roostd.pid")); err == nil {
+func up(dir, bin, wan string) error {
+	if _, err := os.Stat(filepath.Join(dir, "pids")); err == nil {
 		return errors.New("the lab is already up: make lab-down first")
 	}
-	if err := labNet().Up(); err != nil {
+	n := labNet()
+	n.DynamicLAN = wan == "dhcp"
+	if err := n.Up(); err != nil {
 		return err
 	}
-	for _, d := range []string{"root", "state", "home/.ssh"} {
+	for _, d := range []string{"root", "state", "home/.ssh", "pids", "kea4", "kea6"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return err
 		}
@@ -88,7 +109,11 @@ func up(dir, bin string) error {
 	os.WriteFile(filepath.Join(dir, "state/authorized_keys"), pub, 0o600)
 	os.WriteFile(filepath.Join(dir, "home/.ssh/config"), []byte("Host rotuer\n  HostName 192.168.1.1\n  User root\n"), 0o600)
 
-	cfg, err := labConfig(strings.TrimSpace(string(pub)))
+	example := "docs/rotuer.json"
+	if wan == "dhcp" {
+		example = "docs/rotuer-dhcp.json"
+	}
+	cfg, err := labConfig(example, strings.TrimSpace(string(pub)))
 	if err != nil {
 		return err
 	}
@@ -100,17 +125,26 @@ func up(dir, bin string) error {
 	}
 	agent := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
 	agent.Stdout, agent.Stderr = log, log
-	agent.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // it outlives make lab
-	if err := agent.Start(); err != nil {
+	if err := detach(dir, "roostd", agent); err != nil {
 		return err
 	}
-	os.WriteFile(filepath.Join(dir, "roostd.pid"), []byte(strconv.Itoa(agent.Process.Pid)), 0o644)
-	fmt.Println("roostd is running in", nsRouter, "(log:", log.Name()+")")
+	fmt.Println("roostd is running in", nsRouter, "(log:", log.Name()+")", "with", example)
+	if wan == "dhcp" {
+		if err := dhcpISP(dir, n, log.Name()); err != nil {
+			return err
+		}
+	}
 
 	if err := waitFor(30*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil }); err != nil {
 		return fmt.Errorf("the LAN host cannot reach the ISP through the router: see %s", log.Name())
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through the router")
+	if wan == "dhcp" {
+		if err := waitFor(30*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil }); err != nil {
+			return fmt.Errorf("the LAN host cannot reach the ISP over IPv6 through the router: see %s", log.Name())
+		}
+		fmt.Println("the LAN host reaches the ISP over IPv6 (2001:db8:0:1::1) from its SLAAC address in the delegated prefix")
+	}
 	if err := rebuild(dir, bin, cfg); err != nil {
 		return err
 	}
@@ -126,9 +160,78 @@ func up(dir, bin string) error {
 	return nil
 }
 
-// labConfig is docs/rotuer.json with the lab laptop's key.
-func labConfig(pub string) ([]byte, error) {
-	b, err := os.ReadFile("docs/rotuer.json")
+// detach starts cmd in its own session, so that it outlives make lab, and
+// records its pid for down.
+func detach(dir, name string, cmd *exec.Cmd) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return os.WriteFile(filepath.Join(dir, "pids", name), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+}
+
+// dhcpISP starts the ISP's DHCP servers and router advertisements, and
+// the LAN host's DHCP client.
+func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
+	if err := waitFor(10*time.Second, func() bool {
+		out, _ := exec.Command("ip", "-n", n.ISP, "-6", "addr", "show", "dev", "isp0").Output()
+		return strings.Contains(string(out), "fe80:") && !strings.Contains(string(out), "tentative")
+	}); err != nil {
+		return fmt.Errorf("the ISP's isp0 has no link-local address: is the router's wan up? see %s", roostdLog)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := detach(dir, "isp-ra", exec.Command("ip", "netns", "exec", n.ISP, self, "isp-ra", "isp0")); err != nil {
+		return err
+	}
+	k4, err := isp.StartKea(filepath.Join(dir, "kea4"), n.ISP, "kea-dhcp4", isp.Kea4Config(isp.Lab), true)
+	if err != nil {
+		return err
+	}
+	os.Rename(filepath.Join(k4.Dir, "pid"), filepath.Join(dir, "pids", "kea4"))
+	k6, err := isp.StartKea(filepath.Join(dir, "kea6"), n.ISP, "kea-dhcp6", isp.Kea6Config(isp.Lab, "2001:db8:100::"), true)
+	if err != nil {
+		return err
+	}
+	os.Rename(filepath.Join(k6.Dir, "pid"), filepath.Join(dir, "pids", "kea6"))
+	fmt.Println("the ISP runs kea-dhcp4, kea-dhcp6 (delegating /56s) and router advertisements (logs:", filepath.Join(dir, "kea4"), filepath.Join(dir, "kea6")+")")
+
+	script := filepath.Join(dir, "udhcpc.sh")
+	os.WriteFile(script, []byte(`#!/bin/sh
+# The LAN host's udhcpc script: configure what the router leased.
+case "$1" in
+bound|renew)
+	ip -4 addr flush dev "$interface"
+	ip addr add "$ip/$mask" dev "$interface"
+	ip route replace default via "$router" dev "$interface"
+	;;
+esac
+`), 0o755)
+	udhcpc := exec.Command("ip", in(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script)[1:]...)
+	out, err := os.Create(filepath.Join(dir, "udhcpc.log"))
+	if err != nil {
+		return err
+	}
+	udhcpc.Stdout, udhcpc.Stderr = out, out
+	if err := detach(dir, "udhcpc", udhcpc); err != nil {
+		return err
+	}
+	if err := waitFor(30*time.Second, func() bool {
+		b, _ := os.ReadFile(out.Name())
+		return strings.Contains(string(b), "obtained")
+	}); err != nil {
+		return fmt.Errorf("the LAN host got no DHCP lease from the router: see %s and %s", out.Name(), roostdLog)
+	}
+	addrs, _ := exec.Command("ip", "-n", n.LAN, "-br", "addr", "show", "dev", "eth0").Output()
+	fmt.Printf("the LAN host's addresses, from the router: %s\n", strings.Join(strings.Fields(string(addrs))[2:], " "))
+	return nil
+}
+
+// labConfig is an example config with the lab laptop's key.
+func labConfig(example, pub string) ([]byte, error) {
+	b, err := os.ReadFile(example)
 	if err != nil {
 		return nil, fmt.Errorf("the example config: %w (run from the repository's top folder)", err)
 	}
@@ -186,8 +289,13 @@ func waitFor(d time.Duration, ok func() bool) error {
 }
 
 func down(dir string) error {
-	if b, err := os.ReadFile(filepath.Join(dir, "roostd.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+	pids, _ := os.ReadDir(filepath.Join(dir, "pids"))
+	for _, p := range pids {
+		b, err := os.ReadFile(filepath.Join(dir, "pids", p.Name()))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
 			syscall.Kill(pid, syscall.SIGTERM)
 			waitFor(5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
 			syscall.Kill(pid, syscall.SIGKILL)
