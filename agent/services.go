@@ -96,6 +96,7 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 				sp.Reads = append(sp.Reads, supervisor.Ref{Service: r.PrefixFrom, Key: k})
 			}
 			sp.Reads = append(sp.Reads, ifname(r.Link))
+			sp.Watches = append(sp.Watches, supervisor.Ref{Service: r.PrefixFrom, Key: "renewed"})
 			sp.New = func() supervisor.Service {
 				return &ra.Service{NL: nl, LinkRef: ifname(r.Link), PrefixFrom: r.PrefixFrom, Subnet: r.Subnet, Interval: interval, MTU: r.MTU, StateDir: state}
 			}

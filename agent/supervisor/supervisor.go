@@ -59,6 +59,7 @@ type Spec struct {
 	Kind        string
 	Deps        []string // must be up before it starts
 	Reads       []Ref    // outputs it reads: a change re-runs it
+	Watches     []Ref    // outputs it follows while running: a change signals Env.Changed
 	Fingerprint string   // changes whenever the declaration does
 	New         func() Service
 }
@@ -110,6 +111,7 @@ type instance struct {
 	running  bool
 	stopping bool
 	restart  bool // an output it reads changed
+	changed  chan struct{}
 	gen      int
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -163,11 +165,16 @@ type (
 
 // Env is a running service's link to the supervisor.
 type Env struct {
-	s    *Supervisor
-	name string
-	gen  int
-	Log  *slog.Logger
+	s       *Supervisor
+	name    string
+	gen     int
+	Log     *slog.Logger
+	changed chan struct{}
 }
+
+// Changed receives when an output the service watches (Spec.Watches) has
+// changed; the service reads it again with Input.
+func (e *Env) Changed() <-chan struct{} { return e.changed }
 
 // Ready says the service is in effect: its dependents may start.
 func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true} }
@@ -373,6 +380,14 @@ func (s *Supervisor) setOutput(name, key, value string, del bool) {
 				inst.restart = true
 			}
 		}
+		for _, r := range inst.spec.Watches {
+			if r.Service == name && (changed[r.Key] || hasPrefixKey(changed, r.Key)) && inst.running {
+				select {
+				case inst.changed <- struct{}{}:
+				default: // one pending signal covers any number of changes
+				}
+			}
+		}
 	}
 }
 
@@ -464,7 +479,8 @@ func (s *Supervisor) start(inst *instance) {
 	ctx, cancel := context.WithCancel(context.Background())
 	inst.cancel = cancel
 	inst.done = make(chan struct{})
-	env := &Env{s: s, name: inst.spec.Name, gen: inst.gen, Log: s.opts.Log.With("service", inst.spec.Name)}
+	inst.changed = make(chan struct{}, 1)
+	env := &Env{s: s, name: inst.spec.Name, gen: inst.gen, Log: s.opts.Log.With("service", inst.spec.Name), changed: inst.changed}
 	svc := inst.spec.New()
 	gen, done := inst.gen, inst.done
 	s.opts.Log.Info("service starting", "service", inst.spec.Name, "kind", inst.spec.Kind)

@@ -314,3 +314,39 @@ func TestInPlaceServicesAreRemovedOnlyWhenDropped(t *testing.T) {
 		t.Fatalf("a dropped in-place service was not removed: %s", h.j)
 	}
 }
+
+// TestWatchSignalsWithoutRestart: a change of a watched output reaches the
+// running service as a signal; it is not restarted.
+func TestWatchSignalsWithoutRestart(t *testing.T) {
+	h := newHarness(t, nil)
+	ra := h.spec("ra", []string{"dhcp6"}, "1", nil)
+	ra.Watches = []Ref{{"dhcp6", "renewed"}}
+	h.run([]Spec{h.spec("dhcp6", nil, "1", func(f *fake) { f.outputs = map[string]string{"renewed": "1"} }), ra})
+	h.waitState(Up, "ra")
+	// Drain the signal the first value may have given, then change it.
+	h.ctrl["ra"] <- func(e *Env) {
+		select {
+		case <-e.Changed():
+		default:
+		}
+	}
+	h.ctrl["dhcp6"] <- func(e *Env) { e.SetOutput("renewed", "2") }
+	got := make(chan string, 1)
+	h.ctrl["ra"] <- func(e *Env) {
+		select {
+		case <-e.Changed():
+			v, _ := e.Input(Ref{"dhcp6", "renewed"})
+			got <- v
+		case <-time.After(5 * time.Second):
+			got <- "no signal"
+		}
+	}
+	if v := <-got; v != "2" {
+		t.Fatalf("the watcher saw %q, want the new value 2", v)
+	}
+	st := h.waitState(Up, "ra")
+	h.stop()
+	if st["ra"].Starts != 1 {
+		t.Fatalf("the watcher was restarted: %d starts", st["ra"].Starts)
+	}
+}

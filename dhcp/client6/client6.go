@@ -158,6 +158,12 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
+	// Solicit once the link-local address has passed duplicate address
+	// detection (a second after carrier): sent earlier, it fails, and the
+	// backoff would add seconds to every link-up.
+	if !c.waitLinkLocal(ctx, link, 5*time.Second) {
+		env.Log.Info("dhcp6: no usable link-local address yet; soliciting anyway", "link", ifname)
+	}
 	conn, err := listen(ctx, ifname)
 	if err != nil {
 		return err
@@ -402,6 +408,26 @@ func publish(env *supervisor.Env, b, prev *binding) {
 	env.SetOutput("server", b.reply.Options.ServerID().String())
 	// When the lifetimes above were granted: readers count down from it.
 	env.SetOutput("renewed", strconv.FormatInt(b.acquired.Unix(), 10))
+}
+
+// waitLinkLocal waits up to limit for link to hold a link-local address
+// that is no longer tentative.
+func (c *Client) waitLinkLocal(ctx context.Context, link netlink.Link, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		addrs, err := c.NL.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			return false
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+				return true
+			}
+		}
+		if time.Now().After(deadline) || !retry.Sleep(ctx, 50*time.Millisecond) {
+			return false
+		}
+	}
 }
 
 // listen opens port 546 on the link. It binds to the wildcard address on

@@ -239,8 +239,10 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 			return nil
 		case <-t.C:
 		case <-solicited:
+		case <-env.Changed():
 		}
-		// A renewal of the delegation moves the lifetimes on.
+		// A renewal of the delegation moves the lifetimes on: the router's
+		// address and the hosts' get them at once.
 		if next, r, err := s.delegation(env); err == nil && r != renewed && next.Prefix == cur.Prefix {
 			cur, renewed, list[0] = next, r, next
 			if err := s.assign(link, list[:1], s.now()); err != nil {

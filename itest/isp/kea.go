@@ -111,7 +111,7 @@ var (
 // Kea4Config serves 192.0.2.0/24 on isp0 with the ISP as router and DNS.
 func Kea4Config(t Times) string {
 	return fmt.Sprintf(`{"Dhcp4": {
-  "interfaces-config": {"interfaces": ["isp0"], "dhcp-socket-type": "raw"},
+  "interfaces-config": {"interfaces": ["isp0"], "dhcp-socket-type": "raw", "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases4.csv", "lfc-interval": 0},
   "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,
   "subnet4": [{"subnet": "192.0.2.0/24", "pools": [{"pool": "192.0.2.100 - 192.0.2.150"}],
@@ -126,6 +126,7 @@ func Kea4Config(t Times) string {
 func Kea6Config(t Times, pd string) string {
 	return fmt.Sprintf(`{"Dhcp6": {
   "data-directory": "%%[1]s",
+  "server-id": {"type": "LL", "htype": 1, "identifier": "020000000001", "persist": false},
   "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases6.csv", "lfc-interval": 0},
   "preferred-lifetime": %d, "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,

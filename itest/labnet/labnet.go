@@ -66,14 +66,16 @@ func (n *Net) Up() error {
 		{"ip", "-n", n.ISP, "link", "set", "isp0", "up"},
 		{"ip", "-n", n.ISP, "route", "add", "192.168.1.0/24", "via", "192.0.2.2"},
 		{"ip", "-n", n.ISP, "route", "add", "fd00:1::/64", "via", "2001:db8:0:1::2"},
-		{"ip", "-n", n.ISP, "route", "add", DelegationPool, "via", RouterLinkLocal, "dev", "isp0"},
-		{"ip", "-n", n.ISP, "route", "add", RenumberedPool, "via", RouterLinkLocal, "dev", "isp0"},
 		{"ip", "-n", n.LAN, "link", "set", "eth0", "up"},
 	} {
 		if err := run(s...); err != nil {
 			n.Down()
 			return err
 		}
+	}
+	if err := n.RouteDelegations(); err != nil {
+		n.Down()
+		return err
 	}
 	if n.DynamicLAN {
 		return nil
@@ -86,6 +88,18 @@ func (n *Net) Up() error {
 	} {
 		if err := run(s...); err != nil {
 			n.Down()
+			return err
+		}
+	}
+	return nil
+}
+
+// RouteDelegations routes the prefixes the ISP delegates to the router;
+// the kernel drops these routes when isp0 goes down, so a test that takes
+// the link down and up calls it again.
+func (n *Net) RouteDelegations() error {
+	for _, pool := range []string{DelegationPool, RenumberedPool} {
+		if err := run("ip", "-n", n.ISP, "route", "replace", pool, "via", RouterLinkLocal, "dev", "isp0"); err != nil {
 			return err
 		}
 	}

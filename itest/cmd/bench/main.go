@@ -26,7 +26,7 @@ func main() {
 	}
 	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, ota, agent or firewall")
+	only := flag.String("only", "", "run only this table: store, ota, agent, addressing or firewall")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
 	if *only == "" || *only == "store" {
@@ -38,6 +38,13 @@ func main() {
 	}
 	if *only == "" || *only == "agent" {
 		if err := benchAgent(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Println()
+	}
+	if *only == "" || *only == "addressing" {
+		if err := benchAddressing(roostd); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
