@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10000x
 
 # Debian packages the tests and benchmarks use.
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base
 
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips

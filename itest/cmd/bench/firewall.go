@@ -33,6 +33,7 @@ func benchFirewall() error {
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip netns add: %s", out)
 		}
+		defer exec.Command("ip", "netns", "del", ns).Run() // also when a step fails
 		f, err := os.Open("/run/netns/" + ns)
 		if err != nil {
 			return err
