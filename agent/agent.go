@@ -27,6 +27,7 @@ import (
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/generations"
@@ -46,6 +47,8 @@ type Options struct {
 	Exec       Exec
 	// Ready is called once the agent serves (for s6-style readiness).
 	Ready func()
+	// Self is roostd's own binary, which service hooks run (pppd's).
+	Self string
 }
 
 // Agent is a running roostd.
@@ -56,6 +59,7 @@ type Agent struct {
 	sup       *supervisor.Supervisor
 	nl        *netlink.Handle
 	supDone   chan struct{}
+	ppp       *netconf.PPPHooks
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -68,7 +72,7 @@ func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(opts.State, 0o700); err != nil {
 		return nil, fmt.Errorf("state folder: %w", err)
 	}
-	a := &Agent{opts: opts, listeners: map[string]net.Listener{}}
+	a := &Agent{opts: opts, listeners: map[string]net.Listener{}, ppp: netconf.NewPPPHooks()}
 	a.Activator = &activate.Activator{
 		Store:   opts.Store,
 		Profile: generations.System(opts.Root, nil),
@@ -87,6 +91,9 @@ func (a *Agent) LockStore(ctx context.Context) (*store.Txn, error) {
 		a.opts.Log.Info("waiting for the store lock", "holder", holder)
 	})
 }
+
+// PPPHooks receives pppd's hooks (roostd hook ppp) for the PPPoE services.
+func (a *Agent) PPPHooks() *netconf.PPPHooks { return a.ppp }
 
 // Log is the agent's log.
 func (a *Agent) Log() *slog.Logger { return a.opts.Log }
@@ -164,7 +171,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Reload(ctx); err != nil {
 		return err
 	}
-	initial, err := specs(a.Config(), a.nl, "/proc/sys", a.opts.State)
+	initial, err := a.specs(a.Config())
 	if err != nil {
 		return err
 	}
@@ -221,7 +228,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	a.ssh.SetAuthorizedKeys(keys)
 	if a.supDone != nil {
-		sp, err := specs(cfg, a.nl, "/proc/sys", a.opts.State)
+		sp, err := a.specs(cfg)
 		if err != nil {
 			return err
 		}

@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/client4"
@@ -18,9 +16,9 @@ import (
 	"github.com/roostrouter/roost/netconf"
 )
 
-// specs turns the config's services into the supervisor's, each kind made
-// by netconf.
-func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]supervisor.Spec, error) {
+// specs turns the config's services into the supervisor's.
+func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
+	nl, procSys, state := a.nl, "/proc/sys", a.opts.State
 	board := cfg.BoardInfo()
 	var out []supervisor.Spec
 	for name, s := range cfg.Services {
@@ -100,6 +98,16 @@ func specs(cfg *config.Config, nl *netlink.Handle, procSys, state string) ([]sup
 			sp.New = func() supervisor.Service {
 				return &ra.Service{NL: nl, LinkRef: ifname(r.Link), PrefixFrom: r.PrefixFrom, Subnet: r.Subnet, Interval: interval, MTU: r.MTU, StateDir: state}
 			}
+		case s.PPPoE != nil:
+			p := *s.PPPoE
+			sp.Reads = append(sp.Reads, ifname(p.Link))
+			svc := &netconf.PPPoE{LinkRef: ifname(p.Link), Name: name, User: p.User, PasswordFile: p.PasswordFile,
+				Unit: p.Unit, MTU: p.MTU, NoIPv6: p.IPv6 != nil && !*p.IPv6, StateDir: state,
+				Roostd: a.opts.Self, Root: a.opts.Root, Hooks: a.ppp, Pppd: p.Pppd}
+			if p.LCPEcho != nil {
+				svc.EchoInterval, svc.EchoFailures = p.LCPEcho.Interval, p.LCPEcho.Failures
+			}
+			sp.New = func() supervisor.Service { c := *svc; return &c }
 		case s.DHCPD4 != nil:
 			d := *s.DHCPD4
 			srv, err := dhcpServer(d, state, ifname)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -33,6 +34,7 @@ type Service struct {
 	DHCPD4   *DHCP4Server     `json:"-"`
 	DHCP6    *DHCP6Client     `json:"-"`
 	RA       *RAService       `json:"-"`
+	PPPoE    *PPPoEService    `json:"-"`
 
 	raw json.RawMessage
 }
@@ -104,6 +106,21 @@ type RAService struct {
 	MTU        int    `json:"mtu,omitempty"`
 }
 
+// PPPoEService is a WAN over PPPoE: pppd with its PPPoE plugin on a link.
+type PPPoEService struct {
+	Link         string `json:"link"`           // the Ethernet link, or a vlan on it
+	User         string `json:"user"`           // the ISP's username
+	PasswordFile string `json:"passwordFile"`   // absolute, outside the store: under $STATE or a secrets path
+	Unit         int    `json:"unit,omitempty"` // the interface is ppp<unit>; default 0
+	MTU          int    `json:"mtu,omitempty"`  // and MRU; default 1492
+	LCPEcho      *struct {
+		Interval int `json:"interval"` // seconds between echoes; default 10
+		Failures int `json:"failures"` // missed echoes before the link is down; default 3
+	} `json:"lcpEcho,omitempty"`
+	IPv6 *bool  `json:"ipv6,omitempty"` // negotiate IPv6CP; default true
+	Pppd string `json:"pppd,omitempty"` // pppd's path, like the system's own /nix/store/…-ppp/bin/pppd; default pppd from PATH
+}
+
 // DHCP4Server serves addresses on a LAN.
 type DHCP4Server struct {
 	Link      string        `json:"link"`    // the LAN's link, bridge or vlan service
@@ -153,6 +170,7 @@ var kinds = map[string]func(*Service) any{
 	"dhcp4-server": func(s *Service) any { s.DHCPD4 = &DHCP4Server{}; return s.DHCPD4 },
 	"dhcp6-client": func(s *Service) any { s.DHCP6 = &DHCP6Client{}; return s.DHCP6 },
 	"ra":           func(s *Service) any { s.RA = &RAService{}; return s.RA },
+	"pppoe":        func(s *Service) any { s.PPPoE = &PPPoEService{}; return s.PPPoE },
 }
 
 func kindNames() string {
@@ -186,6 +204,8 @@ func (s *Service) Deps() []string {
 		deps = append(deps, s.DHCP6.Link)
 	case s.RA != nil:
 		deps = append(deps, s.RA.Link, s.RA.PrefixFrom)
+	case s.PPPoE != nil:
+		deps = append(deps, s.PPPoE.Link)
 	case s.Route != nil:
 		deps = append(deps, s.Route.Link)
 		if s.Route.Gateway != nil {
@@ -453,6 +473,28 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 				add("interval", "%q: want a duration of a second or more, like 200s", s.RA.Interval)
 			}
 		}
+	case s.PPPoE != nil:
+		p := s.PPPoE
+		if p.User == "" {
+			add("user", "required: the username your ISP gave you")
+		}
+		switch {
+		case p.PasswordFile == "":
+			add("passwordFile", "required: a file holding the password, like /persist/secrets/pppoe-password")
+		case !filepath.IsAbs(p.PasswordFile):
+			add("passwordFile", "%q: want an absolute path", p.PasswordFile)
+		case strings.HasPrefix(filepath.Clean(p.PasswordFile), "/nix/store/"):
+			add("passwordFile", "%q is in the Nix store, which anyone on the router can read: keep it under the state folder or a secrets path", p.PasswordFile)
+		}
+		if p.Unit < 0 || p.Unit > 999 {
+			add("unit", "%d: want 0 to 999", p.Unit)
+		}
+		if p.MTU != 0 && (p.MTU < 576 || p.MTU > 1492) {
+			add("mtu", "%d: want 576 to 1492 (PPPoE takes 8 bytes of Ethernet's 1500)", p.MTU)
+		}
+		if e := p.LCPEcho; e != nil && (e.Interval < 1 || e.Failures < 1) {
+			add("lcpEcho", "want an interval and a failure count of 1 or more")
+		}
 	case s.DHCP6 != nil:
 		if h := s.DHCP6.PrefixHint; h != 0 && (h < 32 || h > 64) {
 			add("prefixHint", "%d: want a prefix length from 32 to 64", h)
@@ -497,6 +539,7 @@ func (s *Service) check(path string, board *boards.Board, errs *Errors) {
 // checkRefs validates references between services and finds cycles.
 func checkRefs(svcs map[string]*Service, errs *Errors) {
 	linkish := map[string]bool{"link": true, "bridge": true, "vlan": true}
+	wanish := map[string]bool{"link": true, "bridge": true, "vlan": true, "pppoe": true}
 	for _, name := range sortedKeys(svcs) {
 		s := svcs[name]
 		path := "services." + name
@@ -524,7 +567,9 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 		case s.DHCP4 != nil:
 			ref("link", s.DHCP4.Link, linkish, "a link, bridge or vlan")
 		case s.DHCP6 != nil:
-			ref("link", s.DHCP6.Link, linkish, "a link, bridge or vlan")
+			ref("link", s.DHCP6.Link, wanish, "a link, bridge, vlan or pppoe")
+		case s.PPPoE != nil:
+			ref("link", s.PPPoE.Link, linkish, "a link, bridge or vlan")
 		case s.RA != nil:
 			ref("link", s.RA.Link, linkish, "a link, bridge or vlan")
 			ref("prefixFrom", s.RA.PrefixFrom, map[string]bool{"dhcp6-client": true}, "a dhcp6-client")
@@ -532,7 +577,7 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 			ref("link", s.DHCPD4.Link, linkish, "a link, bridge or vlan")
 			ref("address", s.DHCPD4.Address, map[string]bool{"address": true}, "an address")
 		case s.Route != nil:
-			ref("link", s.Route.Link, linkish, "a link, bridge or vlan")
+			ref("link", s.Route.Link, wanish, "a link, bridge, vlan or pppoe")
 			if s.Route.Gateway != nil {
 				ref("gateway.service", s.Route.Gateway.Service, nil, "")
 			}

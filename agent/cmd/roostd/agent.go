@@ -35,8 +35,12 @@ func runAgent(e *env, args []string) error {
 	if _, err := f.parse(args); err != nil {
 		return err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find roostd's own binary: %w", err)
+	}
 	a, err := agent.New(agent.Options{
-		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log,
+		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self,
 		Store: e.openStore(*f.root), Exec: agentExec,
 		Ready: func() {
 			if *notifyFD >= 0 {

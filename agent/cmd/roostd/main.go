@@ -43,6 +43,7 @@ commands:
   generations [--json]        list system generations
   generations set PATH        make PATH the current system in a new generation
   rollback                    switch to the previous generation
+  hook ppp EVENT IFNAME TTY SPEED LOCAL REMOTE IPPARAM   pppd's hooks (ip-up, ip-down, ipv6-up, ipv6-down)
 
 Every command takes --root DIR (default /): the router's file system root.
 `
@@ -150,6 +151,8 @@ func run(e *env, args []string) error {
 		return runGenerations(e, args[1:])
 	case "rollback":
 		return runRollback(e, args[1:])
+	case "hook":
+		return runHook(e, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

@@ -240,16 +240,24 @@ func startDhcpcdDnsmasq(n *labnet.Net, work string) (func(), error) {
 		return nil, err
 	}
 	conf := filepath.Join(work, "dhcpcd.conf")
+	// No hooks at all: dhcpcd's hooks write /etc/resolv.conf and set the
+	// hostname, which are the host's (script /bin/true runs none of them).
 	os.WriteFile(conf, []byte(`allowinterfaces wan
-nohook resolv.conf
+script /bin/true
+nohook resolv.conf, hostname, ntp
 interface wan
 	ipv6rs
 	ia_na 1
 	ia_pd 2//56 br-lan/1/64
 `), 0o644)
+	// Each daemon gets private /run, /var/lib, /etc/resolv.conf and
+	// hostname: nothing it writes can reach the host's.
+	resolv := filepath.Join(work, "resolv.conf")
+	os.WriteFile(resolv, nil, 0o644)
 	private := func(name, script string) (*exec.Cmd, error) {
-		cmd := exec.Command("ip", "netns", "exec", n.Router, "unshare", "-m", "sh", "-c",
-			"mount -t tmpfs none /run && mount -t tmpfs none /var/lib && mkdir -p /run/dhcpcd /var/lib/dhcpcd /var/lib/misc && exec "+script)
+		cmd := exec.Command("ip", "netns", "exec", n.Router, "unshare", "-m", "-u", "sh", "-c",
+			"mount -t tmpfs none /run && mount -t tmpfs none /var/lib && mount --bind "+resolv+" /etc/resolv.conf && "+
+				"mkdir -p /run/dhcpcd /var/lib/dhcpcd /var/lib/misc && exec "+script)
 		log, _ := os.Create(filepath.Join(work, name+".log"))
 		cmd.Stdout, cmd.Stderr = log, log
 		return cmd, cmd.Start()

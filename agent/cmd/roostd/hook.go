@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/netconf"
+)
+
+// runHook takes an event from pppd (its ip-up, ip-down, ipv6-up and
+// ipv6-down scripts run `roostd hook ppp EVENT` with pppd's arguments) to
+// the PPPoE service in the running agent. The arguments are checked here,
+// before they reach the agent, and again inside it.
+func runHook(e *env, args []string) error {
+	f := newFlags(e, "hook")
+	dns := f.String("dns", "", "the peer's DNS `servers`, space-separated (default: pppd's DNS1 and DNS2)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 || pos[0] != "ppp" {
+		return errors.New("usage: roostd hook ppp ip-up|ip-down|ipv6-up|ipv6-down IFNAME TTY SPEED LOCAL REMOTE IPPARAM (pppd runs it)")
+	}
+	servers := strings.Fields(*dns)
+	if *dns == "" {
+		// The control socket carries arguments, not the environment.
+		for _, k := range []string{"DNS1", "DNS2"} {
+			if v := strings.TrimSpace(e.getenv(k)); v != "" {
+				servers = append(servers, v)
+			}
+		}
+	}
+	if len(servers) > 2 {
+		return errors.New("--dns: at most two servers, as pppd gives")
+	}
+	getenv := func(k string) string {
+		if i := map[string]int{"DNS1": 0, "DNS2": 1}[k]; (k == "DNS1" || k == "DNS2") && i < len(servers) {
+			return servers[i]
+		}
+		return ""
+	}
+	ev, err := netconf.ParsePPPHook(pos[1], pos[2:], getenv)
+	if err != nil {
+		return err
+	}
+	forward := []string{"hook", "--dns", strings.Join(servers, " ")}
+	forward = append(forward, pos...)
+	return viaAgent(e, *f.root, forward, func(a *agent.Agent) error { return a.PPPHooks().Deliver(ev) })
+}
