@@ -1,0 +1,111 @@
+package itest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roostrouter/roost/itest/labnet"
+)
+
+// fakePppd stands in for pppd where the kernel has no PPP (this
+// development machine): it reads the options roostd wrote, refuses a wrong
+// password as pppd does (exit 19), runs the ip-up and ipv6-up scripts with
+// pppd's arguments, and runs ip-down when roostd stops it. The same paths
+// with the real pppd and pppoe-server run in the VM (TestPPPoEInVM).
+const fakePppd = `#!/bin/sh
+opts="$2"
+script() { sed -n "s/^$1-script \"\(.*\)\"$/\1/p" "$opts"; }
+ipparam=$(sed -n 's/^ipparam //p' "$opts")
+grep -q '^password "s3cret"$' "$opts" || { echo "CHAP authentication failed" >&2; exit 19; }
+DNS1=192.0.2.53 DNS2=192.0.2.54 "$(script ip-up)" ppp0 /dev/ppp 0 198.51.100.7 198.51.100.1 "$ipparam"
+"$(script ipv6-up)" ppp0 /dev/ppp 0 fe80::7 fe80::1 "$ipparam"
+trap '"$(script ip-down)" ppp0 /dev/ppp 0 198.51.100.7 198.51.100.1 "$ipparam"; exit 5' TERM
+while :; do sleep 1 & wait; done
+`
+
+func pppoeConfig(pppd, passwordFile string) string {
+	return fmt.Sprintf(`{
+  "board": "lab",
+  "services": {
+    "wan": { "kind": "link", "interface": "wan" },
+    "wan-ppp": { "kind": "pppoe", "link": "wan", "user": "rotuer@isp.example", "passwordFile": %q, "pppd": %q }
+  }
+}`, passwordFile, pppd)
+}
+
+// TestPPPoEHooks: roostd runs pppd with the options it wrote; pppd's hooks
+// (roostd hook ppp …, through the control socket) publish the session's
+// outputs; hooks with missing or garbage arguments are refused with a
+// clear error and change nothing; a wrong password is a clear failure in
+// roostd status, retried with backoff.
+func TestPPPoEHooks(t *testing.T) {
+	dir := t.TempDir()
+	pppd := filepath.Join(dir, "pppd")
+	os.WriteFile(pppd, []byte(fakePppd), 0o755)
+	secret := filepath.Join(dir, "pppoe-password")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	a := startAgentLab(t, []byte(pppoeConfig(pppd, secret)))
+	s := a.waitServices("up", func(s map[string]serviceStatus) bool { return s["wan-ppp"].State == "up" })
+	out := s["wan-ppp"].Outputs
+	want := map[string]string{"ifname": "ppp0", "address": "198.51.100.7", "peer": "198.51.100.1",
+		"dns": "192.0.2.53 192.0.2.54", "ipv6/local": "fe80::7", "ipv6/peer": "fe80::1"}
+	for k, v := range want {
+		if out[k] != v {
+			t.Fatalf("output %s = %q, want %q; all: %v", k, out[k], v, out)
+		}
+	}
+	opts, err := os.ReadFile(filepath.Join(a.state, "pppoe-wan-ppp", "options"))
+	if err != nil || !strings.Contains(string(opts), "nic-wan\n") {
+		t.Fatalf("options file: %v\n%s", err, opts)
+	}
+	if fi, _ := os.Stat(filepath.Join(a.state, "pppoe-wan-ppp", "options")); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the options file holds the password but is mode %v", fi.Mode())
+	}
+
+	// Hooks with missing or garbage arguments: refused, nothing changes.
+	hook := func(args ...string) result {
+		return run(t, nil, nil, "ip", labnet.In(a.net.Router, append([]string{roostd, "hook", "ppp"}, append(args, "--root", a.root)...)...)[1:]...)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ip-up"}, "got 0 arguments"},
+		{[]string{"ip-down", "ppp0", "/dev/ppp", "0", "198.51.100.7"}, "got 4 arguments"},
+		{[]string{"ip-up", "ppp0;reboot", "/dev/ppp", "0", "198.51.100.9", "198.51.100.1", "wan-ppp"}, "not an interface name"},
+		{[]string{"ip-up", "ppp0", "/dev/ppp", "0", "not-an-address", "198.51.100.1", "wan-ppp"}, "local address"},
+		{[]string{"ipv6-up", "ppp0", "/dev/ppp", "0", "198.51.100.9", "fe80::1", "wan-ppp"}, "not IPv6"},
+		{[]string{"ip-down", "ppp0", "/dev/ppp", "0", "198.51.100.7", "198.51.100.1", "someone-else"}, `no PPPoE service "someone-else"`},
+		{[]string{"ip-sideways", "ppp0"}, "unknown ppp event"},
+	} {
+		r := hook(tc.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("roostd hook ppp %v: exit %d, %q; want a refusal saying %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	after := a.services()["wan-ppp"]
+	if fmt.Sprint(after.Outputs) != fmt.Sprint(out) || after.Starts != s["wan-ppp"].Starts {
+		t.Fatalf("refused hooks changed the service: %+v, was %+v", after, s["wan-ppp"])
+	}
+
+	// A wrong password: a clear error in status, retried with backoff.
+	os.WriteFile(secret, []byte("wrong\n"), 0o600)
+	a.stop()
+	a.start()
+	s = a.waitServices("failing", func(s map[string]serviceStatus) bool { return s["wan-ppp"].Failures >= 2 })
+	if st := s["wan-ppp"]; !strings.Contains(st.LastError, "refused the username or password") || !strings.Contains(st.LastError, "exit status 19") {
+		t.Fatalf("status after a wrong password: %+v", st)
+	}
+	time.Sleep(3 * time.Second)
+	if n := a.services()["wan-ppp"].Failures; n > 4 {
+		t.Fatalf("%d failures in a few seconds: a crash loop, not a backoff", n)
+	}
+	status := run(t, nil, nil, "ip", labnet.In(a.net.Router, roostd, "status", "--root", a.root)[1:]...)
+	if !strings.Contains(status.stdout, "refused the username or password") {
+		t.Fatalf("roostd status does not say why:\n%s", status.stdout)
+	}
+}
