@@ -7,6 +7,8 @@ package client6
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -123,7 +125,15 @@ func (c *Client) duid(hw net.HardwareAddr) (dhcpv6.DUID, error) {
 			return d, nil
 		}
 	}
-	d := &dhcpv6.DUIDLLT{HWType: iana.HWTypeEthernet, Time: dhcpv6.GetTime(), LinkLayerAddr: hw}
+	var d dhcpv6.DUID = &dhcpv6.DUIDLLT{HWType: iana.HWTypeEthernet, Time: dhcpv6.GetTime(), LinkLayerAddr: hw}
+	if len(hw) == 0 {
+		// A link without a hardware address (ppp0): a random UUID, kept.
+		u := &dhcpv6.DUIDUUID{}
+		if _, err := rand.Read(u.UUID[:]); err != nil {
+			return nil, err
+		}
+		d = u
+	}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -153,11 +163,11 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 			return fmt.Errorf("accept router advertisements on %s: %w", ifname, err)
 		}
 	}
-	hw := link.Attrs().HardwareAddr
-	duid, err := c.duid(hw)
+	duid, err := c.duid(link.Attrs().HardwareAddr)
 	if err != nil {
 		return err
 	}
+	hw := idAddr(link.Attrs().HardwareAddr, duid)
 	// Solicit once the link-local address has passed duplicate address
 	// detection (a second after carrier): sent earlier, it fails, and the
 	// backoff would add seconds to every link-up.
@@ -408,6 +418,17 @@ func publish(env *supervisor.Env, b, prev *binding) {
 	env.SetOutput("server", b.reply.Options.ServerID().String())
 	// When the lifetimes above were granted: readers count down from it.
 	env.SetOutput("renewed", strconv.FormatInt(b.acquired.Unix(), 10))
+}
+
+// idAddr is the hardware address the exchange is keyed by (the IAID is its
+// last four bytes): the link's own, or for a link without one (ppp0) a
+// locally administered address made from the DUID, so it stays the same.
+func idAddr(hw net.HardwareAddr, duid dhcpv6.DUID) net.HardwareAddr {
+	if len(hw) >= 4 {
+		return hw
+	}
+	sum := sha256.Sum256(duid.ToBytes())
+	return net.HardwareAddr{sum[0]&0xfe | 0x02, sum[1], sum[2], sum[3], sum[4], sum[5]}
 }
 
 // waitLinkLocal waits up to limit for link to hold a link-local address

@@ -61,3 +61,23 @@ func FuzzReply(f *testing.F) {
 		}
 	})
 }
+
+func TestIDAddrForLinksWithoutHardwareAddress(t *testing.T) {
+	c := &Client{StateDir: t.TempDir()}
+	duid, err := c.duid(nil) // ppp0
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := duid.(*dhcpv6.DUIDUUID); !ok {
+		t.Fatalf("DUID for a link without a hardware address: %T", duid)
+	}
+	again, _ := c.duid(nil)
+	a, b := idAddr(nil, duid), idAddr(nil, again)
+	if len(a) != 6 || a.String() != b.String() || a[0]&0x02 == 0 {
+		t.Fatalf("id addresses %s and %s: want the same locally administered address", a, b)
+	}
+	eth := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	if idAddr(eth, duid).String() != eth.String() {
+		t.Fatal("an Ethernet link's own address was not used")
+	}
+}
