@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/itest/labnet"
+	"github.com/roostrouter/roost/itest/vm"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -286,6 +287,9 @@ func kernelHasVLAN(t *testing.T) bool {
 func TestVLAN(t *testing.T) {
 	need(t, "ip")
 	if !kernelHasVLAN(t) {
+		if vm.Inside() {
+			t.Fatal("Debian's kernel in the test VM has no 802.1Q: is the 8021q module loaded?")
+		}
 		t.Skip("SKIPPED LOUDLY: this kernel has no 802.1Q VLAN support (as on the development machines); " +
 			"this test needs a kernel with CONFIG_VLAN_8021Q, such as the QEMU test bed's")
 	}

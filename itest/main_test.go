@@ -21,6 +21,11 @@ func TestMain(m *testing.M) {
 		// Re-executed inside a namespace to play a part (see dhcpLoad).
 		os.Exit(runHelper(h))
 	}
+	if dir := os.Getenv("ROOST_BIN_DIR"); dir != "" {
+		// Inside the test VM: the host built the binaries already.
+		roostd, roost = filepath.Join(dir, "roostd"), filepath.Join(dir, "roost")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "roost-itest-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -3,12 +3,14 @@ package itest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roostrouter/roost/itest/labnet"
+	"github.com/roostrouter/roost/itest/vm"
 )
 
 // fakePppd stands in for pppd where the kernel has no PPP (this
@@ -108,4 +110,92 @@ func TestPPPoEHooks(t *testing.T) {
 	if !strings.Contains(status.stdout, "refused the username or password") {
 		t.Fatalf("roostd status does not say why:\n%s", status.stdout)
 	}
+}
+
+// pppoeISP is the ISP's access concentrator: pppoe-server (kernel mode)
+// on isp0 in ns, with CHAP, handing out 198.51.100.7 and IPv6CP.
+func pppoeISP(t *testing.T, ns string) (stop func()) {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile("/etc/ppp/chap-secrets", []byte("\"rotuer@isp.example\" * \"s3cret\" *\n"), 0o600) // the VM's overlay, not the host's
+	opts := filepath.Join(dir, "options")
+	os.WriteFile(opts, []byte("require-chap\nlcp-echo-interval 1\nlcp-echo-failure 3\nms-dns 192.0.2.53\n+ipv6\nnoipdefault\nnodefaultroute\n"), 0o644)
+	start := func() *os.Process {
+		cmd := execIn(ns, "pppoe-server", "-F", "-k", "-I", "isp0", "-L", "198.51.100.1", "-R", "198.51.100.7", "-N", "4", "-O", opts)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd.Process
+	}
+	p := start()
+	return func() {
+		p.Kill()
+		p.Wait()
+		run(t, nil, nil, "ip", "netns", "exec", ns, "pkill", "-x", "pppd")
+	}
+}
+
+// TestPPPoEInVM, in the QEMU test bed (Debian's kernel has PPP): the
+// router's ppp0 comes up against pppoe-server with CHAP, the outputs
+// appear, the default route is via ppp0 and the LAN host reaches the ISP
+// through NAT; the server killed and restarted, the router reconnects and
+// its outputs and default route follow.
+func TestPPPoEInVM(t *testing.T) {
+	if !vm.Inside() {
+		runInVM(t, "ppp_generic", "pppoe", "pppox", "veth", "bridge", "nf_tables")
+		return
+	}
+	need(t, "pppd", "pppoe-server")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "pppoe-password")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	cfg := strings.Replace(string(exampleConfig(t)), `"wan-addr": { "kind": "address", "link": "wan", "address": "192.0.2.2/24" },`,
+		fmt.Sprintf(`"wan-ppp": { "kind": "pppoe", "link": "wan", "user": "rotuer@isp.example", "passwordFile": %q, "lcpEcho": { "interval": 1, "failures": 3 } },`, secret), 1)
+	cfg = strings.Replace(cfg, `"default": { "kind": "route", "link": "wan", "destination": "0.0.0.0/0", "gateway": "192.0.2.1", "after": ["wan-addr"] },`,
+		`"default": { "kind": "route", "link": "wan-ppp", "destination": "0.0.0.0/0" },`, 1)
+	cfg = strings.Replace(cfg, `"services": ["wan"], "interfaces": ["ppp0"]`, `"services": ["wan", "wan-ppp"]`, 1)
+	a := startAgentLab(t, []byte(cfg))
+	stop := pppoeISP(t, a.net.ISP)
+	defer func() { stop() }()
+	up := func(what string) serviceStatus {
+		var st map[string]serviceStatus
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if st = a.services(); st["wan-ppp"].State == "up" && st["default"].State == "up" && st["wan-ppp"].Outputs["address"] != "" {
+				return st["wan-ppp"]
+			}
+		}
+		t.Fatalf("%s: PPPoE not up: %+v\n%s", what, st["wan-ppp"], a.log.String())
+		return serviceStatus{}
+	}
+	s := up("first session")
+	if s.Outputs["ifname"] != "ppp0" || s.Outputs["address"] != "198.51.100.7" || s.Outputs["peer"] != "198.51.100.1" || s.Outputs["dns"] != "192.0.2.53" {
+		t.Fatalf("outputs: %v", s.Outputs)
+	}
+	if routes := mustRun(t, nil, "ip", "-n", a.net.Router, "route", "show", "default"); !strings.Contains(routes, "dev ppp0") {
+		t.Fatalf("default route:\n%s", routes)
+	}
+	if mtu := mustRun(t, nil, "ip", "-n", a.net.Router, "link", "show", "dev", "ppp0"); !strings.Contains(mtu, "mtu 1492") {
+		t.Fatalf("ppp0:\n%s", mtu)
+	}
+	a.ping("198.51.100.1")
+
+	// The ISP's server goes away and comes back: the router reconnects.
+	stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for a.services()["wan-ppp"].Outputs["address"] != "" && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out := a.services()["wan-ppp"].Outputs; out["address"] != "" {
+		t.Fatalf("outputs left stale after the session died: %v", out)
+	}
+	reconnect := time.Now()
+	stop = pppoeISP(t, a.net.ISP)
+	up("after the server came back")
+	t.Logf("reconnected %.1fs after the server returned", time.Since(reconnect).Seconds())
+	a.ping("198.51.100.1")
+}
+
+// execIn is a command in namespace ns.
+func execIn(ns string, args ...string) *exec.Cmd {
+	return exec.Command("ip", labnet.In(ns, args...)[1:]...)
 }
