@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/vm"
 )
@@ -112,34 +113,22 @@ func TestPPPoEHooks(t *testing.T) {
 	}
 }
 
-// pppoeISP is the ISP's access concentrator: pppoe-server (kernel mode)
-// on isp0 in ns, with CHAP, handing out 198.51.100.7 and IPv6CP.
+// pppoeISP starts the ISP's PPPoE server for the test.
 func pppoeISP(t *testing.T, ns string) (stop func()) {
 	t.Helper()
-	dir := t.TempDir()
-	os.WriteFile("/etc/ppp/chap-secrets", []byte("\"rotuer@isp.example\" * \"s3cret\" *\n"), 0o600) // the VM's overlay, not the host's
-	opts := filepath.Join(dir, "options")
-	os.WriteFile(opts, []byte("require-chap\nlcp-echo-interval 1\nlcp-echo-failure 3\nms-dns 192.0.2.53\n+ipv6\nnoipdefault\nnodefaultroute\n"), 0o644)
-	start := func() *os.Process {
-		cmd := execIn(ns, "pppoe-server", "-F", "-k", "-I", "isp0", "-L", "198.51.100.1", "-R", "198.51.100.7", "-N", "4", "-O", opts)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd.Process
+	srv, err := isp.StartPPPoEServer(ns, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	p := start()
-	return func() {
-		p.Kill()
-		p.Wait()
-		run(t, nil, nil, "ip", "netns", "exec", ns, "pkill", "-x", "pppd")
-	}
+	return srv.Stop
 }
 
 // TestPPPoEInVM, in the QEMU test bed (Debian's kernel has PPP): the
 // router's ppp0 comes up against pppoe-server with CHAP, the outputs
 // appear, the default route is via ppp0 and the LAN host reaches the ISP
-// through NAT; the server killed and restarted, the router reconnects and
-// its outputs and default route follow.
+// through NAT; kea-dhcp6 over ppp0 delegates a prefix and the LAN gets its
+// /64; the server killed and restarted, the router reconnects and its
+// outputs and default route follow.
 func TestPPPoEInVM(t *testing.T) {
 	if !vm.Inside() {
 		runInVM(t, "ppp_generic", "pppoe", "pppox", "veth", "bridge", "nf_tables")
@@ -149,11 +138,10 @@ func TestPPPoEInVM(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "pppoe-password")
 	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
-	cfg := strings.Replace(string(exampleConfig(t)), `"wan-addr": { "kind": "address", "link": "wan", "address": "192.0.2.2/24" },`,
-		fmt.Sprintf(`"wan-ppp": { "kind": "pppoe", "link": "wan", "user": "rotuer@isp.example", "passwordFile": %q, "lcpEcho": { "interval": 1, "failures": 3 } },`, secret), 1)
-	cfg = strings.Replace(cfg, `"default": { "kind": "route", "link": "wan", "destination": "0.0.0.0/0", "gateway": "192.0.2.1", "after": ["wan-addr"] },`,
-		`"default": { "kind": "route", "link": "wan-ppp", "destination": "0.0.0.0/0" },`, 1)
-	cfg = strings.Replace(cfg, `"services": ["wan"], "interfaces": ["ppp0"]`, `"services": ["wan", "wan-ppp"]`, 1)
+	cfg, err := isp.PPPoEConfig(string(exampleConfig(t)), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := startAgentLab(t, []byte(cfg))
 	stop := pppoeISP(t, a.net.ISP)
 	defer func() { stop() }()
@@ -178,6 +166,15 @@ func TestPPPoEInVM(t *testing.T) {
 		t.Fatalf("ppp0:\n%s", mtu)
 	}
 	a.ping("198.51.100.1")
+
+	// Over ppp0, kea-dhcp6 at the ISP delegates a /56; the LAN gets its /64.
+	waitLinkLocal(t, a.net.ISP, "ppp0")
+	startKea(t, a.net.ISP, "kea-dhcp6", isp.Kea6ConfigOn("ppp0", isp.Short6, "2001:db8:100::"))
+	ra := a.waitServices("announcing the delegated prefix", func(s map[string]serviceStatus) bool { return s["lan-ra"].State == "up" })
+	if got := ra["lan-ra"].Outputs["prefix"]; got != "2001:db8:100:1::/64" {
+		t.Fatalf("the LAN's prefix over PPPoE: %q", got)
+	}
+	hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", func(flags string) bool { return !strings.Contains(flags, "tentative") })
 
 	// The ISP's server goes away and comes back: the router reconnects.
 	stop()

@@ -584,7 +584,7 @@ func checkRefs(svcs map[string]*Service, errs *Errors) {
 		case s.Firewall != nil:
 			for _, z := range sortedKeys(s.Firewall.Zones) {
 				for i, svc := range s.Firewall.Zones[z].Services {
-					ref(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, linkish, "a link, bridge or vlan")
+					ref(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, wanish, "a link, bridge, vlan or pppoe")
 				}
 			}
 		}

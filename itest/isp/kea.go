@@ -123,8 +123,12 @@ func Kea4Config(t Times) string {
 
 // Kea6Config gives addresses on isp0's 2001:db8:0:1::/64 and delegates /56s
 // out of the /48 at pd.
-func Kea6Config(t Times, pd string) string {
-	return fmt.Sprintf(`{"Dhcp6": {
+func Kea6Config(t Times, pd string) string { return Kea6ConfigOn("isp0", t, pd) }
+
+// Kea6ConfigOn is Kea6Config on another interface, like the ISP's end of
+// a PPPoE session.
+func Kea6ConfigOn(iface string, t Times, pd string) string {
+	return strings.ReplaceAll(fmt.Sprintf(`{"Dhcp6": {
   "data-directory": "%%[1]s",
   "server-id": {"type": "LL", "htype": 1, "identifier": "020000000001", "persist": false},
   "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
@@ -135,5 +139,5 @@ func Kea6Config(t Times, pd string) string {
     "pd-pools": [{"prefix": "%s", "prefix-len": 48, "delegated-len": 56}],
     "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%%[1]s/kea.log"}], "severity": "INFO"}]
-}}`, t.Preferred, t.Valid, t.Renew, t.Rebind, pd)
+}}`, t.Preferred, t.Valid, t.Renew, t.Rebind, pd), `"isp0"`, `"`+iface+`"`)
 }

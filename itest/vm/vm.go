@@ -175,7 +175,7 @@ func writeInitramfs(file, version, out string) error {
 	if err != nil {
 		return fmt.Errorf("busybox-static: %w", err)
 	}
-	mods, err := moduleClosure(filepath.Join("/lib/modules", version), []string{"9pnet_virtio", "9p", "overlay"})
+	mods, err := moduleClosure(filepath.Join("/lib/modules", version), []string{"virtio_pci", "9pnet_virtio", "9p", "overlay"})
 	if err != nil {
 		return err
 	}

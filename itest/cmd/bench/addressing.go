@@ -135,7 +135,9 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 		}
 	}()
 	reach := func(addr string) func() bool {
-		return func() bool { return exec.Command("ip", "netns", "exec", n.LAN, "ping", "-c", "1", "-W", "1", addr).Run() == nil }
+		return func() bool {
+			return exec.Command("ip", "netns", "exec", n.LAN, "ping", "-c", "1", "-W", "1", addr).Run() == nil
+		}
 	}
 	d4, d6 := make(chan error, 1), make(chan error, 1)
 	go func() { d4 <- waitUntil(60*time.Second, reach("198.51.100.1")) }()
