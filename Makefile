@@ -87,9 +87,10 @@ bench: deps build
 
 # lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
 # a rebuild to the router from the LAN host. lab-down removes it all.
-# WAN=dhcp (kea at the ISP, the default) or WAN=static.
+# WAN=dhcp (kea at the ISP, the default), WAN=static, or WAN=pppoe (in the
+# QEMU test bed: needs make vmdeps).
 WAN ?= dhcp
-lab: deps build
+lab: deps build $(if $(filter pppoe,$(WAN)),vmdeps)
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin bin --wan $(WAN)
 
 lab-down:

@@ -43,7 +43,7 @@ type Options struct {
 func Kernel() (image, version string, err error) {
 	images, _ := filepath.Glob("/boot/vmlinuz-*")
 	if len(images) == 0 {
-		return "", "", errors.New("no kernel in /boot: install linux-image-amd64 (make deps does)")
+		return "", "", errors.New("no kernel in /boot: install linux-image-amd64 (make vmdeps does)")
 	}
 	sort.Strings(images)
 	image = images[len(images)-1]

@@ -29,6 +29,7 @@ import (
 
 	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
+	"github.com/roostrouter/roost/itest/vm"
 )
 
 // labNet is the lab's network: namespaces roost-isp, roost-router, roost-lan.
@@ -55,13 +56,15 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", ".lab", "the lab's `folder`: router root, state, laptop home, logs")
 	bin := fs.String("bin", "bin", "the `folder` with roostd and roost")
-	wan := fs.String("wan", "dhcp", "how the ISP connects the router: `dhcp` or static")
+	wan := fs.String("wan", "dhcp", "how the ISP connects the router: `dhcp`, static or pppoe (in the QEMU test bed)")
 	fs.Parse(os.Args[2:])
 	abs, _ := filepath.Abs(*dir)
 	binAbs, _ := filepath.Abs(*bin)
 	var err error
-	if os.Args[1] == "up" && *wan != "dhcp" && *wan != "static" {
-		err = fmt.Errorf("--wan %q: want dhcp or static", *wan)
+	if os.Args[1] == "up" && *wan != "dhcp" && *wan != "static" && *wan != "pppoe" {
+		err = fmt.Errorf("--wan %q: want dhcp, static or pppoe", *wan)
+	} else if os.Args[1] == "up" && *wan == "pppoe" {
+		err = upPPPoE(abs, binAbs)
 	} else if os.Args[1] == "up" {
 		err = up(abs, binAbs, *wan)
 	} else {
@@ -157,6 +160,80 @@ func up(dir, bin, wan string) error {
   ip netns exec %[4]s %[3]s/roostd status --root %[5]s/root         # on the router
   make lab-down
 `, nsLAN, env, bin, nsRouter, dir)
+	return nil
+}
+
+// upPPPoE runs the lab with a PPPoE WAN. The host's kernel has no PPP, so
+// it boots the QEMU test bed and runs itself there: pppoe-server with CHAP
+// at the ISP, roostd with the PPPoE variant of docs/rotuer.json, the LAN
+// host reaching the ISP through the session. The VM powers off when it is
+// done, so this lab shows the session and the router's status rather than
+// staying up.
+func upPPPoE(dir, bin string) error {
+	if !vm.Inside() {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		fmt.Println("booting the QEMU test bed (Debian's kernel, software emulation) to run the PPPoE lab in it")
+		code, err := vm.Run(context.Background(), vm.Options{
+			Command: []string{self, "up", "--dir", dir, "--bin", bin, "--wan", "pppoe"},
+			Modules: []string{"ppp_generic", "pppoe", "pppox", "veth", "bridge", "nf_tables"},
+			Console: os.Stdout,
+		})
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("the PPPoE lab failed in the VM (exit %d)", code)
+		}
+		return nil
+	}
+	n := labNet()
+	if err := n.Up(); err != nil {
+		return err
+	}
+	for _, d := range []string{"root", "state", "isp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	secret := filepath.Join(dir, "state", "pppoe-password")
+	os.WriteFile(secret, []byte(isp.PPPoEPassword+"\n"), 0o600)
+	example, err := os.ReadFile("docs/rotuer.json")
+	if err != nil {
+		return fmt.Errorf("the example config: %w (run from the repository's top folder)", err)
+	}
+	cfg, err := isp.PPPoEConfig(string(example), secret)
+	if err != nil {
+		return err
+	}
+	cfgFile := filepath.Join(dir, "rotuer-pppoe.json")
+	os.WriteFile(cfgFile, []byte(cfg), 0o644)
+	srv, err := isp.StartPPPoEServer(n.ISP, filepath.Join(dir, "isp"))
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	agent := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
+	log, err := os.Create(filepath.Join(dir, "roostd.log"))
+	if err != nil {
+		return err
+	}
+	agent.Stdout, agent.Stderr = log, log
+	if err := agent.Start(); err != nil {
+		return err
+	}
+	defer func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() }()
+	fmt.Println("roostd is running with the PPPoE variant of docs/rotuer.json; pppoe-server (CHAP) is the ISP")
+	if err := waitFor(60*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil }); err != nil {
+		b, _ := os.ReadFile(log.Name())
+		return fmt.Errorf("the LAN host cannot reach the ISP through the PPPoE session:\n%s", b)
+	}
+	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through ppp0 and NAT")
+	routes, _ := exec.Command("ip", "-n", nsRouter, "route").CombinedOutput()
+	status, _ := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	fmt.Printf("\nthe router's routes:\n%s\n%s\nThe PPPoE lab ran in the VM, which powers off now.\n", routes, status)
 	return nil
 }
 
