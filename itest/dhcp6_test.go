@@ -86,18 +86,7 @@ func waitLinkLocal(t *testing.T, ns, dev string) {
 // SLAAC address in it.
 func TestPrefixOnLAN(t *testing.T) {
 	need(t, "rdisc6")
-	cfg := `{
-  "board": "lab",
-  "services": {
-    "wan": { "kind": "link", "interface": "wan" },
-    "wan-dhcp6": { "kind": "dhcp6-client", "link": "wan", "prefixHint": 56 },
-    "lan": { "kind": "bridge", "name": "br-lan" },
-    "lan0": { "kind": "link", "interface": "lan0", "bridge": "lan" },
-    "lan-ra": { "kind": "ra", "link": "lan", "prefixFrom": "wan-dhcp6", "subnet": 1, "interval": "2s", "mtu": 1500 },
-    "forwarding": { "kind": "sysctl", "values": { "net.ipv6.conf.all.forwarding": "1" } }
-  }
-}`
-	a := startAgentLab(t, []byte(cfg))
+	a := startAgentLab(t, []byte(lanPrefixConfig))
 	waitLinkLocal(t, a.net.ISP, "isp0")
 	startKea6(t, a.net.ISP)
 	s := a.waitServices("announcing", func(s map[string]serviceStatus) bool { return s["lan-ra"].State == "up" })

@@ -56,16 +56,10 @@ func startDHCPLab(t *testing.T) *dhcpLab {
 func (l *dhcpLab) udhcpc() string {
 	t := l.t
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "udhcpc.sh")
-	os.WriteFile(script, []byte(`#!/bin/sh
-case "$1" in
-bound|renew)
-	ip -4 addr flush dev "$interface"
-	ip addr add "$ip/$mask" dev "$interface"
-	ip route replace default via "$router" dev "$interface"
-	;;
-esac
-`), 0o755)
+	script, err := labnet.UdhcpcScript(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := run(t, nil, nil, "ip", labnet.In(l.net.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "20", "-T", "1", "-s", script)[1:]...)
 	m := regexp.MustCompile(`lease of (\S+) obtained`).FindStringSubmatch(r.stdout + r.stderr)
 	if m == nil {

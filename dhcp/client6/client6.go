@@ -287,24 +287,13 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 			return nil, ctx.Err()
 		}
 		rebinding := !time.Now().Before(b.acquired.Add(t2))
-		msg, err := dhcpv6.NewMessage()
+		typ := dhcpv6.MessageTypeRenew
+		if rebinding {
+			typ = dhcpv6.MessageTypeRebind // to any server: no server ID
+		}
+		msg, err := b.message(typ, !rebinding)
 		if err != nil {
 			return nil, err
-		}
-		msg.MessageType = dhcpv6.MessageTypeRenew
-		if rebinding {
-			msg.MessageType = dhcpv6.MessageTypeRebind
-		}
-		msg.AddOption(dhcpv6.OptClientID(b.reply.Options.ClientID()))
-		if !rebinding {
-			msg.AddOption(dhcpv6.OptServerID(b.reply.Options.ServerID()))
-		}
-		msg.AddOption(dhcpv6.OptElapsedTime(0))
-		if ia := b.iana(); ia != nil {
-			msg.AddOption(ia)
-		}
-		if pd := b.iapd(); pd != nil {
-			msg.AddOption(pd)
 		}
 		msg.AddOption(dhcpv6.OptRequestedOption(dhcpv6.OptionDNSRecursiveNameServer))
 		rctx, cancel := context.WithDeadline(ctx, end)
@@ -356,23 +345,35 @@ func (c *Client) withdraw(link netlink.Link, b *binding) {
 	}
 }
 
-// release gives the binding back to its server (RFC 8415 18.2.7) and
-// takes the addresses off the link; a server that does not answer within
-// a second is not waited for.
-func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Link, b *binding, env *supervisor.Env) {
+// message is a message of typ about the binding: the client's ID, the
+// server's if toServer, and the IAs as the server granted them.
+func (b binding) message(typ dhcpv6.MessageType, toServer bool) (*dhcpv6.Message, error) {
 	msg, err := dhcpv6.NewMessage()
 	if err != nil {
-		return
+		return nil, err
 	}
-	msg.MessageType = dhcpv6.MessageTypeRelease
+	msg.MessageType = typ
 	msg.AddOption(dhcpv6.OptClientID(b.reply.Options.ClientID()))
-	msg.AddOption(dhcpv6.OptServerID(b.reply.Options.ServerID()))
+	if toServer {
+		msg.AddOption(dhcpv6.OptServerID(b.reply.Options.ServerID()))
+	}
 	msg.AddOption(dhcpv6.OptElapsedTime(0))
 	if ia := b.iana(); ia != nil {
 		msg.AddOption(ia)
 	}
 	if pd := b.iapd(); pd != nil {
 		msg.AddOption(pd)
+	}
+	return msg, nil
+}
+
+// release gives the binding back to its server (RFC 8415 18.2.7) and
+// takes the addresses off the link; a server that does not answer within
+// a second is not waited for.
+func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Link, b *binding, env *supervisor.Env) {
+	msg, err := b.message(dhcpv6.MessageTypeRelease, true)
+	if err != nil {
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

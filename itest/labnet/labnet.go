@@ -10,7 +10,9 @@ package labnet
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -111,6 +113,22 @@ func (n *Net) Down() {
 	for _, ns := range []string{n.ISP, n.Router, n.LAN} {
 		exec.Command("ip", "netns", "del", ns).Run()
 	}
+}
+
+// UdhcpcScript writes into dir the script busybox udhcpc runs on the LAN
+// host to take the lease the router gives (udhcpc -s), and returns its path.
+func UdhcpcScript(dir string) (string, error) {
+	script := filepath.Join(dir, "udhcpc.sh")
+	return script, os.WriteFile(script, []byte(`#!/bin/sh
+# The LAN host's udhcpc script: configure what the router leased.
+case "$1" in
+bound|renew)
+	ip -4 addr flush dev "$interface"
+	ip addr add "$ip/$mask" dev "$interface"
+	ip route replace default via "$router" dev "$interface"
+	;;
+esac
+`), 0o755)
 }
 
 // In prefixes a command to run it in namespace ns.

@@ -112,7 +112,11 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 		}
 		defer (*k.kea).Stop()
 	}
-	udhcpc := exec.Command("ip", "netns", "exec", n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "0", "-T", "1", "-A", "1", "-s", writeUdhcpcScript(work))
+	script, err := labnet.UdhcpcScript(work)
+	if err != nil {
+		return
+	}
+	udhcpc := exec.Command("ip", "netns", "exec", n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "0", "-T", "1", "-A", "1", "-s", script)
 	if err = udhcpc.Start(); err != nil {
 		return
 	}
@@ -188,20 +192,6 @@ func sh(args ...string) error {
 		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
-}
-
-func writeUdhcpcScript(work string) string {
-	script := filepath.Join(work, "udhcpc.sh")
-	os.WriteFile(script, []byte(`#!/bin/sh
-case "$1" in
-bound|renew)
-	ip -4 addr flush dev "$interface"
-	ip addr add "$ip/$mask" dev "$interface"
-	ip route replace default via "$router" dev "$interface"
-	;;
-esac
-`), 0o755)
-	return script
 }
 
 func startRoostd(roostd string, n *labnet.Net, work string) (func(), error) {

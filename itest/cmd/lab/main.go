@@ -275,17 +275,10 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	os.Rename(filepath.Join(k6.Dir, "pid"), filepath.Join(dir, "pids", "kea6"))
 	fmt.Println("the ISP runs kea-dhcp4, kea-dhcp6 (delegating /56s) and router advertisements (logs:", filepath.Join(dir, "kea4"), filepath.Join(dir, "kea6")+")")
 
-	script := filepath.Join(dir, "udhcpc.sh")
-	os.WriteFile(script, []byte(`#!/bin/sh
-# The LAN host's udhcpc script: configure what the router leased.
-case "$1" in
-bound|renew)
-	ip -4 addr flush dev "$interface"
-	ip addr add "$ip/$mask" dev "$interface"
-	ip route replace default via "$router" dev "$interface"
-	;;
-esac
-`), 0o755)
+	script, err := labnet.UdhcpcScript(dir)
+	if err != nil {
+		return err
+	}
 	udhcpc := exec.Command("ip", in(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script)[1:]...)
 	out, err := os.Create(filepath.Join(dir, "udhcpc.log"))
 	if err != nil {
