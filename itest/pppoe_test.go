@@ -3,7 +3,6 @@ package itest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -190,9 +189,4 @@ func TestPPPoEInVM(t *testing.T) {
 	up("after the server came back")
 	t.Logf("reconnected %.1fs after the server returned", time.Since(reconnect).Seconds())
 	a.ping("198.51.100.1")
-}
-
-// execIn is a command in namespace ns.
-func execIn(ns string, args ...string) *exec.Cmd {
-	return exec.Command("ip", labnet.In(ns, args...)[1:]...)
 }
