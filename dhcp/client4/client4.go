@@ -77,6 +77,31 @@ func (l lease) prefix() *net.IPNet {
 	return &net.IPNet{IP: l.ack.YourIPAddr.To4(), Mask: mask}
 }
 
+// checkACK refuses an ACK that could not be applied as it stands: an
+// address that cannot be a host's, no lease time, a mask that is not one,
+// a router that cannot be one.
+func checkACK(ack *dhcpv4.DHCPv4) error {
+	host := func(ip net.IP) bool {
+		ip4 := ip.To4()
+		return ip4 != nil && !ip4.IsUnspecified() && !ip4.IsMulticast() && !ip4.IsLoopback() && !ip4.Equal(net.IPv4bcast)
+	}
+	if !host(ack.YourIPAddr) {
+		return fmt.Errorf("the offered address %v cannot be a host's", ack.YourIPAddr)
+	}
+	if lt := ack.IPAddressLeaseTime(0); lt < time.Second {
+		return fmt.Errorf("lease time %v", lt)
+	}
+	if m := ack.SubnetMask(); m != nil {
+		if ones, bits := m.Size(); bits != 32 || ones < 8 {
+			return fmt.Errorf("subnet mask %v", net.IP(m))
+		}
+	}
+	if r := ack.Router(); len(r) > 0 && !host(r[0]) {
+		return fmt.Errorf("router %v", r[0])
+	}
+	return nil
+}
+
 func (c *Client) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
@@ -98,7 +123,7 @@ func (c *Client) load(ifname string) *lease {
 		return nil
 	}
 	ack, err := dhcpv4.FromBytes(s.ACK)
-	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck || checkACK(ack) != nil {
 		return nil
 	}
 	l := &lease{ack: ack, acquired: s.Acquired}
@@ -167,6 +192,14 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 				}
 				wait := backoff.Next()
 				env.Log.Info("dhcp4: no lease yet", "err", err, "retryIn", wait)
+				if !retry.Sleep(ctx, wait) {
+					return nil
+				}
+				continue
+			}
+			if err := checkACK(l.ACK); err != nil {
+				wait := backoff.Next()
+				env.Log.Warn("dhcp4: refused the server's ACK", "server", l.ACK.ServerIdentifier(), "err", err, "retryIn", wait)
 				if !retry.Sleep(ctx, wait) {
 					return nil
 				}
@@ -265,6 +298,9 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		switch {
 		case err == nil && resp.MessageType() == dhcpv4.MessageTypeNak:
 			return nil, errors.New("the server said NAK")
+		case err == nil && checkACK(resp) != nil:
+			// Treated as no answer: the lease we hold stays until it ends.
+			env.Log.Warn("dhcp4: refused the server's ACK", "err", checkACK(resp))
 		case err == nil:
 			next := &lease{ack: resp, acquired: c.now()}
 			if next.ack.ServerIdentifier() == nil {

@@ -58,3 +58,47 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckACK(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  dhcpv4.Modifier
+		ok   bool
+	}{
+		{"a plain lease", func(*dhcpv4.DHCPv4) {}, true},
+		{"no address", dhcpv4.WithYourIP(net.IPv4zero), false},
+		{"broadcast address", dhcpv4.WithYourIP(net.IPv4bcast), false},
+		{"multicast address", dhcpv4.WithYourIP(net.ParseIP("224.0.0.1")), false},
+		{"no lease time", dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(0)), false},
+		{"a mask that is not one", dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.IPMask{255, 0, 255, 0})), false},
+		{"a /0", dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(0, 32))), false},
+		{"a /32", dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(32, 32))), true},
+		{"router 0.0.0.0", dhcpv4.WithOption(dhcpv4.OptRouter(net.IPv4zero)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ack(t, time.Hour)
+			tc.mod(a)
+			if err := checkACK(a); (err == nil) != tc.ok {
+				t.Fatalf("checkACK = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// FuzzACK: any packet a server (or anyone on the WAN) sends as an ACK is
+// either refused or safe to apply.
+func FuzzACK(f *testing.F) {
+	f.Add(ack(f, time.Hour).ToBytes())
+	f.Fuzz(func(t *testing.T, packet []byte) {
+		a, err := dhcpv4.FromBytes(packet)
+		if err != nil || checkACK(a) != nil {
+			return
+		}
+		l := &lease{ack: a, acquired: time.Now()}
+		if p := l.prefix(); p == nil || p.IP.To4() == nil || l.duration() <= 0 {
+			t.Fatalf("accepted %s: prefix %v, duration %v", a.Summary(), p, l.duration())
+		}
+		l.t1()
+		l.t2()
+	})
+}

@@ -272,10 +272,11 @@ func (s *Service) listen(conn *ndp.Conn, self netip.Addr, ifname string, env *su
 		if from == self {
 			continue // our own advertisement, looped back
 		}
-		m, err := ndp.ParseMessage(b[:n])
-		if err == nil && cm != nil && cm.HopLimit != 255 {
-			err = fmt.Errorf("hop limit %d, not 255: not from this link", cm.HopLimit)
+		hopLimit := 255
+		if cm != nil {
+			hopLimit = cm.HopLimit
 		}
+		m, err := parseND(b[:n], hopLimit)
 		if err != nil {
 			dropped.Drop(&net.IPAddr{IP: from.AsSlice(), Zone: ifname}, n, err)
 			continue
@@ -291,6 +292,15 @@ func (s *Service) listen(conn *ndp.Conn, self netip.Addr, ifname string, env *su
 			env.Log.Info("ra: another router advertises on this LAN", "link", ifname, "from", from, "lifetime", m.RouterLifetime)
 		}
 	}
+}
+
+// parseND parses a neighbor discovery message from the LAN, refusing one
+// that did not come from the link itself (RFC 4861 6.1.1: hop limit 255).
+func parseND(b []byte, hopLimit int) (ndp.Message, error) {
+	if hopLimit != 255 {
+		return nil, fmt.Errorf("hop limit %d, not 255: not from this link", hopLimit)
+	}
+	return ndp.ParseMessage(b)
 }
 
 // stop runs as the service ends: if the delegation is gone or replaced,

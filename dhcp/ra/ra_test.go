@@ -81,3 +81,18 @@ func TestAdvertisementLifetimes(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseND: whatever a LAN host sends the router's neighbor discovery
+// socket is refused with an error or parsed, never a panic.
+func FuzzParseND(f *testing.F) {
+	rs, _ := ndp.MarshalMessage(&ndp.RouterSolicitation{})
+	f.Add(rs, 255)
+	f.Add([]byte{133, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, 255)
+	f.Add(rs, 64)
+	f.Fuzz(func(t *testing.T, b []byte, hopLimit int) {
+		m, err := parseND(b, hopLimit)
+		if err == nil && (m == nil || hopLimit != 255) {
+			t.Fatalf("accepted %v with hop limit %d", m, hopLimit)
+		}
+	})
+}
