@@ -101,7 +101,7 @@ func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
 		case s.PPPoE != nil:
 			p := *s.PPPoE
 			sp.Reads = append(sp.Reads, ifname(p.Link))
-			svc := &netconf.PPPoE{LinkRef: ifname(p.Link), Name: name, User: p.User, PasswordFile: p.PasswordFile,
+			svc := &netconf.PPPoE{NL: nl, LinkRef: ifname(p.Link), Name: name, User: p.User, PasswordFile: p.PasswordFile,
 				Unit: p.Unit, MTU: p.MTU, NoIPv6: p.IPv6 != nil && !*p.IPv6, StateDir: state,
 				Roostd: a.opts.Self, Root: a.opts.Root, Hooks: a.ppp, Pppd: p.Pppd}
 			if p.LCPEcho != nil {

@@ -15,17 +15,21 @@ import (
 
 // fakePppd stands in for pppd where the kernel has no PPP (this
 // development machine): it reads the options roostd wrote, refuses a wrong
-// password as pppd does (exit 19), runs the ip-up and ipv6-up scripts with
-// pppd's arguments, and runs ip-down when roostd stops it. The same paths
-// with the real pppd and pppoe-server run in the VM (TestPPPoEInVM).
+// password as pppd does (exit 19), makes a "ppp0" (a veth: the kernel has
+// no PPP) with the link-local addresses IPv6CP would set, runs the ip-up
+// script with pppd's arguments and DNS1/DNS2, and runs ip-down when roostd
+// stops it. The same paths with the real pppd and pppoe-server run in the
+// VM (TestPPPoEInVM).
 const fakePppd = `#!/bin/sh
 opts="$2"
 script() { sed -n "s/^$1-script \"\(.*\)\"$/\1/p" "$opts"; }
 ipparam=$(sed -n 's/^ipparam //p' "$opts")
 grep -q '^password "s3cret"$' "$opts" || { echo "CHAP authentication failed" >&2; exit 19; }
+ip link add ppp0 type veth peer name ppp0-peer
+ip link set ppp0 up
+ip -6 addr add fe80::7 peer fe80::1 dev ppp0 nodad
 DNS1=192.0.2.53 DNS2=192.0.2.54 "$(script ip-up)" ppp0 /dev/ppp 0 198.51.100.7 198.51.100.1 "$ipparam"
-"$(script ipv6-up)" ppp0 /dev/ppp 0 fe80::7 fe80::1 "$ipparam"
-trap '"$(script ip-down)" ppp0 /dev/ppp 0 198.51.100.7 198.51.100.1 "$ipparam"; exit 5' TERM
+trap '"$(script ip-down)" ppp0 /dev/ppp 0 198.51.100.7 198.51.100.1 "$ipparam"; ip link del ppp0; exit 5' TERM
 while :; do sleep 1 & wait; done
 `
 
@@ -51,7 +55,9 @@ func TestPPPoEHooks(t *testing.T) {
 	secret := filepath.Join(dir, "pppoe-password")
 	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
 	a := startAgentLab(t, []byte(pppoeConfig(pppd, secret)))
-	s := a.waitServices("up", func(s map[string]serviceStatus) bool { return s["wan-ppp"].State == "up" })
+	s := a.waitServices("up with both families", func(s map[string]serviceStatus) bool {
+		return s["wan-ppp"].State == "up" && s["wan-ppp"].Outputs["ipv6/local"] != ""
+	})
 	out := s["wan-ppp"].Outputs
 	want := map[string]string{"ifname": "ppp0", "address": "198.51.100.7", "peer": "198.51.100.1",
 		"dns": "192.0.2.53 192.0.2.54", "ipv6/local": "fe80::7", "ipv6/peer": "fe80::1"}

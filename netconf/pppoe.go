@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/updater/atomicfile"
@@ -29,7 +32,14 @@ import (
 // ipv6/local, ipv6/peer (link-local addresses). It is ready while either
 // family is up. pppd exits when the session ends; the supervisor then
 // starts it again with backoff.
+//
+// IPv4 comes from the ip-up and ip-down hooks. IPv6 is read from the
+// interface (the link-local address and peer IPv6CP set), because pppd
+// before 2.5 (Debian 12 has 2.4.9) has no option for the path of its
+// ipv6-up script; `roostd hook ppp ipv6-up` is taken too, for a pppd that
+// runs it.
 type PPPoE struct {
+	NL           *netlink.Handle
 	LinkRef      supervisor.Ref // the Ethernet link the session runs over
 	Name         string         // the service's name: pppd's ipparam
 	User         string
@@ -191,7 +201,7 @@ func (p *PPPoE) Options(ifname, password string) string {
 		b.WriteString("+ipv6\n")
 	}
 	fmt.Fprintf(&b, "ipparam %s\nlogfd 2\n", p.Name)
-	for _, ev := range []string{"ip-up", "ip-down", "ipv6-up", "ipv6-down"} {
+	for _, ev := range []string{"ip-up", "ip-down"} {
 		fmt.Fprintf(&b, "%s-script %s\n", ev, q(p.hookScript(ev)))
 	}
 	return b.String()
@@ -222,7 +232,7 @@ func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
 	if err := os.MkdirAll(p.dir(), 0o700); err != nil {
 		return err
 	}
-	for _, ev := range []string{"ip-up", "ip-down", "ipv6-up", "ipv6-down"} {
+	for _, ev := range []string{"ip-up", "ip-down"} {
 		script := fmt.Sprintf("#!/bin/sh\n# Written by roostd for service %s: pppd runs it.\nexec %s hook ppp %s --root %s \"$@\"\n",
 			p.Name, shellQuote(p.Roostd), ev, shellQuote(p.Root))
 		if err := atomicfile.WriteFile(p.hookScript(ev), []byte(script), 0o700); err != nil {
@@ -255,8 +265,22 @@ func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
 	go func() { exited <- cmd.Wait() }()
 
 	up4, up6 := false, false
+	pppIf := "ppp" + strconv.Itoa(p.Unit)
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
 	for {
 		select {
+		case <-poll.C:
+			if p.NoIPv6 || p.NL == nil {
+				continue
+			}
+			local, peer, ok := p.ipv6LinkLocal(pppIf)
+			switch {
+			case ok && !up6:
+				p.apply(env, PPPEvent{Kind: "ipv6-up", Service: p.Name, Ifname: pppIf, Local: local, Peer: peer}, &up4, &up6)
+			case !ok && up6:
+				p.apply(env, PPPEvent{Kind: "ipv6-down", Service: p.Name, Ifname: pppIf}, &up4, &up6)
+			}
 		case <-ctx.Done():
 			cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -315,6 +339,30 @@ func (p *PPPoE) apply(env *supervisor.Env, ev PPPEvent, up4, up6 *bool) {
 		env.DeleteOutput("ifname")
 		env.NotReady()
 	}
+}
+
+// ipv6LinkLocal reads the IPv6CP result from the interface: its
+// link-local address and the peer's.
+func (p *PPPoE) ipv6LinkLocal(ifname string) (local, peer netip.Addr, ok bool) {
+	link, err := p.NL.LinkByName(ifname)
+	if err != nil {
+		return local, peer, false
+	}
+	addrs, err := p.NL.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return local, peer, false
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() || a.Peer == nil {
+			continue
+		}
+		l, ok1 := netip.AddrFromSlice(a.IP)
+		r, ok2 := netip.AddrFromSlice(a.Peer.IP)
+		if ok1 && ok2 {
+			return l, r, true
+		}
+	}
+	return local, peer, false
 }
 
 // Remove leaves nothing: pppd took its interface with it.

@@ -76,11 +76,16 @@ func TestPPPoEOptions(t *testing.T) {
 		"plugin rp-pppoe.so\n", "nic-eth1\n", `user "bob\"x"` + "\n", `password "pa\"ss\\word"` + "\n",
 		"unit 1\n", "nodetach\n", "mtu 1492\n", "mru 1492\n", "lcp-echo-interval 10\n", "lcp-echo-failure 3\n",
 		"+ipv6\n", "ipparam wan-ppp\n", `ip-up-script "/persist/roost/pppoe-wan-ppp/ip-up"` + "\n",
-		`ipv6-down-script "/persist/roost/pppoe-wan-ppp/ipv6-down"` + "\n", "nodefaultroute\n",
+		`ip-down-script "/persist/roost/pppoe-wan-ppp/ip-down"` + "\n", "nodefaultroute\n",
 	} {
 		if !strings.Contains(opts, want) {
 			t.Errorf("options lack %q:\n%s", want, opts)
 		}
+	}
+	// pppd 2.4.9 (Debian 12) has no ipv6-up-script option: it would refuse
+	// the whole file.
+	if strings.Contains(opts, "ipv6-up-script") {
+		t.Errorf("options name an ipv6-up-script, which pppd 2.4.9 refuses:\n%s", opts)
 	}
 	p.NoIPv6, p.MTU = true, 1480
 	if opts := p.Options("eth1", "x"); strings.Contains(opts, "+ipv6") || !strings.Contains(opts, "mtu 1480\n") {
