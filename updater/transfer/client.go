@@ -226,9 +226,7 @@ func (s *Sender) sendSmaller(c *conn, src NARSource, p storepath.Path, base Base
 	var baseNAR bytes.Buffer
 	if err := src(base.Path, &baseNAR); err == nil {
 		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
-			// The default level does not reach far into a large
-			// dictionary; this one does, which is where a delta pays.
-			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), max(level, zstd.SpeedBetterCompression)); err == nil {
+			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), max(level, deltaLevel(baseNAR.Len()))); err == nil {
 				best, msg.Base = delta, base.Path
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -255,5 +256,22 @@ func TestDelta(t *testing.T) {
 	l2 := newLaptop(t, []storetest.Package{pkg("2.0")})
 	if o := transfer(t, s2, l2.infos, l2.source); o.cliErr != nil || o.res.Deltas != 0 {
 		t.Fatalf("without the base: %v, %d deltas", o.cliErr, o.res.Deltas)
+	}
+}
+
+// TestDeltaAgainstALargeBase: a 12 MB file with a few bytes changed
+// crosses as a delta of a few KB, not as the megabytes the default level
+// leaves when its tables cannot index the whole base.
+func TestDeltaAgainstALargeBase(t *testing.T) {
+	base := make([]byte, 12<<20)
+	rand.NewChaCha8([32]byte{1}).Read(base)
+	changed := bytes.Clone(base)
+	copy(changed[6<<20:], "version 1.2")
+	out, err := compress(changed, base, deltaLevel(len(base)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) > 64<<10 {
+		t.Fatalf("a 12 MB file with 11 bytes changed: a %d-byte delta", len(out))
 	}
 }

@@ -76,7 +76,10 @@ func benchOTA(roostd, roost string, scale int) error {
 	}
 	pub, _ := os.ReadFile(key + ".pub")
 	pubKey := strings.TrimSpace(string(pub))
-	config := fmt.Sprintf(`{"ssh": {"listen": ["10.213.0.2:2222"], "authorizedKeys": [%q]}}`, pubKey)
+	// A real router's config names its board, whose RAM bounds a delta's
+	// base (an eighth of it); without one the router assumes 4 MiB, less
+	// than these binaries.
+	config := fmt.Sprintf(`{"board": "lab", "ssh": {"listen": ["10.213.0.2:2222"], "authorizedKeys": [%q]}}`, pubKey)
 	nixLap := filepath.Join(work, "nix-laptop")
 	systems := map[string]string{}
 	for _, v := range []string{"1", "2"} {
@@ -97,7 +100,7 @@ func benchOTA(roostd, roost string, scale int) error {
 	os.MkdirAll(state, 0o700)
 	os.WriteFile(filepath.Join(state, "authorized_keys"), []byte(pubKey+"\n"), 0o600)
 	boot := filepath.Join(work, "boot.json")
-	os.WriteFile(boot, []byte(`{"ssh": {"listen": ["10.213.0.2:2222"]}}`), 0o644)
+	os.WriteFile(boot, []byte(`{"board": "lab", "ssh": {"listen": ["10.213.0.2:2222"]}}`), 0o644)
 	agent := exec.Command("ip", "netns", "exec", rtr, roostd, "run", "--root", filepath.Join(work, "router"), "--state", state, "--config", boot)
 	agentLog, _ := os.Create(filepath.Join(work, "roostd.log"))
 	agent.Stdout, agent.Stderr = agentLog, agentLog
