@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -144,6 +145,9 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 		return res, err
 	}
 	defer enc.Close()
+	pctx, stopPrepare := context.WithCancel(ctx)
+	defer stopPrepare()
+	prepared, sent := s.prepareDeltas(pctx, src, m.Missing, m.Bases, byPath)
 	for _, p := range m.Missing {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -161,13 +165,22 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 		prog.Current = p
 		report()
 		var narBytes uint64
-		if base, ok := m.Bases[p]; ok && byPath[p].NarSize <= maxDeltaTarget {
-			n, delta, err := s.sendSmaller(c, src, p, base)
-			if err != nil {
+		if future, ok := prepared[p]; ok {
+			var pr preparedNAR
+			select {
+			case pr = <-future:
+				sent()
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+			if pr.err != nil {
+				return res, pr.err
+			}
+			if err := pr.send(c); err != nil {
 				return res, routerGone(err, acks)
 			}
-			narBytes = n
-			if delta {
+			narBytes = pr.narSize
+			if pr.msg.Base != "" {
 				res.Deltas++
 			}
 		} else {
@@ -213,42 +226,82 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 // memory to send the smaller.
 const maxDeltaTarget = 256 << 20
 
-// sendSmaller sends p compressed plainly or against base, whichever is
-// smaller; base is used only if the laptop's copy has the router's hash.
-func (s *Sender) sendSmaller(c *conn, src NARSource, p storepath.Path, base Base) (uint64, bool, error) {
+// preparedNAR is a NAR compressed for sending: as a delta against its
+// base, or plainly, whichever was smaller.
+type preparedNAR struct {
+	msg     narMsg
+	data    []byte
+	narSize uint64
+	err     error
+}
+
+func (pr preparedNAR) send(c *conn) error {
+	if err := c.writeJSON(frameNAR, pr.msg); err != nil {
+		return err
+	}
+	if _, err := (&dataWriter{c: c}).Write(pr.data); err != nil {
+		return err
+	}
+	return c.write(frameEnd, nil, true)
+}
+
+// prepareDeltas compresses, on every core, the paths that have a base, in
+// the order they are sent, while the sender sends: a delta against a large
+// base is CPU work (best-level zstd), and the link would otherwise wait for
+// it. At most as many as there are cores are made ahead of the sender,
+// which calls sent as it takes each.
+func (s *Sender) prepareDeltas(ctx context.Context, src NARSource, missing []storepath.Path, bases map[storepath.Path]Base, byPath map[storepath.Path]registry.Info) (futures map[storepath.Path]chan preparedNAR, sent func()) {
+	futures = map[storepath.Path]chan preparedNAR{}
+	var order []storepath.Path
+	for _, p := range missing {
+		if _, ok := bases[p]; ok && byPath[p].NarSize <= maxDeltaTarget {
+			futures[p] = make(chan preparedNAR, 1)
+			order = append(order, p)
+		}
+	}
+	ahead := make(chan struct{}, runtime.GOMAXPROCS(0))
+	go func() {
+		for _, p := range order {
+			select {
+			case ahead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func(p storepath.Path) { futures[p] <- s.prepare(src, p, bases[p]) }(p)
+		}
+	}()
+	return futures, func() { <-ahead }
+}
+
+// prepare compresses p plainly or against base, whichever is smaller;
+// base is used only if the laptop's copy has the router's hash.
+func (s *Sender) prepare(src NARSource, p storepath.Path, base Base) preparedNAR {
 	var nar bytes.Buffer
 	if err := src(p, &nar); err != nil {
-		return 0, false, fmt.Errorf("read %s from the local store: %w", p, err)
+		return preparedNAR{err: fmt.Errorf("read %s from the local store: %w", p, err)}
 	}
 	level := max(s.Level, zstd.SpeedDefault)
-	msg := narMsg{Path: p, Compression: "zstd"}
-	var best []byte
+	pr := preparedNAR{msg: narMsg{Path: p, Compression: "zstd"}, narSize: uint64(nar.Len())}
 	var baseNAR bytes.Buffer
 	if err := src(base.Path, &baseNAR); err == nil {
 		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
 			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), max(level, deltaLevel(baseNAR.Len()))); err == nil {
-				best, msg.Base = delta, base.Path
+				pr.data, pr.msg.Base = delta, base.Path
 			}
 		}
 	}
 	// A delta under a tenth of the NAR beats any plain compression: skip
 	// making the other to compare.
-	if best == nil || len(best) > nar.Len()/10 {
+	if pr.data == nil || len(pr.data) > nar.Len()/10 {
 		plain, err := compress(nar.Bytes(), nil, level)
 		if err != nil {
-			return 0, false, err
+			return preparedNAR{err: err}
 		}
-		if best == nil || len(plain) < len(best) {
-			best, msg.Base = plain, ""
+		if pr.data == nil || len(plain) < len(pr.data) {
+			pr.data, pr.msg.Base = plain, ""
 		}
 	}
-	if err := c.writeJSON(frameNAR, msg); err != nil {
-		return 0, false, err
-	}
-	if _, err := (&dataWriter{c: c}).Write(best); err != nil {
-		return 0, false, err
-	}
-	return uint64(nar.Len()), msg.Base != "", c.write(frameEnd, nil, true)
+	return pr
 }
 
 // ackEvent is what the goroutine reading the router's frames reports.
