@@ -147,6 +147,8 @@ func up(dir, bin, wan string) error {
 			return fmt.Errorf("the LAN host cannot reach the ISP over IPv6 through the router: see %s", log.Name())
 		}
 		fmt.Println("the LAN host reaches the ISP over IPv6 (2001:db8:0:1::1) from its SLAAC address in the delegated prefix")
+		addrs, _ := exec.Command("ip", "-n", nsLAN, "-br", "addr", "show", "dev", "eth0").Output()
+		fmt.Printf("the LAN host's addresses, from the router (DHCPv4, SLAAC): %s\n", strings.Join(strings.Fields(string(addrs))[2:], " "))
 	}
 	if err := rebuild(dir, bin, cfg); err != nil {
 		return err
@@ -294,8 +296,6 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	}); err != nil {
 		return fmt.Errorf("the LAN host got no DHCP lease from the router: see %s and %s", out.Name(), roostdLog)
 	}
-	addrs, _ := exec.Command("ip", "-n", n.LAN, "-br", "addr", "show", "dev", "eth0").Output()
-	fmt.Printf("the LAN host's addresses, from the router: %s\n", strings.Join(strings.Fields(string(addrs))[2:], " "))
 	return nil
 }
 
