@@ -19,7 +19,8 @@ func startKea6(t *testing.T, ns string) *isp.Kea {
 }
 
 // TestDHCP6Client: an address and a delegated /56 from kea-dhcp6, renewed,
-// and given back when roostd stops (releaseOnStop).
+// adopted across a kill -9 of roostd without a new Solicit, and given back
+// when roostd stops (releaseOnStop).
 func TestDHCP6Client(t *testing.T) {
 	cfg := `{
   "board": "lab",
@@ -60,6 +61,22 @@ func TestDHCP6Client(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
 		t.Fatalf("kea saw no renewal:\n%s", b)
 	}
+	// A roostd killed and restarted adopts the kept binding: no new
+	// Solicit (kea's advertise count stays), the same prefix.
+	adverts := k.Count("DHCP6_PD_LEASE_ADVERT") + k.Count("DHCP6_LEASE_ADVERT")
+	a.kill9()
+	a.start()
+	again := a.waitServices("up again", func(s map[string]serviceStatus) bool { return s["wan-dhcp6"].State == "up" })
+	if got := again["wan-dhcp6"].Outputs["prefix/0/prefix"]; got != out["prefix/0/prefix"] {
+		t.Fatalf("after a restart the prefix is %s, was %s", got, out["prefix/0/prefix"])
+	}
+	if n := k.Count("DHCP6_PD_LEASE_ADVERT") + k.Count("DHCP6_LEASE_ADVERT"); n != adverts {
+		t.Fatalf("the restarted roostd solicited again (%d advertisements, were %d):\n%s", n, adverts, a.log.String())
+	}
+	if !strings.Contains(a.log.String(), "adopting the kept binding") {
+		t.Fatalf("roostd did not say it adopted the binding:\n%s", a.log.String())
+	}
+
 	// A clean stop gives the address and the prefix back (releaseOnStop).
 	a.stop()
 	if n, m := k.Count("DHCP6_RELEASE_NA"), k.Count("DHCP6_RELEASE_PD"); n == 0 || m == 0 {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -141,7 +142,46 @@ func (c *Client) duid(hw net.HardwareAddr) (dhcpv6.DUID, error) {
 }
 
 func (c *Client) leaseFile(ifname string) string {
-	return filepath.Join(c.StateDir, "dhcp6-"+ifname+".reply")
+	return filepath.Join(c.StateDir, "dhcp6-"+ifname+".json")
+}
+
+// saved is the binding as kept in $STATE: the server's Reply and when it
+// came.
+type saved struct {
+	Reply    []byte    `json:"reply"`
+	Acquired time.Time `json:"acquired"`
+}
+
+func (c *Client) save(ifname string, b *binding) error {
+	data, _ := json.Marshal(saved{Reply: b.reply.ToBytes(), Acquired: b.acquired})
+	return atomicfile.WriteFile(c.leaseFile(ifname), data, 0o600)
+}
+
+// load returns the kept binding if it is still valid: a restarted roostd
+// adopts it and renews at T1, as the DHCPv4 client does, instead of
+// soliciting (the LAN's prefix does not flap). A damaged file is no binding.
+func (c *Client) load(ifname string, now time.Time) *binding {
+	data, err := os.ReadFile(c.leaseFile(ifname))
+	if err != nil {
+		return nil
+	}
+	var sv saved
+	if json.Unmarshal(data, &sv) != nil || sv.Acquired.After(now) {
+		return nil
+	}
+	reply, err := dhcpv6.MessageFromBytes(sv.Reply)
+	if err != nil || reply.MessageType != dhcpv6.MessageTypeReply {
+		return nil
+	}
+	b, err := checkReply(reply)
+	if err != nil {
+		return nil
+	}
+	b.acquired = sv.Acquired
+	if _, _, valid := b.times(); !now.Before(b.acquired.Add(valid)) {
+		return nil
+	}
+	return b
 }
 
 // Run keeps an address and a prefix.
@@ -189,8 +229,12 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	copy(iaid[:], hw[len(hw)-4:])
 	backoff := retry.Backoff{First: c.Retry}
 	all := &net.UDPAddr{IP: dhcpv6.AllDHCPRelayAgentsAndServers, Port: dhcpv6.DefaultServerPort, Zone: ifname}
-	env.Log.Info("dhcp6: soliciting", "link", ifname, "duid", duid)
 	var cur, published *binding
+	if cur = c.load(ifname, time.Now()); cur != nil {
+		env.Log.Info("dhcp6: adopting the kept binding", "link", ifname, "prefixes", len(cur.prefixes()), "since", cur.acquired)
+	} else {
+		env.Log.Info("dhcp6: soliciting", "link", ifname, "duid", duid)
+	}
 	for {
 		if cur == nil {
 			b, err := c.acquire(ctx, nc, all, hw, duid, iaid)
@@ -212,7 +256,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		if err := c.apply(link, cur); err != nil {
 			return err
 		}
-		atomicfile.WriteFile(c.leaseFile(ifname), cur.reply.ToBytes(), 0o600)
+		if err := c.save(ifname, cur); err != nil {
+			env.Log.Warn("dhcp6: keep the binding", "err", err)
+		}
 		publish(env, cur, published)
 		published = cur
 		env.Ready()
@@ -327,11 +373,17 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 	}
 }
 
-// apply puts the addresses on the link with their lifetimes.
+// apply puts the addresses on the link with what is left of their
+// lifetimes.
 func (c *Client) apply(link netlink.Link, b *binding) error {
+	elapsed := time.Since(b.acquired)
+	left := func(d time.Duration) int { return int(max(d-elapsed, 0).Seconds()) }
 	for _, a := range b.addrs() {
+		if left(a.ValidLifetime) == 0 {
+			continue // 0 would be "forever" to the kernel
+		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IPv6Addr, Mask: net.CIDRMask(128, 128)},
-			ValidLft: int(a.ValidLifetime.Seconds()), PreferedLft: int(a.PreferredLifetime.Seconds()), Flags: unix.IFA_F_NODAD}
+			ValidLft: left(a.ValidLifetime), PreferedLft: left(a.PreferredLifetime), Flags: unix.IFA_F_NODAD}
 		if err := c.NL.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("add address %s to %s: %w", a.IPv6Addr, link.Attrs().Name, err)
 		}

@@ -2,6 +2,7 @@ package client6
 
 import (
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -79,5 +80,30 @@ func TestIDAddrForLinksWithoutHardwareAddress(t *testing.T) {
 	eth := net.HardwareAddr{2, 0, 0, 0, 0, 2}
 	if idAddr(eth, duid).String() != eth.String() {
 		t.Fatal("an Ethernet link's own address was not used")
+	}
+}
+
+func TestKeptBinding(t *testing.T) {
+	c := &Client{StateDir: t.TempDir()}
+	b, err := checkReply(reply(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.acquired = time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)
+	if err := c.save("wan", b); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.load("wan", b.acquired.Add(time.Minute)); got == nil || !got.acquired.Equal(b.acquired) || len(got.prefixes()) != 1 {
+		t.Fatalf("a binding a minute old was not adopted: %+v", got)
+	}
+	if c.load("wan", b.acquired.Add(121*time.Second)) != nil {
+		t.Fatal("a binding past its longest valid lifetime was adopted")
+	}
+	if c.load("wan", b.acquired.Add(-time.Hour)) != nil {
+		t.Fatal("a binding from the future (a clock that jumped back) was adopted")
+	}
+	os.WriteFile(c.leaseFile("wan"), []byte(`{"reply": "AAAA", "acquired": "2026-11-22T06:00:00Z"}`), 0o600)
+	if c.load("wan", b.acquired) != nil {
+		t.Fatal("a damaged kept binding was adopted")
 	}
 }
