@@ -76,7 +76,12 @@ func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []r
 		return res, fmt.Errorf("handshake: the router speaks %q version %d", h.Protocol, h.Version)
 	}
 	res.Agent = h.Agent
-	if err := c.writeJSON(frameClosure, closureMsg{Paths: closure}); err != nil {
+	// A router from before version 3 takes the closure only uncompressed.
+	send := func() error { return c.writeJSON(frameClosure, closureMsg{Paths: closure}) }
+	if h.Version >= 3 {
+		send = func() error { return c.writeJSONZ(frameClosureZ, closureMsg{Paths: closure}) }
+	}
+	if err := send(); err != nil {
 		return res, err
 	}
 	var m missingMsg

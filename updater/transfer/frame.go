@@ -11,19 +11,23 @@ package transfer
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 const (
 	// Protocol names the protocol in the hello messages.
 	Protocol = "roost-transfer"
-	// Version is the protocol version this package speaks: 2 added deltas.
-	Version = 2
+	// Version is the protocol version this package speaks: 2 added deltas,
+	// 3 the compressed closure.
+	Version = 3
 
 	maxFrame  = 16 << 20
 	dataChunk = 128 << 10
@@ -38,6 +42,7 @@ const (
 	frameHello      = 'H' // laptop → router: hello
 	frameHelloReply = 'h' // router → laptop: hello
 	frameClosure    = 'C' // laptop → router: every path of the closure with its info
+	frameClosureZ   = 'c' // laptop → router: the same, zstd-compressed (version 3)
 	frameMissing    = 'M' // router → laptop: the paths it lacks, in the order to send them
 	frameNAR        = 'N' // laptop → router: a NAR follows
 	frameData       = 'D' // laptop → router: compressed NAR bytes
@@ -52,7 +57,7 @@ func frameName(t byte) string {
 	switch t {
 	case frameHello, frameHelloReply:
 		return "hello"
-	case frameClosure:
+	case frameClosure, frameClosureZ:
 		return "closure"
 	case frameMissing:
 		return "missing"
@@ -120,6 +125,54 @@ func (c *conn) writeJSON(t byte, v any) error {
 		return fmt.Errorf("%s message of %d bytes is over the %d-byte frame limit", frameName(t), len(b), maxFrame)
 	}
 	return c.write(t, b, true)
+}
+
+// writeJSONZ writes v as zstd-compressed JSON in a frame of type t.
+func (c *conn) writeJSONZ(t byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	z, err := compress(b, nil, zstd.SpeedDefault)
+	if err != nil {
+		return err
+	}
+	if len(z)+1 > maxFrame {
+		return fmt.Errorf("%s message of %d compressed bytes is over the %d-byte frame limit", frameName(t), len(z), maxFrame)
+	}
+	return c.write(t, z, true)
+}
+
+// maxClosureJSON bounds a compressed closure message once decompressed:
+// MaxPaths paths with their references fit well within it.
+const maxClosureJSON = 256 << 20
+
+// readClosure reads the closure frame, plain or compressed.
+func (c *conn) readClosure(v *closureMsg) error {
+	t, payload, err := c.read()
+	if err != nil {
+		return err
+	}
+	if t != frameClosureZ {
+		return decodeFrame(t, payload, frameClosure, v)
+	}
+	dec, err := zstd.NewReader(bytes.NewReader(payload), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(maxClosureJSON), zstd.WithDecoderMaxWindow(maxWindow))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	b, err := io.ReadAll(io.LimitReader(dec, maxClosureJSON+1))
+	if err != nil {
+		return fmt.Errorf("decompress the closure: %w", err)
+	}
+	if len(b) > maxClosureJSON {
+		return fmt.Errorf("the closure message is over %d bytes decompressed", maxClosureJSON)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("closure message: %w", err)
+	}
+	return nil
 }
 
 // sendError tells the peer why this end gives up; best effort.

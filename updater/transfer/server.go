@@ -67,7 +67,7 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 		return sum, err
 	}
 	var cl closureMsg
-	if err := c.readJSON(frameClosure, &cl); err != nil {
+	if err := c.readClosure(&cl); err != nil {
 		return sum, fmt.Errorf("read closure: %w", err)
 	}
 	infos, err := checkClosure(cl.Paths)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/store"
@@ -273,5 +276,48 @@ func TestDeltaAgainstALargeBase(t *testing.T) {
 	}
 	if len(out) > 64<<10 {
 		t.Fatalf("a 12 MB file with 11 bytes changed: a %d-byte delta", len(out))
+	}
+}
+
+// TestClosureMessage: a version-2 laptop's plain closure is still read; a
+// version-3 one's is compressed (a 512-path closure: under a quarter of
+// the JSON); a compressed closure that expands past the limit is refused.
+func TestClosureMessage(t *testing.T) {
+	l := newLaptop(t, storetest.Closure("cm", 512, 1, 64))
+	readBack := func(frame func(c *conn) error) (closureMsg, error) {
+		var rec bytes.Buffer
+		c := newConn(nil, &rec)
+		if err := frame(c); err != nil {
+			t.Fatal(err)
+		}
+		var got closureMsg
+		err := newConn(&rec, io.Discard).readClosure(&got)
+		return got, err
+	}
+	plain, err := readBack(func(c *conn) error { return c.writeJSON(frameClosure, closureMsg{Paths: l.infos}) })
+	if err != nil || len(plain.Paths) != 512 {
+		t.Fatalf("plain closure: %d paths, %v", len(plain.Paths), err)
+	}
+	var z bytes.Buffer
+	newConn(nil, &z).writeJSONZ(frameClosureZ, closureMsg{Paths: l.infos})
+	js, _ := json.Marshal(closureMsg{Paths: l.infos})
+	if z.Len() > len(js)/4 {
+		t.Fatalf("compressed closure frame: %d bytes for %d of JSON", z.Len(), len(js))
+	}
+	compressed, err := readBack(func(c *conn) error { return c.writeJSONZ(frameClosureZ, closureMsg{Paths: l.infos}) })
+	if err != nil || len(compressed.Paths) != 512 || compressed.Paths[7].Path != l.infos[7].Path {
+		t.Fatalf("compressed closure: %d paths, %v", len(compressed.Paths), err)
+	}
+	// A bomb: a few KB that expand past the limit.
+	var bomb bytes.Buffer
+	enc, _ := zstd.NewWriter(&bomb)
+	chunk := bytes.Repeat([]byte(" "), 1<<20)
+	for i := 0; i <= maxClosureJSON>>20; i++ {
+		enc.Write(chunk)
+	}
+	enc.Close()
+	_, err = readBack(func(c *conn) error { return c.write(frameClosureZ, bomb.Bytes(), true) })
+	if err == nil || !strings.Contains(err.Error(), "over") {
+		t.Fatalf("a closure message that expands to %d MiB: %v", maxClosureJSON>>20+1, err)
 	}
 }
