@@ -77,6 +77,14 @@ func (l lease) prefix() *net.IPNet {
 	return &net.IPNet{IP: l.ack.YourIPAddr.To4(), Mask: mask}
 }
 
+// refusedACK is an ACK checkACK refused, from server.
+type refusedACK struct {
+	server net.IP
+	err    error
+}
+
+func (r refusedACK) Error() string { return r.err.Error() }
+
 // checkACK refuses an ACK that could not be applied as it stands: an
 // address that cannot be a host's, no lease time, a mask that is not one,
 // a router that cannot be one.
@@ -185,28 +193,27 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	for {
 		if cur == nil {
-			l, err := nc.Request(ctx, c.modifiers()...)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
+			var ok bool
+			cur, ok = retry.Until(ctx, &backoff, func() (*lease, error) {
+				l, err := nc.Request(ctx, c.modifiers()...)
+				if err != nil {
+					return nil, err
 				}
-				wait := backoff.Next()
-				env.Log.Info("dhcp4: no lease yet", "err", err, "retryIn", wait)
-				if !retry.Sleep(ctx, wait) {
-					return nil
+				if err := checkACK(l.ACK); err != nil {
+					return nil, refusedACK{server: l.ACK.ServerIdentifier(), err: err}
 				}
-				continue
+				return &lease{ack: l.ACK, acquired: c.now()}, nil
+			}, func(err error, wait time.Duration) {
+				var r refusedACK
+				if errors.As(err, &r) {
+					env.Log.Warn("dhcp4: refused the server's ACK", "server", r.server, "err", r.err, "retryIn", wait)
+				} else {
+					env.Log.Info("dhcp4: no lease yet", "err", err, "retryIn", wait)
+				}
+			})
+			if !ok {
+				return nil
 			}
-			if err := checkACK(l.ACK); err != nil {
-				wait := backoff.Next()
-				env.Log.Warn("dhcp4: refused the server's ACK", "server", l.ACK.ServerIdentifier(), "err", err, "retryIn", wait)
-				if !retry.Sleep(ctx, wait) {
-					return nil
-				}
-				continue
-			}
-			backoff.Reset()
-			cur = &lease{ack: l.ACK, acquired: c.now()}
 			env.Log.Info("dhcp4: lease acquired", "address", cur.prefix(), "server", cur.ack.ServerIdentifier(), "for", cur.duration())
 		}
 		if err := c.apply(link, cur); err != nil {

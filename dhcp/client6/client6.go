@@ -237,21 +237,15 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	for {
 		if cur == nil {
-			b, err := c.acquire(ctx, nc, all, hw, duid, iaid)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				wait := backoff.Next()
-				env.Log.Info("dhcp6: no binding yet", "err", err, "retryIn", wait)
-				if !retry.Sleep(ctx, wait) {
-					return nil
-				}
-				continue
+			var ok bool
+			cur, ok = retry.Until(ctx, &backoff, func() (*binding, error) { return c.acquire(ctx, nc, all, hw, duid, iaid) },
+				func(err error, wait time.Duration) {
+					env.Log.Info("dhcp6: no binding yet", "err", err, "retryIn", wait)
+				})
+			if !ok {
+				return nil
 			}
-			backoff.Reset()
-			cur = b
-			env.Log.Info("dhcp6: bound", "addresses", len(b.addrs()), "prefixes", len(b.prefixes()))
+			env.Log.Info("dhcp6: bound", "addresses", len(cur.addrs()), "prefixes", len(cur.prefixes()))
 		}
 		if err := c.apply(link, cur); err != nil {
 			return err

@@ -44,3 +44,24 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts over from First.
 func (b *Backoff) Reset() { b.cur = 0 }
+
+// Until calls try until it succeeds, waiting b's next wait after each
+// failure, which it first reports to failed; after a success b starts
+// over. It reports false, and gives up, when ctx ends.
+func Until[T any](ctx context.Context, b *Backoff, try func() (T, error), failed func(err error, wait time.Duration)) (T, bool) {
+	for {
+		v, err := try()
+		if err == nil {
+			b.Reset()
+			return v, true
+		}
+		if ctx.Err() != nil {
+			return v, false
+		}
+		wait := b.Next()
+		failed(err, wait)
+		if !Sleep(ctx, wait) {
+			return v, false
+		}
+	}
+}

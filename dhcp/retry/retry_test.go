@@ -34,3 +34,26 @@ func TestSleepEndsWithContext(t *testing.T) {
 		t.Fatal("Sleep failed without a cancellation")
 	}
 }
+
+func TestUntil(t *testing.T) {
+	b := Backoff{First: time.Millisecond}
+	tries := 0
+	var waits []time.Duration
+	v, ok := Until(context.Background(), &b, func() (int, error) {
+		if tries++; tries < 3 {
+			return 0, context.DeadlineExceeded
+		}
+		return 42, nil
+	}, func(_ error, wait time.Duration) { waits = append(waits, wait) })
+	if !ok || v != 42 || len(waits) != 2 || waits[0] != time.Millisecond || waits[1] != 2*time.Millisecond {
+		t.Fatalf("Until = %d, %v after waits %v", v, ok, waits)
+	}
+	if b.Next() != time.Millisecond {
+		t.Fatal("a success did not start the backoff over")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, ok := Until(ctx, &b, func() (int, error) { return 0, context.Canceled }, func(error, time.Duration) {}); ok {
+		t.Fatal("Until went on after its context ended")
+	}
+}
