@@ -12,14 +12,7 @@ import (
 const deltaSystemExpr = `
 { version, config }:
 let
-  bb = "/bin/busybox";
-  mk = name: deps: script: derivation {
-    inherit name deps;
-    system = builtins.currentSystem;
-    builder = bb;
-    args = [ "sh" "-c" script ];
-  };
-  tool = mk "tool-${version}" [] ''
+` + nixMk + `  tool = mk "tool-${version}" [] ''
     ${bb} mkdir -p $out/bin
     ${bb} cp ${bb} $out/bin/tool
     echo ${version} > $out/VERSION

@@ -60,6 +60,18 @@ func (n *nixStore) export(paths []string) []byte {
 // physical is where a store path of this store is on disk.
 func (n *nixStore) physical(p string) string { return filepath.Join(n.dir, p) }
 
+// nixMk is the let-bindings the test expressions build with: bb, the
+// static busybox (the only thing in Nix's sandbox), and mk, a derivation
+// from a shell script with dependencies.
+const nixMk = `  bb = "/bin/busybox";
+  mk = name: deps: script: derivation {
+    inherit name deps;
+    system = builtins.currentSystem;
+    builder = bb;
+    args = [ "sh" "-c" script ];
+  };
+`
+
 // systemExpr builds a small system closure with every kind of file a NAR can
 // hold: files, an executable, relative and absolute symlinks, an empty file,
 // empty and nested folders, a self-reference, a path with 60 references
@@ -69,14 +81,7 @@ func (n *nixStore) physical(p string) string { return filepath.Join(n.dir, p) }
 const systemExpr = `
 { version ? "1.0", extra ? "" }:
 let
-  bb = "/bin/busybox";
-  mk = name: deps: script: derivation {
-    inherit name deps;
-    system = builtins.currentSystem;
-    builder = bb;
-    args = [ "sh" "-c" script ];
-  };
-  leaves = builtins.genList (i: builtins.toFile "leaf-${toString i}" "leaf ${toString i}\n") 60;
+` + nixMk + `  leaves = builtins.genList (i: builtins.toFile "leaf-${toString i}" "leaf ${toString i}\n") 60;
   lib = mk "libfoo-1.2" [] ''
     B=${bb}
     $B mkdir -p $out/lib/nested/deeper $out/empty-dir $out/bin

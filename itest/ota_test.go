@@ -21,14 +21,7 @@ import (
 const otaSystemExpr = `
 { version ? "1.0", config, blobs ? "1" }:
 let
-  bb = "/bin/busybox";
-  mk = name: deps: script: derivation {
-    inherit name deps;
-    system = builtins.currentSystem;
-    builder = bb;
-    args = [ "sh" "-c" script ];
-  };
-  lib = mk "libfoo-1.2" [] ''
+` + nixMk + `  lib = mk "libfoo-1.2" [] ''
     ${bb} mkdir -p $out/lib
     echo library > $out/lib/libfoo.so
   '';
