@@ -16,10 +16,14 @@ VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
 
+# Where build puts roostd and roost for the lab and the benchmarks: inside
+# itest, which owns those commands (git ignores it).
+BIN := itest/bin
+
 .PHONY: build deps vmdeps test lint unit itest vmtest fuzz bench cross lab lab-down clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/ ./agent/cmd/roostd ./hosttool/cmd/roost
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./agent/cmd/roostd ./hosttool/cmd/roost
 
 # deps installs what is missing, so it is quick when nothing is.
 deps:
@@ -83,7 +87,7 @@ cross:
 	done
 
 bench: deps build
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin bin
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin $(BIN)
 
 # lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
 # a rebuild to the router from the LAN host. lab-down removes it all.
@@ -91,10 +95,10 @@ bench: deps build
 # QEMU test bed: needs make vmdeps).
 WAN ?= dhcp
 lab: deps build $(if $(filter pppoe,$(WAN)),vmdeps)
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin bin --wan $(WAN)
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin $(BIN) --wan $(WAN)
 
 lab-down:
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab down --dir .lab
 
 clean:
-	rm -rf bin
+	rm -rf $(BIN)

@@ -24,7 +24,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "delay-proxy:", runDelayProxy(os.Args[2:]))
 		os.Exit(1)
 	}
-	bin := flag.String("bin", "bin", "the `folder` with roostd and roost")
+	bin := flag.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
 	only := flag.String("only", "", "run only this table: store, ota, agent, addressing or firewall")
 	flag.Parse()

@@ -9,7 +9,7 @@
 // router (busybox udhcpc, SLAAC). With --wan static the router runs
 // docs/rotuer.json with fixed addresses.
 //
-//	lab up   [--dir .lab] [--bin bin] [--wan dhcp|static]   make lab [WAN=static]
+//	lab up   [--dir .lab] [--bin itest/bin] [--wan dhcp|static|pppoe]   make lab [WAN=static]
 //	lab down [--dir .lab]                                   make lab-down
 package main
 
@@ -50,12 +50,12 @@ func main() {
 		select {}
 	}
 	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down") {
-		fmt.Fprintln(os.Stderr, "usage: lab up|down [--dir .lab] [--bin bin] [--wan dhcp|static]")
+		fmt.Fprintln(os.Stderr, "usage: lab up|down [--dir .lab] [--bin itest/bin] [--wan dhcp|static|pppoe]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", ".lab", "the lab's `folder`: router root, state, laptop home, logs")
-	bin := fs.String("bin", "bin", "the `folder` with roostd and roost")
+	bin := fs.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	wan := fs.String("wan", "dhcp", "how the ISP connects the router: `dhcp`, static or pppoe (in the QEMU test bed)")
 	fs.Parse(os.Args[2:])
 	abs, _ := filepath.Abs(*dir)
