@@ -9,11 +9,13 @@
 package labnet
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The ISP delegates /56s out of DelegationPool (and out of RenumberedPool
@@ -38,7 +40,8 @@ func New(prefix string) *Net {
 	return &Net{ISP: prefix + "isp", Router: prefix + "router", LAN: prefix + "lan"}
 }
 
-func run(args ...string) error {
+// Run runs a command, its output in the error if it fails.
+func Run(args ...string) error {
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -49,10 +52,10 @@ func run(args ...string) error {
 func (n *Net) Up() error {
 	n.Down()
 	for _, ns := range []string{n.ISP, n.Router, n.LAN} {
-		if err := run("ip", "netns", "add", ns); err != nil {
+		if err := Run("ip", "netns", "add", ns); err != nil {
 			return err
 		}
-		if err := run("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+		if err := Run("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
 			return err
 		}
 	}
@@ -70,7 +73,7 @@ func (n *Net) Up() error {
 		{"ip", "-n", n.ISP, "route", "add", "fd00:1::/64", "via", "2001:db8:0:1::2"},
 		{"ip", "-n", n.LAN, "link", "set", "eth0", "up"},
 	} {
-		if err := run(s...); err != nil {
+		if err := Run(s...); err != nil {
 			n.Down()
 			return err
 		}
@@ -88,7 +91,7 @@ func (n *Net) Up() error {
 		{"ip", "-n", n.LAN, "route", "add", "default", "via", "192.168.1.1"},
 		{"ip", "-n", n.LAN, "route", "add", "default", "via", "fd00:1::1"},
 	} {
-		if err := run(s...); err != nil {
+		if err := Run(s...); err != nil {
 			n.Down()
 			return err
 		}
@@ -101,7 +104,7 @@ func (n *Net) Up() error {
 // the link down and up calls it again.
 func (n *Net) RouteDelegations() error {
 	for _, pool := range []string{DelegationPool, RenumberedPool} {
-		if err := run("ip", "-n", n.ISP, "route", "replace", pool, "via", RouterLinkLocal, "dev", "isp0"); err != nil {
+		if err := Run("ip", "-n", n.ISP, "route", "replace", pool, "via", RouterLinkLocal, "dev", "isp0"); err != nil {
 			return err
 		}
 	}
@@ -129,6 +132,29 @@ bound|renew)
 	;;
 esac
 `), 0o755)
+}
+
+// Wait calls ok every poll until it is true, for at most d.
+func Wait(d, poll time.Duration, ok func() bool) error {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(poll) {
+		if ok() {
+			return nil
+		}
+	}
+	return errors.New("timed out")
+}
+
+// WaitLinkLocal waits, for at most d, until dev in ns has a link-local
+// address that has passed duplicate address detection.
+func WaitLinkLocal(ns, dev string, d time.Duration) error {
+	err := Wait(d, 100*time.Millisecond, func() bool {
+		out, _ := exec.Command("ip", "-n", ns, "-6", "addr", "show", "dev", dev).Output()
+		return strings.Contains(string(out), "fe80:") && !strings.Contains(string(out), "tentative")
+	})
+	if err != nil {
+		return fmt.Errorf("%s in %s has no usable link-local address", dev, ns)
+	}
+	return nil
 }
 
 // In prefixes a command to run it in namespace ns.

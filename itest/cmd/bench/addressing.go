@@ -88,10 +88,10 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	defer n.Down()
 	// The WAN starts without carrier: the ISP's end is down (keeping its
 	// IPv6 address, which the kernel would otherwise drop).
-	if err = sh("ip", "netns", "exec", n.ISP, "sysctl", "-q", "-w", "net.ipv6.conf.isp0.keep_addr_on_down=1"); err != nil {
+	if err = labnet.Run("ip", "netns", "exec", n.ISP, "sysctl", "-q", "-w", "net.ipv6.conf.isp0.keep_addr_on_down=1"); err != nil {
 		return
 	}
-	if err = sh("ip", "-n", n.ISP, "link", "set", "isp0", "down"); err != nil {
+	if err = labnet.Run("ip", "-n", n.ISP, "link", "set", "isp0", "down"); err != nil {
 		return
 	}
 	stop, err := st.start(n, work)
@@ -126,7 +126,7 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t0 := time.Now()
-	if err = sh("ip", "-n", n.ISP, "link", "set", "isp0", "up"); err != nil {
+	if err = labnet.Run("ip", "-n", n.ISP, "link", "set", "isp0", "up"); err != nil {
 		return
 	}
 	if err = n.RouteDelegations(); err != nil {
@@ -144,8 +144,8 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 		}
 	}
 	d4, d6 := make(chan error, 1), make(chan error, 1)
-	go func() { d4 <- waitUntil(60*time.Second, reach("198.51.100.1")) }()
-	go func() { d6 <- waitUntil(60*time.Second, reach("2001:db8:0:1::1")) }()
+	go func() { d4 <- labnet.Wait(60*time.Second, 10*time.Millisecond, reach("198.51.100.1")) }()
+	go func() { d6 <- labnet.Wait(60*time.Second, 10*time.Millisecond, reach("2001:db8:0:1::1")) }()
 	if err = <-d4; err != nil {
 		return 0, 0, 0, fmt.Errorf("the LAN host never reached the ISP over IPv4")
 	}
@@ -163,7 +163,7 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	if err = k6.Start(); err != nil {
 		return
 	}
-	if err = waitUntil(60*time.Second, func() bool {
+	if err = labnet.Wait(60*time.Second, 10*time.Millisecond, func() bool {
 		out, _ := exec.Command("ip", "-n", n.LAN, "-6", "-o", "addr", "show", "dev", "eth0").Output()
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.Contains(l, " 2001:db8:200:1:") && !strings.Contains(l, "tentative") && !strings.Contains(l, "deprecated") {
@@ -176,22 +176,6 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	}
 	renumber = time.Since(t0)
 	return
-}
-
-func waitUntil(d time.Duration, ok func() bool) error {
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if ok() {
-			return nil
-		}
-	}
-	return errors.New("timed out")
-}
-
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
 }
 
 func startRoostd(roostd string, n *labnet.Net, work string) (func(), error) {
@@ -219,16 +203,16 @@ func startDhcpcdDnsmasq(n *labnet.Net, work string) (func(), error) {
 		{"link", "set", "wan", "up"}, {"link", "set", "lan0", "up"}, {"link", "set", "lan1", "up"}, {"link", "set", "br-lan", "up"},
 		{"addr", "add", "192.168.1.1/24", "dev", "br-lan"},
 	} {
-		if err := sh(append([]string{"ip", "-n", n.Router}, args...)...); err != nil {
+		if err := labnet.Run(append([]string{"ip", "-n", n.Router}, args...)...); err != nil {
 			return nil, err
 		}
 	}
 	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
-		if err := sh("ip", "netns", "exec", n.Router, "sysctl", "-q", "-w", kv); err != nil {
+		if err := labnet.Run("ip", "netns", "exec", n.Router, "sysctl", "-q", "-w", kv); err != nil {
 			return nil, err
 		}
 	}
-	if err := sh("ip", "netns", "exec", n.Router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post oifname wan masquerade"); err != nil {
+	if err := labnet.Run("ip", "netns", "exec", n.Router, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; add rule ip nat post oifname wan masquerade"); err != nil {
 		return nil, err
 	}
 	conf := filepath.Join(work, "dhcpcd.conf")

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/opensshd"
 )
 
@@ -37,18 +38,12 @@ func benchOTA(roostd, roost string, scale int) error {
 			cleanups[i]()
 		}
 	}()
-	sh := func(args ...string) error {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
 	for _, ns := range []string{lap, rtr} {
-		if err := sh("ip", "netns", "add", ns); err != nil {
+		if err := labnet.Run("ip", "netns", "add", ns); err != nil {
 			return err
 		}
 		cleanups = append(cleanups, func() { exec.Command("ip", "netns", "del", ns).Run() })
-		if err := sh("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+		if err := labnet.Run("ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
 			return err
 		}
 	}
@@ -61,7 +56,7 @@ func benchOTA(roostd, roost string, scale int) error {
 		{"ip", "-n", lap, "link", "set", "rbl" + suffix, "up"},
 		{"ip", "-n", rtr, "link", "set", "rbr" + suffix, "up"},
 	} {
-		if err := sh(args...); err != nil {
+		if err := labnet.Run(args...); err != nil {
 			return err
 		}
 	}
@@ -71,7 +66,7 @@ func benchOTA(roostd, roost string, scale int) error {
 	home := filepath.Join(work, "home")
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
 	key := filepath.Join(home, ".ssh/id_ed25519")
-	if err := sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key); err != nil {
+	if err := labnet.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key); err != nil {
 		return err
 	}
 	pub, _ := os.ReadFile(key + ".pub")

@@ -76,17 +76,6 @@ func main() {
 	}
 }
 
-func sh(args ...string) error {
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func in(ns string, args ...string) []string {
-	return append([]string{"ip", "netns", "exec", ns}, args...)
-}
-
 func up(dir, bin, wan string) error {
 	if _, err := os.Stat(filepath.Join(dir, "pids")); err == nil {
 		return errors.New("the lab is already up: make lab-down first")
@@ -104,7 +93,7 @@ func up(dir, bin, wan string) error {
 	// The laptop's key, allowed in by the bootstrap authorized_keys.
 	key := filepath.Join(dir, "home/.ssh/id_ed25519")
 	if _, err := os.Stat(key); err != nil {
-		if err := sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-laptop", "-f", key); err != nil {
+		if err := labnet.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-laptop", "-f", key); err != nil {
 			return err
 		}
 	}
@@ -126,7 +115,7 @@ func up(dir, bin, wan string) error {
 	if err != nil {
 		return err
 	}
-	agent := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
+	agent := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
 	agent.Stdout, agent.Stderr = log, log
 	if err := detach(dir, "roostd", agent); err != nil {
 		return err
@@ -138,12 +127,16 @@ func up(dir, bin, wan string) error {
 		}
 	}
 
-	if err := waitFor(30*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil }); err != nil {
+	if err := labnet.Wait(30*time.Second, 200*time.Millisecond, func() bool {
+		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
+	}); err != nil {
 		return fmt.Errorf("the LAN host cannot reach the ISP through the router: see %s", log.Name())
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through the router")
 	if wan == "dhcp" {
-		if err := waitFor(30*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil }); err != nil {
+		if err := labnet.Wait(30*time.Second, 200*time.Millisecond, func() bool {
+			return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil
+		}); err != nil {
 			return fmt.Errorf("the LAN host cannot reach the ISP over IPv6 through the router: see %s", log.Name())
 		}
 		fmt.Println("the LAN host reaches the ISP over IPv6 (2001:db8:0:1::1) from its SLAAC address in the delegated prefix")
@@ -153,7 +146,7 @@ func up(dir, bin, wan string) error {
 	if err := rebuild(dir, bin, cfg); err != nil {
 		return err
 	}
-	status, _ := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	status, _ := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
 	fmt.Printf("\n%s\n", status)
 	env := fmt.Sprintf("HOME=%s NIX_REMOTE=%s", filepath.Join(dir, "home"), filepath.Join(dir, "nix"))
 	fmt.Printf(`The lab is up. Try:
@@ -217,7 +210,7 @@ func upPPPoE(dir, bin string) error {
 		return err
 	}
 	defer srv.Stop()
-	agent := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
+	agent := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
 	log, err := os.Create(filepath.Join(dir, "roostd.log"))
 	if err != nil {
 		return err
@@ -228,13 +221,15 @@ func upPPPoE(dir, bin string) error {
 	}
 	defer func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() }()
 	fmt.Println("roostd is running with the PPPoE variant of docs/rotuer.json; pppoe-server (CHAP) is the ISP")
-	if err := waitFor(60*time.Second, func() bool { return sh(in(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil }); err != nil {
+	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
+		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
+	}); err != nil {
 		b, _ := os.ReadFile(log.Name())
 		return fmt.Errorf("the LAN host cannot reach the ISP through the PPPoE session:\n%s", b)
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through ppp0 and NAT")
 	routes, _ := exec.Command("ip", "-n", nsRouter, "route").CombinedOutput()
-	status, _ := exec.Command("ip", in(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	status, _ := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
 	fmt.Printf("\nthe router's routes:\n%s\n%s\nThe PPPoE lab ran in the VM, which powers off now.\n", routes, status)
 	return nil
 }
@@ -252,10 +247,7 @@ func detach(dir, name string, cmd *exec.Cmd) error {
 // dhcpISP starts the ISP's DHCP servers and router advertisements, and
 // the LAN host's DHCP client.
 func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
-	if err := waitFor(10*time.Second, func() bool {
-		out, _ := exec.Command("ip", "-n", n.ISP, "-6", "addr", "show", "dev", "isp0").Output()
-		return strings.Contains(string(out), "fe80:") && !strings.Contains(string(out), "tentative")
-	}); err != nil {
+	if err := labnet.WaitLinkLocal(n.ISP, "isp0", 10*time.Second); err != nil {
 		return fmt.Errorf("the ISP's isp0 has no link-local address: is the router's wan up? see %s", roostdLog)
 	}
 	self, err := os.Executable()
@@ -281,7 +273,7 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	if err != nil {
 		return err
 	}
-	udhcpc := exec.Command("ip", in(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script)[1:]...)
+	udhcpc := exec.Command("ip", labnet.In(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script)[1:]...)
 	out, err := os.Create(filepath.Join(dir, "udhcpc.log"))
 	if err != nil {
 		return err
@@ -290,7 +282,7 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	if err := detach(dir, "udhcpc", udhcpc); err != nil {
 		return err
 	}
-	if err := waitFor(30*time.Second, func() bool {
+	if err := labnet.Wait(30*time.Second, 200*time.Millisecond, func() bool {
 		b, _ := os.ReadFile(out.Name())
 		return strings.Contains(string(b), "obtained")
 	}); err != nil {
@@ -339,23 +331,12 @@ derivation {
 	}
 	system := strings.TrimSpace(string(out))
 	fmt.Println("built", system, "with nix-build")
-	cmd := exec.Command("ip", in(nsLAN, "env", nixEnv[0], nixEnv[1], filepath.Join(bin, "roost"), "rebuild", "--host", "rotuer", "--system", system, "--accept-new-host-key")[1:]...)
+	cmd := exec.Command("ip", labnet.In(nsLAN, "env", nixEnv[0], nixEnv[1], filepath.Join(bin, "roost"), "rebuild", "--host", "rotuer", "--system", system, "--accept-new-host-key")[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("roost rebuild from the LAN host: %w", err)
 	}
 	return nil
-}
-
-func waitFor(d time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return errors.New("timed out")
 }
 
 func down(dir string) error {
@@ -367,7 +348,7 @@ func down(dir string) error {
 		}
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
 			syscall.Kill(pid, syscall.SIGTERM)
-			waitFor(5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+			labnet.Wait(5*time.Second, 200*time.Millisecond, func() bool { return syscall.Kill(pid, 0) != nil })
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
