@@ -89,14 +89,18 @@ func (l *dhcpLab) hostile(t *testing.T) {
 
 // udpTo sends each payload from port from to to:port out of dev.
 func udpTo(dev string, from int, to string, port int, payloads ...[]byte) error {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
-	family := unix.AF_INET6
-	ip := net.ParseIP(to)
-	if ip.To4() != nil {
-		unix.Close(fd)
-		family = unix.AF_INET
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	ifi, err := net.InterfaceByName(dev)
+	if err != nil {
+		return err
 	}
+	ip := net.ParseIP(to)
+	family := unix.AF_INET6
+	var local, remote unix.Sockaddr = &unix.SockaddrInet6{Port: from}, &unix.SockaddrInet6{Port: port, ZoneId: uint32(ifi.Index), Addr: [16]byte(ip.To16())}
+	if ip4 := ip.To4(); ip4 != nil {
+		family = unix.AF_INET
+		local, remote = &unix.SockaddrInet4{Port: from}, &unix.SockaddrInet4{Port: port, Addr: [4]byte(ip4)}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return err
 	}
@@ -106,27 +110,11 @@ func udpTo(dev string, from int, to string, port int, payloads ...[]byte) error 
 	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev); err != nil {
 		return err
 	}
-	var sa unix.Sockaddr
-	ifi, err := net.InterfaceByName(dev)
-	if err != nil {
-		return err
-	}
-	if family == unix.AF_INET {
-		err = unix.Bind(fd, &unix.SockaddrInet4{Port: from})
-		s := &unix.SockaddrInet4{Port: port}
-		copy(s.Addr[:], ip.To4())
-		sa = s
-	} else {
-		err = unix.Bind(fd, &unix.SockaddrInet6{Port: from})
-		s := &unix.SockaddrInet6{Port: port, ZoneId: uint32(ifi.Index)}
-		copy(s.Addr[:], ip.To16())
-		sa = s
-	}
-	if err != nil {
+	if err := unix.Bind(fd, local); err != nil {
 		return fmt.Errorf("bind port %d: %w", from, err)
 	}
 	for _, p := range payloads {
-		if err := unix.Sendto(fd, p, 0, sa); err != nil {
+		if err := unix.Sendto(fd, p, 0, remote); err != nil {
 			return fmt.Errorf("send to %s: %w", to, err)
 		}
 		time.Sleep(20 * time.Millisecond)

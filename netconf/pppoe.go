@@ -190,7 +190,7 @@ func pppdExit(code int) string {
 // Options is the pppd options file for a session over ifname.
 func (p *PPPoE) Options(ifname, password string) string {
 	q := func(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
-	mtu, every, fails := cmp(p.MTU, 1492), cmp(p.EchoInterval, 10), cmp(p.EchoFailures, 3)
+	mtu, every, fails := orDefault(p.MTU, 1492), orDefault(p.EchoInterval, 10), orDefault(p.EchoFailures, 3)
 	var b strings.Builder
 	fmt.Fprintf(&b, "plugin rp-pppoe.so\nnic-%s\n", ifname)
 	fmt.Fprintf(&b, "user %s\npassword %s\n", q(p.User), q(password))
@@ -207,7 +207,7 @@ func (p *PPPoE) Options(ifname, password string) string {
 	return b.String()
 }
 
-func cmp(v, def int) int {
+func orDefault(v, def int) int {
 	if v > 0 {
 		return v
 	}

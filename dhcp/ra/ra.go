@@ -156,15 +156,15 @@ func (s *Service) delegation(env *supervisor.Env) (announced, string, error) {
 	now := s.now()
 	// The lifetimes run from the renewal; a renewal stamp in the future
 	// or none (a clock that jumped) counts from now.
+	renewed, _ := s.input(env, "renewed")
 	since := now
-	if r := time.Unix(seconds("renewed"), 0); r.Before(now) && seconds("renewed") > 0 {
-		since = r
+	if n, _ := strconv.ParseInt(renewed, 10, 64); n > 0 && time.Unix(n, 0).Before(now) {
+		since = time.Unix(n, 0)
 	}
 	a := announced{Prefix: lan,
 		PreferredUntil: since.Add(time.Duration(seconds("prefix/0/preferred")) * time.Second),
 		ValidUntil:     since.Add(time.Duration(seconds("prefix/0/valid")) * time.Second)}
-	v, _ := s.input(env, "renewed")
-	return a, v, nil
+	return a, renewed, nil
 }
 
 // Run assigns the LAN's prefix and advertises it.

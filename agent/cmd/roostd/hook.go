@@ -35,10 +35,11 @@ func runHook(e *env, args []string) error {
 		return errors.New("--dns: at most two servers, as pppd gives")
 	}
 	getenv := func(k string) string {
-		if i := map[string]int{"DNS1": 0, "DNS2": 1}[k]; (k == "DNS1" || k == "DNS2") && i < len(servers) {
-			return servers[i]
+		i := map[string]int{"DNS1": 1, "DNS2": 2}[k] // 0: not a DNS variable
+		if i == 0 || i > len(servers) {
+			return ""
 		}
-		return ""
+		return servers[i-1]
 	}
 	ev, err := netconf.ParsePPPHook(pos[1], pos[2:], getenv)
 	if err != nil {
