@@ -111,12 +111,10 @@ func up(dir, bin, wan string) error {
 	}
 	cfgFile := filepath.Join(dir, "rotuer.json")
 	os.WriteFile(cfgFile, cfg, 0o644)
-	log, err := os.Create(filepath.Join(dir, "roostd.log"))
+	agent, log, err := roostdCommand(dir, bin, cfgFile)
 	if err != nil {
 		return err
 	}
-	agent := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
-	agent.Stdout, agent.Stderr = log, log
 	if err := detach(dir, "roostd", agent); err != nil {
 		return err
 	}
@@ -146,7 +144,7 @@ func up(dir, bin, wan string) error {
 	if err := rebuild(dir, bin, cfg); err != nil {
 		return err
 	}
-	status, _ := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	status := routerStatus(dir, bin)
 	fmt.Printf("\n%s\n", status)
 	env := fmt.Sprintf("HOME=%s NIX_REMOTE=%s", filepath.Join(dir, "home"), filepath.Join(dir, "nix"))
 	fmt.Printf(`The lab is up. Try:
@@ -210,12 +208,10 @@ func upPPPoE(dir, bin string) error {
 		return err
 	}
 	defer srv.Stop()
-	agent := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"), "--config", cfgFile)[1:]...)
-	log, err := os.Create(filepath.Join(dir, "roostd.log"))
+	agent, log, err := roostdCommand(dir, bin, cfgFile)
 	if err != nil {
 		return err
 	}
-	agent.Stdout, agent.Stderr = log, log
 	if err := agent.Start(); err != nil {
 		return err
 	}
@@ -229,9 +225,28 @@ func upPPPoE(dir, bin string) error {
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through ppp0 and NAT")
 	routes, _ := exec.Command("ip", "-n", nsRouter, "route").CombinedOutput()
-	status, _ := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	status := routerStatus(dir, bin)
 	fmt.Printf("\nthe router's routes:\n%s\n%s\nThe PPPoE lab ran in the VM, which powers off now.\n", routes, status)
 	return nil
+}
+
+// roostdCommand is roostd in the router's namespace with the lab's root,
+// state and config, its output to dir/roostd.log.
+func roostdCommand(dir, bin, config string) (*exec.Cmd, *os.File, error) {
+	log, err := os.Create(filepath.Join(dir, "roostd.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "run", "--root", filepath.Join(dir, "root"),
+		"--state", filepath.Join(dir, "state"), "--config", config)[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	return cmd, log, nil
+}
+
+// routerStatus is what roostd status prints on the router.
+func routerStatus(dir, bin string) []byte {
+	out, _ := exec.Command("ip", labnet.In(nsRouter, filepath.Join(bin, "roostd"), "status", "--root", filepath.Join(dir, "root"))[1:]...).CombinedOutput()
+	return out
 }
 
 // detach starts cmd in its own session, so that it outlives make lab, and
