@@ -17,6 +17,12 @@ import (
 
 const fingerprintMark = " # roost:"
 
+// KernelModules are the modules the ruleset needs, for kernels that have
+// them as modules. The kernel loads a missing one on first use, but it
+// does so by aborting the whole batch, running modprobe and replaying it,
+// once per module: a board's init should load them at boot.
+var KernelModules = []string{"nf_tables", "nft_ct", "nft_nat", "nft_masq", "nft_chain_nat", "nft_limit", "nft_fib_inet"}
+
 // Result says what Apply changed.
 type Result struct {
 	Rules bool // the rules were (re)written

@@ -50,6 +50,7 @@ func (a *agentLab) start() {
 	a.log = &syncBuffer{}
 	a.cmd = exec.Command("ip", labnet.In(a.net.Router, roostd, "run", "--root", a.root, "--state", a.state, "--config", a.config)[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
@@ -119,8 +120,29 @@ func (a *agentLab) waitServices(what string, check func(map[string]serviceStatus
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	a.dumpGoroutines()
 	a.t.Fatalf("services never %s: %+v\n%s", what, s, a.log.String())
 	return nil
+}
+
+// dumpGoroutines makes roostd print where each goroutine waits (SIGQUIT),
+// so that a service stuck in starting or stopping shows what it waits for.
+func (a *agentLab) dumpGoroutines() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	if vm.Inside() {
+		out, _ := exec.Command("sh", "-c", `for p in /proc/[0-9]*/task/*; do echo "$p $(cat $p/comm) $(grep State $p/status) $(cat $p/wchan) | $(cat $p/cmdline|tr '\\0' ' ')"; done`).CombinedOutput()
+		a.t.Logf("kernel stacks:\n%s", out)
+	}
+	a.cmd.Process.Signal(syscall.SIGQUIT)
+	done := make(chan struct{})
+	go func() { a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		a.cmd = nil
+	case <-time.After(3 * time.Second):
+	}
 }
 
 func allUp(s map[string]serviceStatus) bool {

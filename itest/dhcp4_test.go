@@ -1,6 +1,8 @@
 package itest
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,16 @@ func startKea(t *testing.T, ns, binary, config string) *isp.Kea {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(k.Stop)
+	t.Cleanup(func() {
+		k.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(k.Dir, "stdout"))
+			log, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
+			b = append(b, log...)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("%s's log, last lines:\n%s", binary, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
 	return k
 }
 

@@ -174,6 +174,9 @@ func TestPPPoEInVM(t *testing.T) {
 
 	// Over ppp0, kea-dhcp6 at the ISP delegates a /56; the LAN gets its /64.
 	waitLinkLocal(t, a.net.ISP, "ppp0")
+	if err := isp.PlainLinkLocal(a.net.ISP, "ppp0"); err != nil {
+		t.Fatal(err)
+	}
 	startKea(t, a.net.ISP, "kea-dhcp6", isp.Kea6ConfigOn("ppp0", isp.Short6, "2001:db8:100::"))
 	ra := a.waitServices("announcing the delegated prefix", func(s map[string]serviceStatus) bool { return s["lan-ra"].State == "up" })
 	if got := ra["lan-ra"].Outputs["prefix"]; got != "2001:db8:100:1::/64" {

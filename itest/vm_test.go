@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/itest/vm"
 )
 
 // runInVM runs the calling test function again inside the QEMU test bed
-// (itest/vm), with modules loaded, and fails the test if it fails there.
+// (itest/vm), with modules and the firewall's modules loaded (as a board's
+// init loads them), and fails the test if it fails there.
 // A test that needs a kernel of its own starts with:
 //
 //	if !vm.Inside() { runInVM(t, "ppp_generic", "pppoe"); return }
@@ -34,7 +36,7 @@ func runInVM(t *testing.T, modules ...string) {
 	code, err := vm.Run(context.Background(), vm.Options{
 		Command: []string{exe, "-test.run", "^" + t.Name() + "$", "-test.v", "-test.count", "1"},
 		Env:     []string{"ROOST_BIN_DIR=" + filepath.Dir(roostd), "CI=" + os.Getenv("CI")},
-		Modules: modules,
+		Modules: append(modules, firewall.KernelModules...),
 		Timeout: 8 * time.Minute,
 		Console: &console,
 	})

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,7 +122,9 @@ func ParsePPPHook(kind string, args []string, getenv func(string) string) (PPPEv
 			if err != nil || !a.Is4() {
 				return ev, fmt.Errorf("ppp %s: %s %q is not an IPv4 address", kind, k, v)
 			}
-			ev.DNS = append(ev.DNS, a)
+			if !slices.Contains(ev.DNS, a) { // pppd repeats a lone server as DNS2
+				ev.DNS = append(ev.DNS, a)
+			}
 		}
 	}
 	return ev, nil

@@ -13,6 +13,10 @@ func TestParsePPPHook(t *testing.T) {
 		ev.Service != "wan-ppp" || len(ev.DNS) != 2 {
 		t.Fatalf("ip-up: %+v, %v", ev, err)
 	}
+	// pppd gives a lone server as both DNS1 and DNS2.
+	if ev, err := ParsePPPHook("ip-up", good, env(map[string]string{"DNS1": "192.0.2.53", "DNS2": "192.0.2.53"})); err != nil || len(ev.DNS) != 1 {
+		t.Fatalf("one server twice: %v, %v", ev.DNS, err)
+	}
 	ev6, err := ParsePPPHook("ipv6-down", []string{"ppp0", "", "0", "fe80::1", "fe80::2", "wan-ppp"}, nil)
 	if err != nil || ev6.Local.String() != "fe80::1" {
 		t.Fatalf("ipv6-down: %+v, %v", ev6, err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,4 +90,33 @@ func PPPoEConfig(example, passwordFile string) (string, error) {
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
 	return cfg, nil
+}
+
+// PlainLinkLocal re-adds dev's link-local addresses that pppd set with a
+// peer (fe80::a peer fe80::b) as plain fe80::a/64 addresses. kea-dhcp6
+// 2.2 takes the peer's address as the interface's own on a point-to-point
+// link and fails to bind to it ("Cannot assign requested address"); a BNG
+// serves DHCPv6 on PPPoE sessions itself.
+func PlainLinkLocal(ns, dev string) error {
+	out, err := exec.Command("ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link").Output()
+	if err != nil {
+		return fmt.Errorf("addresses of %s in %s: %w", dev, ns, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		i := slices.Index(f, "peer")
+		if len(f) < 4 || f[2] != "inet6" || i < 0 || i+1 >= len(f) {
+			continue
+		}
+		local, _, _ := strings.Cut(f[3], "/")
+		for _, args := range [][]string{
+			{"addr", "del", f[3], "peer", f[i+1], "dev", dev},
+			{"addr", "add", local + "/64", "dev", dev, "nodad"},
+		} {
+			if out, err := exec.Command("ip", append([]string{"-n", ns, "-6"}, args...)...).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			}
+		}
+	}
+	return nil
 }

@@ -144,7 +144,9 @@ func runScript(o Options, out string) string {
 		b.WriteString(" " + q(a))
 	}
 	b.WriteString(" 2>&1\n")
-	fmt.Fprintf(&b, "echo $? > %s/exit\nsync\necho o > /proc/sysrq-trigger\nsleep 10\n", q(out))
+	// poweroff -f is the reboot system call itself: nothing runs after it
+	// that could find the host's root gone and end init (a kernel panic).
+	fmt.Fprintf(&b, "echo $? > %s/exit\nsync\nexec /bin/busybox poweroff -f\n", q(out))
 	return b.String()
 }
 

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/vm"
@@ -171,7 +172,7 @@ func upPPPoE(dir, bin string) error {
 		fmt.Println("booting the QEMU test bed (Debian's kernel, software emulation) to run the PPPoE lab in it")
 		code, err := vm.Run(context.Background(), vm.Options{
 			Command: []string{self, "up", "--dir", dir, "--bin", bin, "--wan", "pppoe"},
-			Modules: []string{"ppp_generic", "pppoe", "pppox", "veth", "bridge", "nf_tables"},
+			Modules: append([]string{"ppp_generic", "pppoe", "pppox", "veth", "bridge"}, firewall.KernelModules...),
 			Console: os.Stdout,
 		})
 		if err != nil {
