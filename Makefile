@@ -43,7 +43,7 @@ vmdeps: deps
 	fi
 
 # test is the README's test command and what CI runs.
-test: deps lint cross fuzz unit itest
+test: deps lint cross fuzz unit itest vmtest
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
@@ -58,8 +58,7 @@ itest:
 	CGO_ENABLED=0 $(GO) test -count=1 -v -skip 'InVM$$' ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 
 # vmtest runs the tests that need a kernel of their own (PPP, 802.1Q) in
-# QEMU with Debian's kernel (itest/vm). Not yet part of make test: see
-# README.md, "Test tiers".
+# QEMU with Debian's kernel (itest/vm).
 vmtest: vmdeps build
 	CGO_ENABLED=0 $(GO) test -count=1 -v -timeout 30m -run 'InVM$$' ./itest/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 

@@ -131,8 +131,8 @@ func pppoeISP(t *testing.T, ns string) (stop func()) {
 // TestPPPoEInVM, in the QEMU test bed (Debian's kernel has PPP): the
 // router's ppp0 comes up against pppoe-server with CHAP, the outputs
 // appear, the default route is via ppp0 and the LAN host reaches the ISP
-// through NAT; kea-dhcp6 over ppp0 delegates a prefix and the LAN gets its
-// /64; the server killed and restarted, the router reconnects and its
+// through NAT; kea-dhcp6 over ppp0 delegates a prefix, the LAN gets its
+// /64 and the LAN host reaches the ISP over IPv6 through ppp0; the server killed and restarted, the router reconnects and its
 // outputs and default route follow.
 func TestPPPoEInVM(t *testing.T) {
 	if !vm.Inside() {
@@ -183,6 +183,13 @@ func TestPPPoEInVM(t *testing.T) {
 		t.Fatalf("the LAN's prefix over PPPoE: %q", got)
 	}
 	hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", func(flags string) bool { return !strings.Contains(flags, "tentative") })
+	if routes := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "route", "show", "default"); !strings.Contains(routes, "dev ppp0") {
+		t.Fatalf("IPv6 default route:\n%s", routes)
+	}
+	if err := isp.RouteDelegations(a.net.ISP, "ppp0", labnet.DelegationPool); err != nil {
+		t.Fatal(err)
+	}
+	a.ping("2001:db8:0:1::1") // from the LAN host's address in the delegated prefix, over ppp0
 
 	// The ISP's server goes away and comes back: the router reconnects.
 	stop()

@@ -69,9 +69,9 @@ func (s *PPPoEServer) Stop() {
 }
 
 // PPPoEConfig turns the static example config (docs/rotuer.json) into one
-// whose WAN is PPPoE: the session on wan, the default route over it, the
-// firewall's wan zone following it, and DHCPv6 prefix delegation over it
-// for the LAN.
+// whose WAN is PPPoE: the session on wan, the default routes of both
+// families over it, the firewall's wan zone following it, and DHCPv6
+// prefix delegation over it for the LAN.
 func PPPoEConfig(example, passwordFile string) (string, error) {
 	cfg := example
 	for _, r := range [][2]string{
@@ -79,6 +79,9 @@ func PPPoEConfig(example, passwordFile string) (string, error) {
 			fmt.Sprintf(`"wan-ppp": { "kind": "pppoe", "link": "wan", "user": %q, "passwordFile": %q, "lcpEcho": { "interval": 1, "failures": 3 } },`, PPPoEUser, passwordFile)},
 		{`"default": { "kind": "route", "link": "wan", "destination": "0.0.0.0/0", "gateway": "192.0.2.1", "after": ["wan-addr"] },`,
 			`"default": { "kind": "route", "link": "wan-ppp", "destination": "0.0.0.0/0" },`},
+		{`"wan-addr6": { "kind": "address", "link": "wan", "address": "2001:db8:0:1::2/64" },`, ``},
+		{`"default6": { "kind": "route", "link": "wan", "destination": "::/0", "gateway": "2001:db8:0:1::1", "after": ["wan-addr6"] },`,
+			`"default6": { "kind": "route", "link": "wan-ppp", "destination": "::/0" },`},
 		{`"services": ["wan"], "interfaces": ["ppp0"]`, `"services": ["wan", "wan-ppp"]`},
 		{`"forwarding":`, `"wan-dhcp6": { "kind": "dhcp6-client", "link": "wan-ppp", "prefixHint": 56 },
     "lan-ra": { "kind": "ra", "link": "lan", "prefixFrom": "wan-dhcp6", "subnet": 1, "interval": "2s" },
@@ -90,6 +93,15 @@ func PPPoEConfig(example, passwordFile string) (string, error) {
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
 	return cfg, nil
+}
+
+// RouteDelegations routes the pool that kea-dhcp6 delegates from over a
+// PPPoE session's interface, as a BNG does for the session's prefix.
+func RouteDelegations(ns, dev, pool string) error {
+	if out, err := exec.Command("ip", "-n", ns, "-6", "route", "replace", pool, "dev", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("route %s over %s in %s: %v: %s", pool, dev, ns, err, out)
+	}
+	return nil
 }
 
 // PlainLinkLocal re-adds dev's link-local addresses that pppd set with a

@@ -86,27 +86,19 @@ func up(dir, bin, wan string) error {
 	if err := n.Up(); err != nil {
 		return err
 	}
-	for _, d := range []string{"root", "state", "home/.ssh", "pids", "kea4", "kea6"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return err
-		}
+	pub, err := laptop(dir, "pids", "kea4", "kea6")
+	if err != nil {
+		return err
 	}
-	// The laptop's key, allowed in by the bootstrap authorized_keys.
-	key := filepath.Join(dir, "home/.ssh/id_ed25519")
-	if _, err := os.Stat(key); err != nil {
-		if err := labnet.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-laptop", "-f", key); err != nil {
-			return err
-		}
-	}
-	pub, _ := os.ReadFile(key + ".pub")
-	os.WriteFile(filepath.Join(dir, "state/authorized_keys"), pub, 0o600)
-	os.WriteFile(filepath.Join(dir, "home/.ssh/config"), []byte("Host rotuer\n  HostName 192.168.1.1\n  User root\n"), 0o600)
-
 	example := "docs/rotuer.json"
 	if wan == "dhcp" {
 		example = "docs/rotuer-dhcp.json"
 	}
-	cfg, err := labConfig(example, strings.TrimSpace(string(pub)))
+	b, err := os.ReadFile(example)
+	if err != nil {
+		return fmt.Errorf("the example config: %w (run from the repository's top folder)", err)
+	}
+	cfg, err := labConfig(b, pub)
 	if err != nil {
 		return err
 	}
@@ -160,9 +152,10 @@ func up(dir, bin, wan string) error {
 // upPPPoE runs the lab with a PPPoE WAN. The host's kernel has no PPP, so
 // it boots the QEMU test bed and runs itself there: pppoe-server with CHAP
 // at the ISP, roostd with the PPPoE variant of docs/rotuer.json, the LAN
-// host reaching the ISP through the session. The VM powers off when it is
-// done, so this lab shows the session and the router's status rather than
-// staying up.
+// host reaching the ISP through the session over both families (a prefix
+// delegated over it), then a rebuild from the LAN host. The VM powers off
+// when it is done, so this lab shows the session and the router's status
+// rather than staying up.
 func upPPPoE(dir, bin string) error {
 	if !vm.Inside() {
 		self, err := os.Executable()
@@ -187,10 +180,9 @@ func upPPPoE(dir, bin string) error {
 	if err := n.Up(); err != nil {
 		return err
 	}
-	for _, d := range []string{"root", "state", "isp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return err
-		}
+	pub, err := laptop(dir, "isp", "kea6")
+	if err != nil {
+		return err
 	}
 	secret := filepath.Join(dir, "state", "pppoe-password")
 	os.WriteFile(secret, []byte(isp.PPPoEPassword+"\n"), 0o600)
@@ -198,12 +190,16 @@ func upPPPoE(dir, bin string) error {
 	if err != nil {
 		return fmt.Errorf("the example config: %w (run from the repository's top folder)", err)
 	}
-	cfg, err := isp.PPPoEConfig(string(example), secret)
+	pppoe, err := isp.PPPoEConfig(string(example), secret)
+	if err != nil {
+		return err
+	}
+	cfg, err := labConfig([]byte(pppoe), pub)
 	if err != nil {
 		return err
 	}
 	cfgFile := filepath.Join(dir, "rotuer-pppoe.json")
-	os.WriteFile(cfgFile, []byte(cfg), 0o644)
+	os.WriteFile(cfgFile, cfg, 0o644)
 	srv, err := isp.StartPPPoEServer(n.ISP, filepath.Join(dir, "isp"))
 	if err != nil {
 		return err
@@ -218,16 +214,47 @@ func upPPPoE(dir, bin string) error {
 	}
 	defer func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() }()
 	fmt.Println("roostd is running with the PPPoE variant of docs/rotuer.json; pppoe-server (CHAP) is the ISP")
-	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
-		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
-	}); err != nil {
+	fail := func(what string) error {
 		b, _ := os.ReadFile(log.Name())
-		return fmt.Errorf("the LAN host cannot reach the ISP through the PPPoE session:\n%s", b)
+		return fmt.Errorf("%s; roostd's log:\n%s", what, b)
+	}
+	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
+		routes, _ := exec.Command("ip", "-n", nsRouter, "route", "show", "default").Output()
+		return strings.Contains(string(routes), "dev ppp0") &&
+			labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
+	}); err != nil {
+		return fail("the LAN host cannot reach the ISP through the PPPoE session")
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through ppp0 and NAT")
+
+	// The ISP delegates a prefix over the session, as a BNG would.
+	if err := labnet.WaitLinkLocal(n.ISP, "ppp0", 10*time.Second); err != nil {
+		return fail("the ISP's end of the session has no IPv6")
+	}
+	if err := isp.PlainLinkLocal(n.ISP, "ppp0"); err != nil {
+		return err
+	}
+	k6, err := isp.StartKea(filepath.Join(dir, "kea6"), n.ISP, "kea-dhcp6", isp.Kea6ConfigOn("ppp0", isp.Lab, "2001:db8:100::"), false)
+	if err != nil {
+		return err
+	}
+	defer k6.Stop()
+	if err := isp.RouteDelegations(n.ISP, "ppp0", labnet.DelegationPool); err != nil {
+		return err
+	}
+	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
+		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil
+	}); err != nil {
+		return fail("the LAN host cannot reach the ISP over IPv6 through the PPPoE session")
+	}
+	fmt.Println("the LAN host reaches the ISP over IPv6 (2001:db8:0:1::1) through ppp0, from its address in the prefix delegated over it")
+	if err := rebuild(dir, bin, cfg); err != nil {
+		return err
+	}
 	routes, _ := exec.Command("ip", "-n", nsRouter, "route").CombinedOutput()
+	routes6, _ := exec.Command("ip", "-n", nsRouter, "-6", "route", "show", "default").CombinedOutput()
 	status := routerStatus(dir, bin)
-	fmt.Printf("\nthe router's routes:\n%s\n%s\nThe PPPoE lab ran in the VM, which powers off now.\n", routes, status)
+	fmt.Printf("\nthe router's routes:\n%s%s\n%s\nThe PPPoE lab ran in the VM, which powers off now.\n", routes, routes6, status)
 	return nil
 }
 
@@ -307,14 +334,34 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	return nil
 }
 
-// labConfig is an example config with the lab laptop's key.
-func labConfig(example, pub string) ([]byte, error) {
-	b, err := os.ReadFile(example)
-	if err != nil {
-		return nil, fmt.Errorf("the example config: %w (run from the repository's top folder)", err)
+// laptop makes the lab's folders (root, state, home and the extra ones)
+// and the laptop's SSH key and config, and lets the key in through the
+// router's bootstrap authorized_keys. It returns the public key.
+func laptop(dir string, extra ...string) (string, error) {
+	for _, d := range append([]string{"root", "state", "home/.ssh"}, extra...) {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return "", err
+		}
 	}
+	key := filepath.Join(dir, "home/.ssh/id_ed25519")
+	if _, err := os.Stat(key); err != nil {
+		if err := labnet.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab-laptop", "-f", key); err != nil {
+			return "", err
+		}
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		return "", err
+	}
+	os.WriteFile(filepath.Join(dir, "state/authorized_keys"), pub, 0o600)
+	os.WriteFile(filepath.Join(dir, "home/.ssh/config"), []byte("Host rotuer\n  HostName 192.168.1.1\n  User root\n"), 0o600)
+	return strings.TrimSpace(string(pub)), nil
+}
+
+// labConfig is an example config with the lab laptop's key.
+func labConfig(example []byte, pub string) ([]byte, error) {
 	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
+	if err := json.Unmarshal(example, &cfg); err != nil {
 		return nil, err
 	}
 	cfg["ssh"].(map[string]any)["authorizedKeys"] = []string{pub}
