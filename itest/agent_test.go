@@ -112,7 +112,14 @@ func (a *agentLab) services() map[string]serviceStatus {
 // waitServices waits until check holds for the services.
 func (a *agentLab) waitServices(what string, check func(map[string]serviceStatus) bool) map[string]serviceStatus {
 	a.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	return a.waitServicesFor(15*time.Second, what, check)
+}
+
+// waitServicesFor is waitServices with a deadline of its own, for what
+// takes longer (a PPP session under software emulation).
+func (a *agentLab) waitServicesFor(d time.Duration, what string, check func(map[string]serviceStatus) bool) map[string]serviceStatus {
+	a.t.Helper()
+	deadline := time.Now().Add(d)
 	var s map[string]serviceStatus
 	for time.Now().Before(deadline) {
 		if s = a.services(); len(s) > 0 && check(s) {

@@ -19,7 +19,7 @@ const (
 	PPPoEUser     = "rotuer@isp.example"
 	PPPoEPassword = "s3cret"
 	PPPoELocal    = "198.51.100.1" // the ISP's end
-	PPPoERemote   = "198.51.100.7" // the router's
+	PPPoERemote   = "198.51.100.7" // the first of the routers' (each session takes the next free one)
 )
 
 // PPPoEServer is the ISP's access concentrator: pppoe-server in kernel
@@ -45,7 +45,7 @@ func StartPPPoEServer(ns, dir string) (*PPPoEServer, error) {
 	os.WriteFile(opts, []byte("require-chap\nlcp-echo-interval 1\nlcp-echo-failure 3\nms-dns 192.0.2.53\n+ipv6\nnodefaultroute\n"), 0o644)
 	s := &PPPoEServer{ns: ns}
 	s.cmd = exec.Command("ip", "netns", "exec", ns, "pppoe-server", "-F", "-k", "-I", "isp0",
-		"-L", PPPoELocal, "-R", PPPoERemote, "-N", "4", "-O", opts)
+		"-L", PPPoELocal, "-R", PPPoERemote, "-N", "64", "-O", opts)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start pppoe-server: %w", err)
 	}
