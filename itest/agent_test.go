@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/itest/labnet"
-	"github.com/roostrouter/roost/itest/vm"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -296,37 +295,6 @@ func TestExampleConfigState(t *testing.T) {
 	mustRun(t, nil, "ip", "-n", a.net.Router, "link", "del", "stray0")
 	if after := peerIndex.ReplaceAllString(a.ipState(), ""); after != got {
 		t.Errorf("state after a restart differs:\n%s", after)
-	}
-}
-
-// kernelHasVLAN tries to make a VLAN in a throwaway namespace.
-func kernelHasVLAN(t *testing.T) bool {
-	ns := fmt.Sprintf("rvprobe%d", os.Getpid()%100000)
-	mustRun(t, nil, "ip", "netns", "add", ns)
-	defer exec.Command("ip", "netns", "del", ns).Run()
-	mustRun(t, nil, "ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
-	return exec.Command("ip", "-n", ns, "link", "add", "link", "p0", "name", "p0.7", "type", "vlan", "id", "7").Run() == nil
-}
-
-// TestVLAN: a VLAN on the WAN with an address.
-func TestVLAN(t *testing.T) {
-	need(t, "ip")
-	if !kernelHasVLAN(t) {
-		if vm.Inside() {
-			t.Fatal("Debian's kernel in the test VM has no 802.1Q: is the 8021q module loaded?")
-		}
-		t.Skip("SKIPPED LOUDLY: this kernel has no 802.1Q VLAN support (as on the development machines); " +
-			"this test needs a kernel with CONFIG_VLAN_8021Q, such as the QEMU test bed's")
-	}
-	cfg := strings.Replace(string(exampleConfig(t)), `"forwarding":`,
-		`"wan7": { "kind": "vlan", "parent": "wan", "id": 7, "name": "wan.7" },
-    "wan7-addr": { "kind": "address", "link": "wan7", "address": "10.77.0.2/24" },
-    "forwarding":`, 1)
-	a := startAgentLab(t, []byte(cfg))
-	a.waitServices("up", allUp)
-	vlan := mustRun(t, nil, "ip", "-n", a.net.Router, "-d", "addr", "show", "dev", "wan.7")
-	if !strings.Contains(vlan, "vlan protocol 802.1Q id 7") || !strings.Contains(vlan, "10.77.0.2/24") {
-		t.Fatalf("wan.7:\n%s", vlan)
 	}
 }
 

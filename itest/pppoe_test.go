@@ -197,6 +197,10 @@ func TestPPPoEInVM(t *testing.T) {
 	if zone := a.services()["firewall"].Outputs["zone/wan"]; zone != "[ppp0 wan]" {
 		t.Fatalf("the firewall's wan zone with the session up: %s", zone)
 	}
+	// The PPPoE header takes 8 bytes: TCP's MSS is clamped to the route's MTU.
+	if fwd := mustRun(t, nil, "ip", "netns", "exec", a.net.Router, "nft", "list", "chain", "inet", "roost", "forward"); !strings.Contains(fwd, "tcp option maxseg size set rt mtu") {
+		t.Fatalf("no MSS clamping in the forward chain:\n%s", fwd)
+	}
 	refuseBadHooks(t, a)
 
 	// Over ppp0, kea-dhcp6 at the ISP delegates a /56; the LAN gets its /64.

@@ -49,11 +49,21 @@ func runInVM(t *testing.T, modules ...string) {
 	}
 }
 
-// TestVLANInVM runs TestVLAN's checks on Debian's kernel, which has 802.1Q.
+// TestVLANInVM: a VLAN on the WAN with an address, on Debian's kernel
+// (the development machines' kernel has no 802.1Q).
 func TestVLANInVM(t *testing.T) {
 	if !vm.Inside() {
 		runInVM(t, "8021q", "veth", "bridge")
 		return
 	}
-	TestVLAN(t)
+	cfg := strings.Replace(string(exampleConfig(t)), `"forwarding":`,
+		`"wan7": { "kind": "vlan", "parent": "wan", "id": 7, "name": "wan.7" },
+    "wan7-addr": { "kind": "address", "link": "wan7", "address": "10.77.0.2/24" },
+    "forwarding":`, 1)
+	a := startAgentLab(t, []byte(cfg))
+	a.waitServices("up", allUp)
+	vlan := mustRun(t, nil, "ip", "-n", a.net.Router, "-d", "addr", "show", "dev", "wan.7")
+	if !strings.Contains(vlan, "vlan protocol 802.1Q id 7") || !strings.Contains(vlan, "10.77.0.2/24") {
+		t.Fatalf("wan.7:\n%s", vlan)
+	}
 }

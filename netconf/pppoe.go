@@ -190,12 +190,29 @@ func pppdExit(code int) string {
 	return "pppd failed"
 }
 
+// ispSide says whether pppd's exit status means the ISP went away or
+// hung up, which passes by itself, rather than a refused password or a
+// local problem, which a retry every few seconds would not mend (and an
+// ISP may lock an account that keeps failing to log in).
+func ispSide(code int) bool {
+	switch code {
+	case 0, 8, 10, 15, 16:
+		return true
+	}
+	return false
+}
+
 // Options is the pppd options file for a session over ifname.
 func (p *PPPoE) Options(ifname, password string) string {
 	q := func(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
 	mtu, every, fails := orDefault(p.MTU, 1492), orDefault(p.EchoInterval, 10), orDefault(p.EchoFailures, 3)
 	var b strings.Builder
 	fmt.Fprintf(&b, "plugin rp-pppoe.so\nnic-%s\n", ifname)
+	// Discovery gives up after 2+4 s (pppd's default is 5+10+20) and the
+	// supervisor starts pppd again within 2 s (ispSide): while the ISP is
+	// away a PADI goes out every few seconds, so the session is back a few
+	// seconds after the ISP is, not up to 20 s later.
+	b.WriteString("pppoe-padi-timeout 2\npppoe-padi-attempts 2\n")
 	fmt.Fprintf(&b, "user %s\npassword %s\n", q(p.User), q(password))
 	fmt.Fprintf(&b, "unit %d\nnodetach\nmaxfail 1\nnoauth\nnoipdefault\nnodefaultroute\nusepeerdns\n", p.Unit)
 	fmt.Fprintf(&b, "mtu %d\nmru %d\n", mtu, mtu)
@@ -301,7 +318,12 @@ func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
 			} else if err == nil {
 				code = 0
 			}
-			return fmt.Errorf("pppoe on %s: %s (pppd exit status %d)", ifname, pppdExit(code), code)
+			err = fmt.Errorf("pppoe on %s: %s (pppd exit status %d)", ifname, pppdExit(code), code)
+			if ispSide(code) {
+				// Back within seconds of the ISP, however long it was away.
+				return &supervisor.RetrySoon{Err: err, Within: 2 * time.Second}
+			}
+			return err
 		case ev := <-events:
 			p.apply(env, ev, &up4, &up6)
 		}

@@ -77,7 +77,7 @@ func TestPPPoEOptions(t *testing.T) {
 	p := &PPPoE{Name: "wan-ppp", User: `bob"x`, StateDir: "/persist/roost", Unit: 1}
 	opts := p.Options("eth1", `pa"ss\word`)
 	for _, want := range []string{
-		"plugin rp-pppoe.so\n", "nic-eth1\n", `user "bob\"x"` + "\n", `password "pa\"ss\\word"` + "\n",
+		"plugin rp-pppoe.so\n", "nic-eth1\n", "pppoe-padi-timeout 2\n", "pppoe-padi-attempts 2\n", `user "bob\"x"` + "\n", `password "pa\"ss\\word"` + "\n",
 		"unit 1\n", "nodetach\n", "mtu 1492\n", "mru 1492\n", "lcp-echo-interval 10\n", "lcp-echo-failure 3\n",
 		"+ipv6\n", "ipparam wan-ppp\n", `ip-up-script "/persist/roost/pppoe-wan-ppp/ip-up"` + "\n",
 		`ip-down-script "/persist/roost/pppoe-wan-ppp/ip-down"` + "\n", "nodefaultroute\n",

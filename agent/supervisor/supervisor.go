@@ -79,6 +79,18 @@ func DefaultBackoff(failures int) time.Duration {
 	return min(d, time.Minute)
 }
 
+// RetrySoon is a failure whose cause is outside the router and goes away
+// by itself (the ISP's server gone for a while): the supervisor retries it
+// within Within however often it failed, so that the service is back soon
+// after its peer, rather than up to a minute later.
+type RetrySoon struct {
+	Err    error
+	Within time.Duration
+}
+
+func (e *RetrySoon) Error() string { return e.Err.Error() }
+func (e *RetrySoon) Unwrap() error { return e.Err }
+
 // Status is a service as roostd status shows it.
 type Status struct {
 	Name      string            `json:"name"`
@@ -331,6 +343,9 @@ func (s *Supervisor) handle(ev event) {
 		inst.lastErr = ev.err.Error()
 		inst.state = Failed
 		wait := s.opts.Backoff(inst.failures)
+		if soon := (*RetrySoon)(nil); errors.As(ev.err, &soon) {
+			wait = min(wait, soon.Within)
+		}
 		inst.retryAt = s.opts.Now().Add(wait)
 		s.opts.Log.Warn("service failed", "service", ev.name, "err", ev.err, "failures", inst.failures, "retryIn", wait)
 	case reloadEv:

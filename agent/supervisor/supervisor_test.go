@@ -204,6 +204,44 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// TestRetrySoon: a failure marked RetrySoon is retried within its bound
+// however long the backoff has grown; a plain failure waits the backoff.
+func TestRetrySoon(t *testing.T) {
+	h := newHarness(t, func(int) time.Duration { return time.Hour })
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	failing := func(name string, err func(n int) error) func(*fake) {
+		return func(f *fake) {
+			f.fail = func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				attempts[name]++
+				return err(attempts[name])
+			}
+		}
+	}
+	h.run([]Spec{
+		h.spec("pppoe", nil, "1", failing("pppoe", func(n int) error {
+			if n < 4 {
+				return &RetrySoon{Err: errors.New("no PPPoE server answered"), Within: 10 * time.Millisecond}
+			}
+			return nil
+		})),
+		h.spec("misconfigured", nil, "1", failing("misconfigured", func(int) error { return errors.New("bad options") })),
+	})
+	st := h.waitState(Up, "pppoe")
+	time.Sleep(50 * time.Millisecond)
+	h.stop()
+	if st["pppoe"].Failures != 3 || st["pppoe"].LastError != "no PPPoE server answered" {
+		t.Fatalf("status: %+v", st["pppoe"])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts["misconfigured"] != 1 {
+		t.Fatalf("a plain failure was retried %d times within its hour of backoff", attempts["misconfigured"]-1)
+	}
+}
+
 func TestOutputChangeReruns(t *testing.T) {
 	h := newHarness(t, nil)
 	h.run([]Spec{
