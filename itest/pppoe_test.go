@@ -154,7 +154,7 @@ func pppoeISP(t *testing.T, ns string) (stop func()) {
 // the live session are refused and change nothing.
 func TestPPPoEInVM(t *testing.T) {
 	if !vm.Inside() {
-		runInVM(t, "ppp_generic", "pppoe", "pppox", "veth", "bridge", "nf_tables")
+		runInVM(t, isp.PPPoEModules...)
 		return
 	}
 	need(t, "pppd", "pppoe-server")

@@ -4,20 +4,22 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roostrouter/roost/firewall"
+	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/vm"
 )
 
 // runInVM runs the calling test function again inside the QEMU test bed
-// (itest/vm), with modules and the firewall's modules loaded (as a board's
-// init loads them), and fails the test if it fails there.
+// (itest/vm), with modules, the lab's and the firewall's loaded (as a
+// board's init loads them), and fails the test if it fails there.
 // A test that needs a kernel of its own starts with:
 //
-//	if !vm.Inside() { runInVM(t, "ppp_generic", "pppoe"); return }
+//	if !vm.Inside() { runInVM(t, isp.PPPoEModules...); return }
 func runInVM(t *testing.T, modules ...string) {
 	t.Helper()
 	need(t, "qemu-system-x86_64", "/bin/busybox")
@@ -36,7 +38,7 @@ func runInVM(t *testing.T, modules ...string) {
 	code, err := vm.Run(context.Background(), vm.Options{
 		Command: []string{exe, "-test.run", "^" + t.Name() + "$", "-test.v", "-test.count", "1"},
 		Env:     []string{"ROOST_BIN_DIR=" + filepath.Dir(roostd), "CI=" + os.Getenv("CI")},
-		Modules: append(modules, firewall.KernelModules...),
+		Modules: slices.Concat(modules, labnet.KernelModules, firewall.KernelModules),
 		Timeout: 8 * time.Minute,
 		Console: &console,
 	})
@@ -53,7 +55,7 @@ func runInVM(t *testing.T, modules ...string) {
 // (the development machines' kernel has no 802.1Q).
 func TestVLANInVM(t *testing.T) {
 	if !vm.Inside() {
-		runInVM(t, "8021q", "veth", "bridge")
+		runInVM(t, "8021q")
 		return
 	}
 	cfg := strings.Replace(string(exampleConfig(t)), `"forwarding":`,

@@ -22,6 +22,9 @@ const (
 	PPPoERemote   = "198.51.100.7" // the first of the routers' (each session takes the next free one)
 )
 
+// PPPoEModules are the kernel modules a PPPoE session needs, at either end.
+var PPPoEModules = []string{"ppp_generic", "pppoe", "pppox"}
+
 // PPPoEServer is the ISP's access concentrator: pppoe-server in kernel
 // mode on isp0, CHAP, IPv4 and IPv6CP, LCP echo every second.
 type PPPoEServer struct {

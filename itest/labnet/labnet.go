@@ -27,6 +27,10 @@ const (
 	RouterLinkLocal = "fe80::ff:fe00:2"
 )
 
+// KernelModules are the modules the lab's links need (veth pairs, the
+// router's bridge), for a kernel that has them as modules (the test VM's).
+var KernelModules = []string{"veth", "bridge"}
+
 // Net is a lab network; its namespaces are Prefix+"isp", "router", "lan".
 type Net struct {
 	ISP, Router, LAN string

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,7 +166,7 @@ func upPPPoE(dir, bin string) error {
 		fmt.Println("booting the QEMU test bed (Debian's kernel, software emulation) to run the PPPoE lab in it")
 		code, err := vm.Run(context.Background(), vm.Options{
 			Command: []string{self, "up", "--dir", dir, "--bin", bin, "--wan", "pppoe"},
-			Modules: append([]string{"ppp_generic", "pppoe", "pppox", "veth", "bridge"}, firewall.KernelModules...),
+			Modules: slices.Concat(isp.PPPoEModules, labnet.KernelModules, firewall.KernelModules),
 			Console: os.Stdout,
 		})
 		if err != nil {
