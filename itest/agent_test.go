@@ -349,6 +349,34 @@ func TestLinkFlap(t *testing.T) {
 	a.ping("198.51.100.1")
 }
 
+// TestRouteKeptInPlace: a route roostd manages that goes away (deleted by
+// hand here; the kernel drops a link's IPv4 routes when its last IPv4
+// address goes) is put back at once, without a restart of the service.
+func TestRouteKeptInPlace(t *testing.T) {
+	a := startAgentLab(t, exampleConfig(t))
+	before := a.waitServices("up", allUp)
+	for _, family := range []string{"-4", "-6"} {
+		mustRun(t, nil, "ip", "-n", a.net.Router, family, "route", "del", "default")
+	}
+	if err := labnet.Wait(5*time.Second, 50*time.Millisecond, func() bool {
+		v4 := mustRun(t, nil, "ip", "-n", a.net.Router, "-4", "route", "show", "default")
+		v6 := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "route", "show", "default")
+		return strings.Contains(v4, "via 192.0.2.1 dev wan") && strings.Contains(v6, "via 2001:db8:0:1::1 dev wan")
+	}); err != nil {
+		t.Fatalf("the default routes were not put back:\n%s%s", mustRun(t, nil, "ip", "-n", a.net.Router, "route"), a.log.String())
+	}
+	after := a.services()
+	for _, name := range []string{"default", "default6"} {
+		if after[name].Starts != before[name].Starts || after[name].State != "up" {
+			t.Errorf("%s: %+v, was %+v", name, after[name], before[name])
+		}
+	}
+	if n := strings.Count(a.log.String(), "route gone; put back"); n != 2 {
+		t.Errorf("%d log lines say a route was put back, want 2:\n%s", n, a.log.String())
+	}
+	a.ping("198.51.100.1")
+}
+
 // TestReload: a config change touching one service restarts only it and its
 // dependents; a bad config is refused and the running state stays.
 func TestReload(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -375,8 +376,19 @@ func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
 	return &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.table()}, nil
 }
 
-// Run adds the route unless it is there.
+// Run adds the route unless it is there, and keeps it there: the kernel
+// drops a link's IPv4 routes when its last IPv4 address goes (pppd sets
+// ppp0's address in steps as IPCP completes; a DHCP lease can change the
+// address), and a route deleted by hand is put back. While it cannot be
+// put back, the service is not ready and tries again every 2 s.
 func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
+	// Subscribed before the route is added, so that no deletion goes unseen.
+	updates := make(chan netlink.RouteUpdate, 64)
+	if err := netlink.RouteSubscribeWithOptions(updates, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: func(err error) {
+		env.Log.Warn("route updates", "err", err)
+	}}); err != nil {
+		return fmt.Errorf("subscribe to route updates: %w", err)
+	}
 	r, err := s.route(env)
 	if err != nil {
 		return err
@@ -391,8 +403,35 @@ func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
 		env.SetOutput("gateway", r.Gw.String())
 	}
 	env.Ready()
-	<-ctx.Done()
-	return nil
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-updates:
+			if !ok {
+				return errors.New("route updates stopped")
+			}
+			if u.Type != unix.RTM_DELROUTE || u.Table != s.table() || u.Dst == nil || u.Dst.String() != s.Destination.String() {
+				continue
+			}
+		case <-retry:
+		}
+		if s.present(r) {
+			continue
+		}
+		if err := s.NL.RouteReplace(r); err != nil {
+			if retry == nil {
+				env.Log.Warn("route gone; cannot put it back yet", "destination", s.Destination, "err", err)
+				env.NotReady()
+			}
+			retry = time.After(2 * time.Second)
+			continue
+		}
+		env.Log.Info("route gone; put back", "destination", s.Destination, "gateway", r.Gw)
+		env.Ready()
+		retry = nil
+	}
 }
 
 // family and table say where the kernel keeps this route.

@@ -266,6 +266,9 @@ func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
 	events, unregister := p.Hooks.register(p.Name)
 	defer unregister()
 
+	// Before pppd starts, so that no address change goes unseen.
+	changes := ipv6Changes(ctx, env, p.NoIPv6 || p.NL == nil)
+
 	pppd := p.Pppd
 	if pppd == "" {
 		pppd = "pppd"
@@ -286,14 +289,9 @@ func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
 
 	up4, up6 := false, false
 	pppIf := "ppp" + strconv.Itoa(p.Unit)
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
 	for {
 		select {
-		case <-poll.C:
-			if p.NoIPv6 || p.NL == nil {
-				continue
-			}
+		case <-changes:
 			local, peer, ok := p.ipv6LinkLocal(pppIf)
 			switch {
 			case ok && !up6:
@@ -368,6 +366,51 @@ func (p *PPPoE) apply(env *supervisor.Env, ev PPPEvent, up4, up6 *bool) {
 
 // ipv6LinkLocal reads the IPv6CP result from the interface: its
 // link-local address and the peer's.
+// ipv6Changes signals (coalesced) each change of an IPv6 address in the
+// router's namespace: pppd's IPv6CP sets ppp0's link-local addresses, and
+// pppd 2.4.9 runs no hook for it. Should the netlink subscription fail or
+// end, it falls back to a signal every second. off: never a signal.
+func ipv6Changes(ctx context.Context, env *supervisor.Env, off bool) <-chan struct{} {
+	changes := make(chan struct{}, 1)
+	if off {
+		return changes
+	}
+	signal := func() {
+		select {
+		case changes <- struct{}{}:
+		default:
+		}
+	}
+	updates := make(chan netlink.AddrUpdate, 64)
+	err := netlink.AddrSubscribeWithOptions(updates, ctx.Done(), netlink.AddrSubscribeOptions{ErrorCallback: func(err error) {
+		env.Log.Warn("pppoe: address updates", "err", err)
+	}})
+	go func() {
+		if err == nil {
+			for u := range updates {
+				if u.LinkAddress.IP.To4() == nil {
+					signal()
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		env.Log.Warn("pppoe: no netlink address updates; looking for IPv6 on the session every second", "err", err)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				signal()
+			}
+		}
+	}()
+	return changes
+}
+
 func (p *PPPoE) ipv6LinkLocal(ifname string) (local, peer netip.Addr, ok bool) {
 	link, err := p.NL.LinkByName(ifname)
 	if err != nil {

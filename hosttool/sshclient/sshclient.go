@@ -257,11 +257,12 @@ func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, 
 		if err != nil {
 			return nil, fmt.Errorf("jump host %s: %w", jt.Alias, err)
 		}
-		conn, err = jump.Dial("tcp", t.Addr())
+		through, err := jump.Dial("tcp", t.Addr())
 		if err != nil {
 			jump.Close()
 			return nil, fmt.Errorf("connect to %s through %s: %w", t.Addr(), jt.Alias, err)
 		}
+		conn = &jumpConn{Conn: through, jump: jump}
 	} else {
 		d := net.Dialer{Timeout: cfg.Timeout}
 		var err error
@@ -270,6 +271,19 @@ func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, 
 		}
 	}
 	return handshake(conn, t, cfg, tried)
+}
+
+// jumpConn is a connection through a jump host; closing it closes the
+// connection to the jump host too, which nothing else holds.
+type jumpConn struct {
+	net.Conn
+	jump *ssh.Client
+}
+
+func (c *jumpConn) Close() error {
+	err := c.Conn.Close()
+	c.jump.Close()
+	return err
 }
 
 // firstBytes remembers what the peer sent first, to tell a peer that is not
