@@ -128,9 +128,9 @@ type Link struct {
 func (s *Link) Run(ctx context.Context, env *supervisor.Env) error {
 	var master string
 	if s.BridgeRef != nil {
-		var ok bool
-		if master, ok = env.Input(*s.BridgeRef); !ok {
-			return fmt.Errorf("bridge %s has no ifname output", s.BridgeRef.Service)
+		var err error
+		if master, err = env.Require(*s.BridgeRef); err != nil {
+			return fmt.Errorf("bridge: %w", err)
 		}
 	}
 	return watchLink(ctx, s.NL, env, s.Device, func(l netlink.Link) (netlink.Link, error) {
@@ -244,9 +244,9 @@ type VLAN struct {
 
 // Run keeps the VLAN device in place.
 func (s *VLAN) Run(ctx context.Context, env *supervisor.Env) error {
-	parentName, ok := env.Input(s.ParentRef)
-	if !ok {
-		return fmt.Errorf("parent %s has no ifname output", s.ParentRef.Service)
+	parentName, err := env.Require(s.ParentRef)
+	if err != nil {
+		return fmt.Errorf("parent: %w", err)
 	}
 	parent, err := s.NL.LinkByName(parentName)
 	if err != nil {
@@ -289,9 +289,9 @@ type Address struct {
 
 // Run adds the address unless it is there.
 func (s *Address) Run(ctx context.Context, env *supervisor.Env) error {
-	name, ok := env.Input(s.LinkRef)
-	if !ok {
-		return fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
+	name, err := env.Require(s.LinkRef)
+	if err != nil {
+		return err
 	}
 	s.link = name
 	l, err := s.NL.LinkByName(name)
@@ -355,9 +355,9 @@ type Route struct {
 }
 
 func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
-	name, ok := env.Input(s.LinkRef)
-	if !ok {
-		return nil, fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
+	name, err := env.Require(s.LinkRef)
+	if err != nil {
+		return nil, err
 	}
 	l, err := s.NL.LinkByName(name)
 	if err != nil {
@@ -365,9 +365,9 @@ func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
 	}
 	gw := s.Gateway
 	if s.GatewayRef != nil {
-		v, ok := env.Input(*s.GatewayRef)
-		if !ok {
-			return nil, fmt.Errorf("%s has no output %s for the gateway", s.GatewayRef.Service, s.GatewayRef.Key)
+		v, err := env.Require(*s.GatewayRef)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		if gw = net.ParseIP(strings.TrimSpace(v)); gw == nil {
 			return nil, fmt.Errorf("gateway %q from %s/%s is not an IP address", v, s.GatewayRef.Service, s.GatewayRef.Key)

@@ -240,9 +240,9 @@ func (p *PPPoE) hookScript(ev string) string { return filepath.Join(p.dir(), ev)
 
 // Run starts pppd and follows its hooks until it exits.
 func (p *PPPoE) Run(ctx context.Context, env *supervisor.Env) error {
-	ifname, ok := env.Input(p.LinkRef)
-	if !ok {
-		return fmt.Errorf("%s has no ifname output", p.LinkRef.Service)
+	ifname, err := env.Require(p.LinkRef)
+	if err != nil {
+		return err
 	}
 	pw, err := os.ReadFile(p.PasswordFile)
 	if err != nil {

@@ -210,6 +210,15 @@ func (e *Env) Input(r Ref) (string, bool) {
 	return string(b), true
 }
 
+// Require is Input for an output the service cannot run without.
+func (e *Env) Require(r Ref) (string, error) {
+	v, ok := e.Input(r)
+	if !ok {
+		return "", fmt.Errorf("%s has no %s output", r.Service, r.Key)
+	}
+	return v, nil
+}
+
 // Reload replaces the services: only those whose declaration changed, and
 // their dependents, restart; those dropped are removed.
 func (s *Supervisor) Reload(specs []Spec) error {

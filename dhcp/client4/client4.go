@@ -162,9 +162,9 @@ func (c *Client) modifiers() []dhcpv4.Modifier {
 
 // Run keeps a lease on the link.
 func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
-	ifname, ok := env.Input(c.LinkRef)
-	if !ok {
-		return fmt.Errorf("%s has no ifname output", c.LinkRef.Service)
+	ifname, err := env.Require(c.LinkRef)
+	if err != nil {
+		return err
 	}
 	link, err := c.NL.LinkByName(ifname)
 	if err != nil {

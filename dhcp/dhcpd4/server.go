@@ -31,9 +31,9 @@ type Server struct {
 
 // Run serves until ctx ends; the lease database stays in the state folder.
 func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
-	ifname, ok := env.Input(s.LinkRef)
-	if !ok {
-		return fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
+	ifname, err := env.Require(s.LinkRef)
+	if err != nil {
+		return err
 	}
 	addrS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "address"})
 	lenS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "prefix-length"})

@@ -122,11 +122,8 @@ func (s *Service) save(ifname string, list []announced) error {
 }
 
 func (s *Service) input(env *supervisor.Env, key string) (string, error) {
-	v, ok := env.Input(supervisor.Ref{Service: s.PrefixFrom, Key: key})
-	if !ok {
-		return "", fmt.Errorf("%s has no output %s yet", s.PrefixFrom, key)
-	}
-	return strings.TrimSpace(v), nil
+	v, err := env.Require(supervisor.Ref{Service: s.PrefixFrom, Key: key})
+	return strings.TrimSpace(v), err
 }
 
 // delegation reads the prefix the DHCPv6 client holds and its /64 for this
@@ -169,9 +166,9 @@ func (s *Service) delegation(env *supervisor.Env) (announced, string, error) {
 
 // Run assigns the LAN's prefix and advertises it.
 func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
-	ifname, ok := env.Input(s.LinkRef)
-	if !ok {
-		return fmt.Errorf("%s has no ifname output", s.LinkRef.Service)
+	ifname, err := env.Require(s.LinkRef)
+	if err != nil {
+		return err
 	}
 	cur, renewed, err := s.delegation(env)
 	if err != nil {
