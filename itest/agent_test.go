@@ -349,9 +349,9 @@ func TestLinkFlap(t *testing.T) {
 	a.ping("198.51.100.1")
 }
 
-// TestRouteKeptInPlace: a route roostd manages that goes away (deleted by
-// hand here; the kernel drops a link's IPv4 routes when its last IPv4
-// address goes) is put back at once, without a restart of the service.
+// TestRouteKeptInPlace: a route roostd manages that goes away, deleted by
+// hand or dropped by the kernel with the link's last IPv4 address, is put
+// back at once, without a restart of the service.
 func TestRouteKeptInPlace(t *testing.T) {
 	a := startAgentLab(t, exampleConfig(t))
 	before := a.waitServices("up", allUp)
@@ -373,6 +373,16 @@ func TestRouteKeptInPlace(t *testing.T) {
 	}
 	if n := strings.Count(a.log.String(), "route gone; put back"); n != 2 {
 		t.Errorf("%d log lines say a route was put back, want 2:\n%s", n, a.log.String())
+	}
+
+	// As pppd does to ppp0: the link's only IPv4 address taken off and put
+	// on again. The kernel drops the link's IPv4 routes, announcing none.
+	mustRun(t, nil, "ip", "-n", a.net.Router, "addr", "del", "192.0.2.2/24", "dev", "wan")
+	mustRun(t, nil, "ip", "-n", a.net.Router, "addr", "add", "192.0.2.2/24", "dev", "wan")
+	if err := labnet.Wait(5*time.Second, 50*time.Millisecond, func() bool {
+		return strings.Contains(mustRun(t, nil, "ip", "-n", a.net.Router, "-4", "route", "show", "default"), "via 192.0.2.1 dev wan")
+	}); err != nil {
+		t.Fatalf("the default route was not put back after the address came back:\n%s%s", mustRun(t, nil, "ip", "-n", a.net.Router, "route"), a.log.String())
 	}
 	a.ping("198.51.100.1")
 }

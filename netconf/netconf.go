@@ -376,18 +376,27 @@ func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
 	return &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.table()}, nil
 }
 
-// Run adds the route unless it is there, and keeps it there: the kernel
-// drops a link's IPv4 routes when its last IPv4 address goes (pppd sets
-// ppp0's address in steps as IPCP completes; a DHCP lease can change the
-// address), and a route deleted by hand is put back. While it cannot be
-// put back, the service is not ready and tries again every 2 s.
+// Run adds the route unless it is there, and keeps it there: a route
+// deleted by hand is put back, and so is one the kernel dropped when the
+// link's last IPv4 address went (pppd sets ppp0's address in steps as IPCP
+// completes; a DHCP lease can change the address). The kernel announces
+// no deletion for those, so an address change on the link is a reason to
+// look too. While the route cannot be put back, the service is not ready
+// and tries again every 2 s.
 func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
-	// Subscribed before the route is added, so that no deletion goes unseen.
-	updates := make(chan netlink.RouteUpdate, 64)
-	if err := netlink.RouteSubscribeWithOptions(updates, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: func(err error) {
-		env.Log.Warn("route updates", "err", err)
-	}}); err != nil {
+	// Subscribed before the route is added, so that no change goes unseen.
+	routes := make(chan netlink.RouteUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	logErr := func(err error) {
+		if ctx.Err() == nil { // not the subscription closing as we stop
+			env.Log.Warn("netlink updates", "err", err)
+		}
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: logErr}); err != nil {
 		return fmt.Errorf("subscribe to route updates: %w", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, ctx.Done(), netlink.AddrSubscribeOptions{ErrorCallback: logErr}); err != nil {
+		return fmt.Errorf("subscribe to address updates: %w", err)
 	}
 	r, err := s.route(env)
 	if err != nil {
@@ -408,11 +417,18 @@ func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-updates:
+		case u, ok := <-routes:
 			if !ok {
 				return errors.New("route updates stopped")
 			}
 			if u.Type != unix.RTM_DELROUTE || u.Table != s.table() || u.Dst == nil || u.Dst.String() != s.Destination.String() {
+				continue
+			}
+		case u, ok := <-addrs:
+			if !ok {
+				return errors.New("address updates stopped")
+			}
+			if u.LinkIndex != r.LinkIndex {
 				continue
 			}
 		case <-retry:
