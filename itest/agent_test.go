@@ -131,6 +131,20 @@ func (a *agentLab) waitServicesFor(d time.Duration, what string, check func(map[
 	return nil
 }
 
+// waitDefaultRoute waits a few seconds for the router's default route of
+// family (-4 or -6) to show want (ip route show default), and fails the
+// test with the routes and roostd's log if it does not.
+func (a *agentLab) waitDefaultRoute(family, want, when string) {
+	a.t.Helper()
+	var routes string
+	if labnet.Wait(5*time.Second, 50*time.Millisecond, func() bool {
+		routes = mustRun(a.t, nil, "ip", "-n", a.net.Router, family, "route", "show", "default")
+		return strings.Contains(routes, want)
+	}) != nil {
+		a.t.Fatalf("%s: no default route (%s) %s:\n%s\nroostd's log:\n%s", when, family, want, routes, a.log.String())
+	}
+}
+
 // dumpGoroutines makes roostd print where each goroutine waits (SIGQUIT),
 // so that a service stuck in starting or stopping shows what it waits for.
 func (a *agentLab) dumpGoroutines() {
@@ -358,13 +372,8 @@ func TestRouteKeptInPlace(t *testing.T) {
 	for _, family := range []string{"-4", "-6"} {
 		mustRun(t, nil, "ip", "-n", a.net.Router, family, "route", "del", "default")
 	}
-	if err := labnet.Wait(5*time.Second, 50*time.Millisecond, func() bool {
-		v4 := mustRun(t, nil, "ip", "-n", a.net.Router, "-4", "route", "show", "default")
-		v6 := mustRun(t, nil, "ip", "-n", a.net.Router, "-6", "route", "show", "default")
-		return strings.Contains(v4, "via 192.0.2.1 dev wan") && strings.Contains(v6, "via 2001:db8:0:1::1 dev wan")
-	}); err != nil {
-		t.Fatalf("the default routes were not put back:\n%s%s", mustRun(t, nil, "ip", "-n", a.net.Router, "route"), a.log.String())
-	}
+	a.waitDefaultRoute("-4", "via 192.0.2.1 dev wan", "deleted by hand")
+	a.waitDefaultRoute("-6", "via 2001:db8:0:1::1 dev wan", "deleted by hand")
 	after := a.services()
 	for _, name := range []string{"default", "default6"} {
 		if after[name].Starts != before[name].Starts || after[name].State != "up" {
@@ -379,11 +388,7 @@ func TestRouteKeptInPlace(t *testing.T) {
 	// on again. The kernel drops the link's IPv4 routes, announcing none.
 	mustRun(t, nil, "ip", "-n", a.net.Router, "addr", "del", "192.0.2.2/24", "dev", "wan")
 	mustRun(t, nil, "ip", "-n", a.net.Router, "addr", "add", "192.0.2.2/24", "dev", "wan")
-	if err := labnet.Wait(5*time.Second, 50*time.Millisecond, func() bool {
-		return strings.Contains(mustRun(t, nil, "ip", "-n", a.net.Router, "-4", "route", "show", "default"), "via 192.0.2.1 dev wan")
-	}); err != nil {
-		t.Fatalf("the default route was not put back after the address came back:\n%s%s", mustRun(t, nil, "ip", "-n", a.net.Router, "route"), a.log.String())
-	}
+	a.waitDefaultRoute("-4", "via 192.0.2.1 dev wan", "the link's address off and on")
 	a.ping("198.51.100.1")
 }
 

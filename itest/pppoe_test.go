@@ -133,21 +133,6 @@ func refusedPassword(t *testing.T, a *agentLab) {
 	}
 }
 
-// waitDefaultRoute waits a few seconds for the router's default route of
-// family (-4 or -6) via ppp0: pppd sets ppp0's IPv4 address in steps, the
-// kernel drops the link's IPv4 routes in between, and roostd puts the
-// route back.
-func waitDefaultRoute(t *testing.T, a *agentLab, family, when string) {
-	t.Helper()
-	var routes string
-	if labnet.Wait(5*time.Second, 100*time.Millisecond, func() bool {
-		routes = mustRun(t, nil, "ip", "-n", a.net.Router, family, "route", "show", "default")
-		return strings.Contains(routes, "dev ppp0")
-	}) != nil {
-		t.Fatalf("%s: no default route (%s) via ppp0:\n%s\nroostd's log:\n%s", when, family, routes, a.log.String())
-	}
-}
-
 // pppoeISP starts the ISP's PPPoE server for the test.
 func pppoeISP(t *testing.T, ns string) (stop func()) {
 	t.Helper()
@@ -202,7 +187,7 @@ func TestPPPoEInVM(t *testing.T) {
 	if s.Outputs["ifname"] != "ppp0" || !strings.HasPrefix(s.Outputs["address"], "198.51.100.") || s.Outputs["address"] == isp.PPPoELocal || s.Outputs["peer"] != "198.51.100.1" || s.Outputs["dns"] != "192.0.2.53" {
 		t.Fatalf("outputs: %v", s.Outputs)
 	}
-	waitDefaultRoute(t, a, "-4", "the first session")
+	a.waitDefaultRoute("-4", "dev ppp0", "the first session")
 	if mtu := mustRun(t, nil, "ip", "-n", a.net.Router, "link", "show", "dev", "ppp0"); !strings.Contains(mtu, "mtu 1492") {
 		t.Fatalf("ppp0:\n%s", mtu)
 	}
@@ -227,7 +212,7 @@ func TestPPPoEInVM(t *testing.T) {
 		t.Fatalf("the LAN's prefix over PPPoE: %q", got)
 	}
 	hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", func(flags string) bool { return !strings.Contains(flags, "tentative") })
-	waitDefaultRoute(t, a, "-6", "the first session")
+	a.waitDefaultRoute("-6", "dev ppp0", "the first session")
 	if err := isp.RouteDelegations(a.net.ISP, "ppp0", labnet.DelegationPool); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +241,7 @@ func TestPPPoEInVM(t *testing.T) {
 	if took > 45*time.Second {
 		t.Errorf("reconnected only %.0fs after the server returned", took.Seconds())
 	}
-	waitDefaultRoute(t, a, "-4", "after reconnecting")
+	a.waitDefaultRoute("-4", "dev ppp0", "after reconnecting")
 	a.waitServices("the firewall following ppp0 back", func(s map[string]serviceStatus) bool { return s["firewall"].Outputs["zone/wan"] == "[ppp0 wan]" })
 	a.ping("198.51.100.1")
 }

@@ -364,8 +364,6 @@ func (p *PPPoE) apply(env *supervisor.Env, ev PPPEvent, up4, up6 *bool) {
 	}
 }
 
-// ipv6LinkLocal reads the IPv6CP result from the interface: its
-// link-local address and the peer's.
 // ipv6Changes signals (coalesced) each change of an IPv6 address in the
 // router's namespace: pppd's IPv6CP sets ppp0's link-local addresses, and
 // pppd 2.4.9 runs no hook for it. Should the netlink subscription fail or
@@ -383,7 +381,9 @@ func ipv6Changes(ctx context.Context, env *supervisor.Env, off bool) <-chan stru
 	}
 	updates := make(chan netlink.AddrUpdate, 64)
 	err := netlink.AddrSubscribeWithOptions(updates, ctx.Done(), netlink.AddrSubscribeOptions{ErrorCallback: func(err error) {
-		env.Log.Warn("pppoe: address updates", "err", err)
+		if ctx.Err() == nil { // not the subscription closing as we stop
+			env.Log.Warn("pppoe: address updates", "err", err)
+		}
 	}})
 	go func() {
 		if err == nil {
@@ -411,6 +411,8 @@ func ipv6Changes(ctx context.Context, env *supervisor.Env, off bool) <-chan stru
 	return changes
 }
 
+// ipv6LinkLocal reads the IPv6CP result from the interface: its
+// link-local address and the peer's.
 func (p *PPPoE) ipv6LinkLocal(ifname string) (local, peer netip.Addr, ok bool) {
 	link, err := p.NL.LinkByName(ifname)
 	if err != nil {

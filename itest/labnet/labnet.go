@@ -52,6 +52,12 @@ func Run(args ...string) error {
 	return nil
 }
 
+// Reaches says whether a ping from namespace ns to addr is answered within
+// a second.
+func Reaches(ns, addr string) bool {
+	return exec.Command("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", addr).Run() == nil
+}
+
 // Up creates the namespaces and links, replacing leftovers of an earlier run.
 func (n *Net) Up() error {
 	n.Down()

@@ -140,7 +140,7 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	}()
 	reach := func(addr string) func() bool {
 		return func() bool {
-			return exec.Command("ip", "netns", "exec", n.LAN, "ping", "-c", "1", "-W", "1", addr).Run() == nil
+			return labnet.Reaches(n.LAN, addr)
 		}
 	}
 	d4, d6 := make(chan error, 1), make(chan error, 1)

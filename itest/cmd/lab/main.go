@@ -120,14 +120,14 @@ func up(dir, bin, wan string) error {
 	}
 
 	if err := labnet.Wait(30*time.Second, 200*time.Millisecond, func() bool {
-		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
+		return labnet.Reaches(nsLAN, "198.51.100.1")
 	}); err != nil {
 		return fmt.Errorf("the LAN host cannot reach the ISP through the router: see %s", log.Name())
 	}
 	fmt.Println("the LAN host reaches the ISP (198.51.100.1) through the router")
 	if wan == "dhcp" {
 		if err := labnet.Wait(30*time.Second, 200*time.Millisecond, func() bool {
-			return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil
+			return labnet.Reaches(nsLAN, "2001:db8:0:1::1")
 		}); err != nil {
 			return fmt.Errorf("the LAN host cannot reach the ISP over IPv6 through the router: see %s", log.Name())
 		}
@@ -222,7 +222,7 @@ func upPPPoE(dir, bin string) error {
 	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
 		routes, _ := exec.Command("ip", "-n", nsRouter, "route", "show", "default").Output()
 		return strings.Contains(string(routes), "dev ppp0") &&
-			labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "198.51.100.1")...) == nil
+			labnet.Reaches(nsLAN, "198.51.100.1")
 	}); err != nil {
 		return fail("the LAN host cannot reach the ISP through the PPPoE session")
 	}
@@ -244,7 +244,7 @@ func upPPPoE(dir, bin string) error {
 		return err
 	}
 	if err := labnet.Wait(60*time.Second, 200*time.Millisecond, func() bool {
-		return labnet.Run(labnet.In(nsLAN, "ping", "-c", "1", "-W", "1", "2001:db8:0:1::1")...) == nil
+		return labnet.Reaches(nsLAN, "2001:db8:0:1::1")
 	}); err != nil {
 		return fail("the LAN host cannot reach the ISP over IPv6 through the PPPoE session")
 	}
