@@ -56,7 +56,7 @@ func TestPPPoEHooks(t *testing.T) {
 	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
 	a := startAgentLab(t, []byte(pppoeConfig(pppd, secret)))
 	s := a.waitServices("up with both families", func(s map[string]serviceStatus) bool {
-		return s["wan-ppp"].State == "up" && s["wan-ppp"].Outputs["ipv6/local"] != ""
+		return s["wan-ppp"].State == "up" && s["wan-ppp"].Outputs["ipv6/local"] != "" && s["wan-ppp"].Outputs["address"] != ""
 	})
 	out := s["wan-ppp"].Outputs
 	want := map[string]string{"ifname": "ppp0", "address": "198.51.100.7", "peer": "198.51.100.1",
