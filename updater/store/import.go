@@ -34,6 +34,27 @@ func (t *Txn) ImportExport(ctx context.Context, r io.Reader, progress func(store
 }
 
 func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(storepath.Path, uint64), res *ImportResult) error {
+	return readExport(ctx, br, t.Restore, func(st *Staged, tr nixexport.Trailer) error {
+		res.Bytes += st.NarSize
+		if t.Valid(tr.Path) {
+			res.Present = append(res.Present, tr.Path)
+		} else {
+			res.Added = append(res.Added, tr.Path)
+		}
+		if err := t.Add(st, registry.Info{Path: tr.Path, References: tr.References, Deriver: tr.Deriver}); err != nil {
+			res.Added = res.Added[:len(res.Added)-1]
+			return fmt.Errorf("import: %w", err)
+		}
+		if progress != nil {
+			progress(tr.Path, st.NarSize)
+		}
+		return nil
+	})
+}
+
+// readExport reads an export stream's entries, restoring each NAR with
+// restore and handing it with its trailer to add.
+func readExport(ctx context.Context, br *bufio.Reader, restore func(io.Reader, Expect) (*Staged, error), add func(*Staged, nixexport.Trailer) error) error {
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -48,7 +69,7 @@ func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(
 		if !more {
 			return nil
 		}
-		st, err := t.Restore(br, Expect{})
+		st, err := restore(br, Expect{})
 		if err != nil {
 			return fmt.Errorf("import, path %d: %w", n, err)
 		}
@@ -57,18 +78,8 @@ func (t *Txn) importExport(ctx context.Context, br *bufio.Reader, progress func(
 			st.discard()
 			return fmt.Errorf("import, path %d: %w", n, err)
 		}
-		res.Bytes += st.NarSize
-		if t.Valid(tr.Path) {
-			res.Present = append(res.Present, tr.Path)
-		} else {
-			res.Added = append(res.Added, tr.Path)
-		}
-		if err := t.Add(st, registry.Info{Path: tr.Path, References: tr.References, Deriver: tr.Deriver}); err != nil {
-			res.Added = res.Added[:len(res.Added)-1]
-			return fmt.Errorf("import: %w", err)
-		}
-		if progress != nil {
-			progress(tr.Path, st.NarSize)
+		if err := add(st, tr); err != nil {
+			return err
 		}
 	}
 }

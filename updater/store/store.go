@@ -36,8 +36,10 @@ const (
 	tmpPrefix   = ".roost-tmp-"
 	trashPrefix = ".roost-trash-"
 	// DefaultTempRootTTL is how long paths received by a transfer stay
-	// protected from gc if nothing activates or pins them.
-	DefaultTempRootTTL = 24 * time.Hour
+	// protected from gc after the transfer ended, if nothing activates or
+	// pins them: long enough for the activation that follows a copy, short
+	// enough that a wrong closure filling the flash can be freed at once.
+	DefaultTempRootTTL = 10 * time.Minute
 )
 
 // Options are a store's dependencies.
@@ -167,6 +169,9 @@ func (s *Store) cleanLeftovers() error {
 		return fmt.Errorf("read store: %w", err)
 	}
 	for _, e := range entries {
+		if id := ownerOfTemp(e.Name()); strings.HasPrefix(e.Name(), tmpPrefix) && id != "" && sessionLive(filepath.Join(s.tempRootsDir(), id)) {
+			continue // a running transfer's, restored without the lock
+		}
 		if strings.HasPrefix(e.Name(), tmpPrefix) || strings.HasPrefix(e.Name(), trashPrefix) {
 			p := filepath.Join(s.Dir(), e.Name())
 			s.opts.Log.Info("removing leftover of an interrupted write", "path", p)
@@ -220,42 +225,102 @@ func syncFS(dir string) error {
 	return nil
 }
 
-// LiveTempRoots returns the paths protected by unexpired temp roots, and
-// removes expired temp-root files. The caller holds the lock.
-func (t *Txn) LiveTempRoots() ([]storepath.Path, error) {
+// TempRoot is what one transfer's temp root keeps from gc.
+type TempRoot struct {
+	ID      string           `json:"id"`
+	Running bool             `json:"running"` // the transfer is still under way
+	Expires time.Time        `json:"expires"` // when it ends, if not running
+	Paths   []storepath.Path `json:"paths"`
+}
+
+// TempRoots returns the live temp roots (running transfers', and ended
+// ones' within their grace period), and removes expired ones. The caller
+// holds the lock.
+func (t *Txn) TempRoots() ([]TempRoot, error) {
 	dir := t.s.tempRootsDir()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read temp roots: %w", err)
 	}
 	now := t.s.opts.Now()
-	var out []storepath.Path
+	var out []TempRoot
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		tr, err := readTempRoot(p)
-		if err != nil {
+		if err != nil && !sessionLive(p) {
 			t.s.opts.Log.Warn("ignoring unreadable temp root", "file", p, "err", err)
 			continue
 		}
-		if now.After(tr.expires) {
+		tr.ID, tr.Running = e.Name(), sessionLive(p)
+		if !tr.Running && now.After(tr.Expires) {
 			if err := os.Remove(p); err != nil {
 				return nil, fmt.Errorf("remove expired temp root: %w", err)
 			}
 			continue
 		}
-		out = append(out, tr.paths...)
+		out = append(out, tr)
 	}
 	return out, nil
 }
 
-type tempRoot struct {
-	expires time.Time
-	paths   []storepath.Path
+// LiveTempRoots returns the paths that live temp roots keep. The caller
+// holds the lock.
+func (t *Txn) LiveTempRoots() ([]storepath.Path, error) {
+	roots, err := t.TempRoots()
+	var out []storepath.Path
+	for _, r := range roots {
+		out = append(out, r.Paths...)
+	}
+	return out, err
+}
+
+// ReleaseTempRoots drops the paths that an activation took over (taken)
+// from the temp roots of ended transfers; a root left empty goes. Running
+// transfers keep theirs until they end. The caller holds the lock.
+func (t *Txn) ReleaseTempRoots(taken map[storepath.Path]bool) error {
+	roots, err := t.TempRoots()
+	if err != nil {
+		return err
+	}
+	for _, r := range roots {
+		if r.Running {
+			continue
+		}
+		file := filepath.Join(t.s.tempRootsDir(), r.ID)
+		var left []storepath.Path
+		for _, p := range r.Paths {
+			if !taken[p] {
+				left = append(left, p)
+			}
+		}
+		switch {
+		case len(left) == len(r.Paths):
+			continue
+		case len(left) == 0:
+			err = os.Remove(file)
+		default:
+			err = atomicfile.WriteFile(file, formatTempRoot(r.Expires, left), 0o644)
+		}
+		if err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("release temp root %s: %w", file, err)
+		}
+	}
+	return nil
+}
+
+// formatTempRoot is a temp root file's content.
+func formatTempRoot(expires time.Time, paths []storepath.Path) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "expires %d\n", expires.Unix())
+	for _, p := range paths {
+		b.WriteString(p.Base() + "\n")
+	}
+	return []byte(b.String())
 }
 
 // A temp root file is "expires <unix seconds>" then one store path a line.
-func readTempRoot(file string) (tempRoot, error) {
-	var tr tempRoot
+func readTempRoot(file string) (TempRoot, error) {
+	var tr TempRoot
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return tr, err
@@ -269,13 +334,13 @@ func readTempRoot(file string) (tempRoot, error) {
 	if err != nil {
 		return tr, fmt.Errorf("expires: %w", err)
 	}
-	tr.expires = time.Unix(secs, 0)
+	tr.Expires = time.Unix(secs, 0)
 	for _, l := range lines[1:] {
 		p, err := storepath.ParseBase(l)
 		if err != nil {
 			return tr, err
 		}
-		tr.paths = append(tr.paths, p)
+		tr.Paths = append(tr.Paths, p)
 	}
 	return tr, nil
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/roostrouter/roost/updater/atomicfile"
@@ -29,6 +28,7 @@ type Txn struct {
 	pending  map[storepath.Path]bool
 	rooted   []storepath.Path // committed by this Txn, kept by its temp root
 	rootFile string
+	session  *Session // if set, its temp root keeps what this Txn commits
 }
 
 // Staged is a NAR restored under a temporary name.
@@ -72,11 +72,16 @@ func (hc *hashCounter) Read(b []byte) (int, error) {
 // Restore reads one NAR from r, no byte more, into a temporary name,
 // checking its grammar, size and hash while it streams.
 func (t *Txn) Restore(r io.Reader, want Expect) (*Staged, error) {
+	return t.s.restore(r, want, tmpPrefix+randomSuffix())
+}
+
+// restore reads one NAR into the temporary name tmp in the store folder.
+func (s *Store) restore(r io.Reader, want Expect, tmp string) (*Staged, error) {
 	what := "NAR"
 	if want.Path != "" {
 		what = "NAR of " + want.Path.String()
 	}
-	st := &Staged{tmp: filepath.Join(t.s.Dir(), tmpPrefix+randomSuffix())}
+	st := &Staged{tmp: filepath.Join(s.Dir(), tmp)}
 	hc := &hashCounter{r: r, h: sha256.New()}
 	err := nar.Parse(hc, &nar.Restorer{Dir: st.tmp}, int64(want.NarSize))
 	if err != nil {
@@ -93,7 +98,7 @@ func (t *Txn) Restore(r io.Reader, want Expect) (*Staged, error) {
 		st.discard()
 		return nil, fmt.Errorf("restore %s: its hash is %s, the sender declared %s", what, st.NarHash, *want.NarHash)
 	}
-	t.s.opts.Crash("restored")
+	s.opts.Crash("restored")
 	return st, nil
 }
 
@@ -178,17 +183,16 @@ func (t *Txn) Commit() error {
 	return nil
 }
 
-// writeTempRoot keeps what this Txn committed from gc until it expires.
+// writeTempRoot keeps what this Txn committed from gc until it expires
+// (the grace period after the writer ends), or while its session lives.
 func (t *Txn) writeTempRoot() error {
+	if t.session != nil {
+		return t.session.Hold(t.rooted...)
+	}
 	if t.rootFile == "" {
 		t.rootFile = filepath.Join(t.s.tempRootsDir(), strconv.FormatInt(t.s.opts.Now().UnixNano(), 10)+"-"+randomSuffix())
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "expires %d\n", t.s.opts.Now().Add(t.s.opts.TempRootTTL).Unix())
-	for _, p := range t.rooted {
-		b.WriteString(p.Base() + "\n")
-	}
-	return atomicfile.WriteFile(t.rootFile, []byte(b.String()), 0o644)
+	return atomicfile.WriteFile(t.rootFile, formatTempRoot(t.s.opts.Now().Add(t.s.opts.TempRootTTL), t.rooted), 0o644)
 }
 
 // trash renames a store entry out of the way, then removes it: removal is

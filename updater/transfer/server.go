@@ -74,31 +74,17 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	txn, err := s.Lock(ctx)
+	// The session holds the closure and the delta bases from gc while the
+	// transfer lasts, and takes the store lock only to commit a batch: a
+	// stalled peer holds up no other writer (a rollback above all).
+	ss, err := s.Store.NewSession(s.Lock)
 	if err != nil {
 		return sum, err
 	}
-	defer txn.Close()
-	var missing []storepath.Path
-	for p, info := range infos {
-		if txn.Valid(p) {
-			continue
-		}
-		for _, ref := range info.References {
-			if _, ok := infos[ref]; !ok && !txn.Valid(ref) {
-				return sum, fmt.Errorf("closure is not closed: %s references %s, which is neither in it nor on the router", p, ref)
-			}
-		}
-		missing = append(missing, p)
-	}
-	missing = registry.TopoSort(infos, missing)
-	reply := missingMsg{Missing: missing}
-	if h.Version >= 2 {
-		maxBase := s.MaxDeltaBase
-		if maxBase == 0 {
-			maxBase = DefaultMaxDeltaBase
-		}
-		reply.Bases = chooseBases(txn.Registry(), missing, maxBase)
+	defer ss.Close()
+	missing, reply, reg, err := s.plan(ctx, ss, h.Version, infos)
+	if err != nil {
+		return sum, err
 	}
 	if err := c.writeJSON(frameMissing, reply); err != nil {
 		return sum, err
@@ -110,20 +96,26 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 		return sum, err
 	}
 	defer dec.Close()
-	var unacked []storepath.Path
+	var unacked []store.Item
 	var unackedBytes uint64
+	defer func() { store.Discard(unacked) }()
 	commit := func() error {
 		if len(unacked) == 0 {
 			return nil
 		}
-		if err := txn.Commit(); err != nil {
+		batch := unacked
+		unacked = nil
+		if _, err := ss.Commit(ctx, batch); err != nil {
 			return err
 		}
-		sum.Received += len(unacked)
+		var paths []storepath.Path
+		for _, it := range batch {
+			paths = append(paths, it.Info.Path)
+		}
+		sum.Received += len(batch)
 		sum.NARBytes += unackedBytes
-		err := c.writeJSON(frameAck, ackMsg{Paths: unacked})
-		unacked, unackedBytes = nil, 0
-		return err
+		unackedBytes = 0
+		return c.writeJSON(frameAck, ackMsg{Paths: paths})
 	}
 	next := 0
 	for {
@@ -158,7 +150,7 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 				return sum, fmt.Errorf("NAR of %s: a delta against %s, which the router did not offer", nm.Path, nm.Base)
 			}
 			var baseNAR bytes.Buffer
-			if err := s.Store.Dump(&baseNAR, txn.Registry(), nm.Base); err != nil {
+			if err := s.Store.Dump(&baseNAR, reg, nm.Base); err != nil {
 				return sum, fmt.Errorf("delta base %s: %w", nm.Base, err)
 			}
 			dd, err := deltaReader(nil, baseNAR.Bytes(), info.NarSize)
@@ -167,7 +159,7 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 			}
 			d = dd
 		}
-		err = s.receiveNAR(txn, c, d, info)
+		st, err := s.receiveNAR(ss, c, d, info)
 		if d != dec {
 			d.Close()
 		}
@@ -175,7 +167,7 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 			return sum, err
 		}
 		next++
-		unacked = append(unacked, nm.Path)
+		unacked = append(unacked, store.Item{Staged: st, Info: *info})
 		unackedBytes += info.NarSize
 		if len(unacked) >= batchPaths || unackedBytes >= batchBytes || c.r.Buffered() == 0 {
 			// Also commit when the peer has nothing buffered for us: it is
@@ -193,32 +185,80 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	return sum, c.writeJSON(frameSummary, sum)
 }
 
-// receiveNAR restores one NAR from data frames and queues it for the commit.
-func (s *Server) receiveNAR(txn *store.Txn, c *conn, dec *zstd.Decoder, info *registry.Info) error {
+// receiveNAR restores one NAR from data frames, for the next commit.
+func (s *Server) receiveNAR(ss *store.Session, c *conn, dec *zstd.Decoder, info *registry.Info) (st *store.Staged, err error) {
 	data := &dataReader{c: c}
 	if err := dec.Reset(data); err != nil {
-		return err
+		return nil, err
 	}
 	hash := info.NarHash
-	st, err := txn.Restore(dec, store.Expect{Path: info.Path, NarHash: &hash, NarSize: info.NarSize})
+	st, err = ss.Restore(dec, store.Expect{Path: info.Path, NarHash: &hash, NarSize: info.NarSize})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			store.Discard([]store.Item{{Staged: st}})
+		}
+	}()
 	// The compressed stream must end with the NAR, and the frames with it.
 	var one [1]byte
 	if n, err := dec.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errors.New("data after the end of the NAR")
 		}
-		return fmt.Errorf("NAR of %s: %w", info.Path, err)
+		return nil, fmt.Errorf("NAR of %s: %w", info.Path, err)
 	}
 	if n, err := io.Copy(io.Discard, data); err != nil || n != 0 {
 		if err == nil {
 			err = fmt.Errorf("%d bytes after the compressed stream", n)
 		}
-		return fmt.Errorf("NAR of %s: %w", info.Path, err)
+		return nil, fmt.Errorf("NAR of %s: %w", info.Path, err)
 	}
-	return txn.Add(st, *info)
+	return st, nil
+}
+
+// plan answers the closure: which paths are missing, and which delta bases
+// the router offers. Under the store lock, briefly, the session holds the
+// closure's paths and the bases, so that gc keeps what the answer counts
+// on; it returns the registry as it was then.
+func (s *Server) plan(ctx context.Context, ss *store.Session, version int, infos map[storepath.Path]*registry.Info) ([]storepath.Path, missingMsg, *registry.Registry, error) {
+	var reply missingMsg
+	txn, err := ss.Lock(ctx)
+	if err != nil {
+		return nil, reply, nil, err
+	}
+	defer txn.Close()
+	var missing, hold []storepath.Path
+	for p, info := range infos {
+		hold = append(hold, p)
+		if txn.Valid(p) {
+			continue
+		}
+		for _, ref := range info.References {
+			if _, ok := infos[ref]; !ok && !txn.Valid(ref) {
+				return nil, reply, nil, fmt.Errorf("closure is not closed: %s references %s, which is neither in it nor on the router", p, ref)
+			}
+			hold = append(hold, ref)
+		}
+		missing = append(missing, p)
+	}
+	missing = registry.TopoSort(infos, missing)
+	reply.Missing = missing
+	if version >= 2 {
+		maxBase := s.MaxDeltaBase
+		if maxBase == 0 {
+			maxBase = DefaultMaxDeltaBase
+		}
+		reply.Bases = chooseBases(txn.Registry(), missing, maxBase)
+		for _, b := range reply.Bases {
+			hold = append(hold, b.Path)
+		}
+	}
+	if err := ss.Hold(hold...); err != nil {
+		return nil, reply, nil, err
+	}
+	return missing, reply, txn.Registry(), nil
 }
 
 // checkClosure validates the laptop's path list.
