@@ -73,7 +73,9 @@ func (b *Bar) line(done, total int, bytes, totalBytes int64, now time.Time) stri
 	}
 	frac := 1.0
 	if totalBytes > 0 {
-		frac = float64(bytes) / float64(totalBytes)
+		// Clamped: a sender that counts more bytes than it announced
+		// (a path sent again) must not break the bar.
+		frac = min(max(float64(bytes)/float64(totalBytes), 0), 1)
 	}
 	const width = 24
 	filled := int(frac * width)

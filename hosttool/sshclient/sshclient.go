@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,8 +177,54 @@ func (e *HostKeyError) Error() string {
 		"or run again with --accept-new-host-key.", e.Host, e.Key.Type(), fp, e.File, e.Line)
 }
 
+func (o Options) knownHostsFile() string { return filepath.Join(o.sshDir(), "known_hosts") }
+
+// probeKey is a host key that matches no line of known_hosts: checking it
+// makes knownhosts list the keys it has for a host.
+type probeKey struct{}
+
+func (probeKey) Type() string    { return "roost-probe" }
+func (probeKey) Marshal() []byte { return []byte("roost-probe") }
+func (probeKey) Verify([]byte, *ssh.Signature) error {
+	return errors.New("roost-probe verifies nothing")
+}
+
+// hostKeyAlgorithms puts the algorithms of the keys known_hosts has for
+// addr first, as OpenSSH does. Without it Go's own order (ECDSA before
+// Ed25519) makes a server with both present its ECDSA key, and a
+// known_hosts with only the Ed25519 line (what ssh wrote, what NixOS's
+// programs.ssh.knownHosts writes) would call that a changed key. nil (Go's
+// defaults) for a host with no known key.
+func hostKeyAlgorithms(file, addr string) []string {
+	check, err := knownhosts.New(file)
+	if err != nil {
+		return nil
+	}
+	var ke *knownhosts.KeyError
+	if err := check(addr, &net.TCPAddr{IP: net.IPv4zero}, probeKey{}); !errors.As(err, &ke) || len(ke.Want) == 0 {
+		return nil
+	}
+	var first []string
+	for _, k := range ke.Want {
+		if t := k.Key.Type(); t == ssh.KeyAlgoRSA {
+			// An RSA key signs with SHA-2 if the server can; a known
+			// RSA key of a server that cannot is still that key.
+			first = append(first, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		} else {
+			first = append(first, t)
+		}
+	}
+	out := slices.Compact(first)
+	for _, a := range ssh.SupportedAlgorithms().HostKeys {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func hostKeyCallback(opts Options, t Target) ssh.HostKeyCallback {
-	file := filepath.Join(opts.sshDir(), "known_hosts")
+	file := opts.knownHostsFile()
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		check, err := knownhosts.New(file)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -234,24 +281,32 @@ func dial(ctx context.Context, opts Options, t Target, depth int) (*ssh.Client, 
 		defer closer.Close()
 	}
 	if len(ss) == 0 {
+		if len(tried) > 0 {
+			return nil, fmt.Errorf("no SSH key roost can use to log in to %s with: %s", t.Alias, strings.Join(tried, ", "))
+		}
 		return nil, fmt.Errorf("no SSH key to log in to %s with: start ssh-agent with your key, or create ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)", t.Alias)
 	}
 	cfg := &ssh.ClientConfig{
-		User:            t.User,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(ss...)},
-		HostKeyCallback: hostKeyCallback(opts, t),
-		Timeout:         15 * time.Second,
-		ClientVersion:   "SSH-2.0-roost",
+		User:              t.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(ss...)},
+		HostKeyCallback:   hostKeyCallback(opts, t),
+		HostKeyAlgorithms: hostKeyAlgorithms(opts.knownHostsFile(), t.Addr()),
+		Timeout:           15 * time.Second,
+		ClientVersion:     "SSH-2.0-roost",
 	}
 	var conn net.Conn
 	if t.ProxyJump != "" {
+		// ProxyJump a,b visits a, then b through a, and reaches the target
+		// through b (ssh_config(5)): the last hop is the one to dial
+		// through, and it is reached through the ones before it.
 		hops := strings.Split(t.ProxyJump, ",")
-		jt, err := Resolve(opts, hops[0])
+		last := len(hops) - 1
+		jt, err := Resolve(opts, strings.TrimSpace(hops[last]))
 		if err != nil {
 			return nil, err
 		}
-		if len(hops) > 1 {
-			jt.ProxyJump = strings.Join(hops[1:], ",")
+		if last > 0 {
+			jt.ProxyJump = strings.Join(hops[:last], ",")
 		}
 		jump, err := dial(ctx, opts, jt, depth+1)
 		if err != nil {

@@ -2,16 +2,34 @@
 // `nix-store --serve --write`, so that unmodified `nix copy --to ssh://`
 // and `nix-copy-closure` work against a router that has no Nix. Builds are
 // refused: a router receives closures, it does not build them.
+//
+// The protocol's minor versions (NixOS/nix src/libstore/serve-protocol.cc,
+// src/nix/nix-store/nix-store.cc opServe), each both sides speaking the
+// lower of the two versions they announce:
+//
+//	2.2  build options: maxLogSize
+//	2.3  build options: nrRepeats, enforceDeterminism; build results:
+//	     timesBuilt, isNonDeterministic, startTime, stopTime
+//	2.4  path infos: NAR hash, content address, signatures
+//	2.5  AddToStoreNar (Nix 2.32+ refuses a server older than this)
+//	2.6  build results: built outputs
+//	2.7  build options: keepFailed (Nix 2.4 to 2.34, Lix)
+//	2.8  build results: built outputs as realisations (Nix 2.35+)
+//
+// Everything past 2.5 concerns builds, which roostd refuses, so it speaks
+// 2.7: what Lix and most Nix releases speak.
 package serve
 
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/roostrouter/roost/updater/nar"
 	"github.com/roostrouter/roost/updater/nixexport"
@@ -30,7 +48,16 @@ const (
 	maxString  = 4096
 	maxList    = 1 << 20
 	maxNARSize = 1 << 40
+	// maxSkipped bounds one string of a build request, which is read only
+	// to be thrown away (a derivation's environment can hold whole scripts).
+	maxSkipped = 1 << 30
 )
+
+// statusMiscFailure is BuildResult's MiscFailure on the wire
+// (src/libstore/common-protocol.cc, buildResultStatusTable).
+const statusMiscFailure = 9
+
+const noBuilds = "roostd does not build: build on a machine with Nix and copy the result (nix copy --to ssh://…)"
 
 // The commands of the serve protocol.
 const (
@@ -117,6 +144,48 @@ func (c *conn) paths(what string) ([]storepath.Path, error) {
 	return out, nil
 }
 
+// skipStr reads a string and throws it away.
+func (c *conn) skipStr(what string) error {
+	n, err := c.u64()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	if n > maxSkipped {
+		return fmt.Errorf("%s of %d bytes is longer than the %d allowed", what, n, maxSkipped)
+	}
+	if _, err := io.CopyN(io.Discard, c.r, int64(n+(8-n%8)%8)); err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	return nil
+}
+
+// skipStrs reads a list of n strings, or of n (key, value) pairs and so on:
+// per is the strings of each element.
+func (c *conn) skipStrs(what string, per int) error {
+	n, err := c.u64()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	if n > maxList {
+		return fmt.Errorf("%d %s, more than the %d allowed", n, what, maxList)
+	}
+	for i := uint64(0); i < n*uint64(per); i++ {
+		if err := c.skipStr(what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *conn) skipU64s(n int, what string) error {
+	for range n {
+		if _, err := c.u64(); err != nil {
+			return fmt.Errorf("read %s: %w", what, err)
+		}
+	}
+	return nil
+}
+
 func (c *conn) putU64(n uint64) {
 	binary.LittleEndian.PutUint64(c.buf[:], n)
 	c.w.Write(c.buf[:])
@@ -157,9 +226,11 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 		return fmt.Errorf("serve: read client version: %w", err)
 	}
 	if clientVersion&0xff00 != 0x200 {
-		return fmt.Errorf("unsupported serve protocol version %#x", clientVersion)
+		return fmt.Errorf("the client speaks serve protocol %d.%d, roostd only 2.x: use a Nix that speaks 2.x (every Nix since 2.0 does)",
+			clientVersion>>8, clientVersion&0xff)
 	}
-	sess := &session{s: s, c: c, minor: clientVersion & 0xff}
+	// Both sides speak the lower version (Nix's BasicServerConnection::handshake).
+	sess := &session{s: s, c: c, minor: min(clientVersion&0xff, Version&0xff)}
 	defer sess.close()
 	for {
 		cmd, err := c.u64()
@@ -178,34 +249,34 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	}
 }
 
-// session is one client's connection. It takes the store's writer lock
-// when the first write arrives and keeps it until the client hangs up: nix
-// copy sends one path per command, and taking the lock anew for each would
-// re-read the registry every time.
+// session is one client's connection. Its store session holds what the
+// client sent from gc; the store's writer lock is taken only to commit,
+// never while the client is being read, so a stalled client holds up no
+// other writer.
 type session struct {
 	s     *Server
 	c     *conn
 	minor uint64
-	txn   *store.Txn
+	store *store.Session
 }
 
-func (ss *session) writer(ctx context.Context) (*store.Txn, error) {
+func (ss *session) writer() (*store.Session, error) {
 	if !ss.s.Write {
 		return nil, errors.New("importing paths is not allowed (nix-store --serve without --write)")
 	}
-	if ss.txn == nil {
-		txn, err := ss.s.Lock(ctx)
+	if ss.store == nil {
+		w, err := ss.s.Store.NewSession(ss.s.Lock)
 		if err != nil {
 			return nil, err
 		}
-		ss.txn = txn
+		ss.store = w
 	}
-	return ss.txn, nil
+	return ss.store, nil
 }
 
 func (ss *session) close() {
-	if ss.txn != nil {
-		ss.txn.Close()
+	if ss.store != nil {
+		ss.store.Close()
 	}
 }
 
@@ -258,10 +329,19 @@ func (ss *session) command(ctx context.Context, cmd uint64) error {
 			c.putU64(info.NarSize) // download size
 			c.putU64(info.NarSize)
 			if minor >= 4 {
-				c.putStr(info.NarHash.String())
-				c.putStr("") // content address
-				c.putU64(uint64(len(info.Signatures)))
+				c.putStr(info.NarHash.String()) // sha256:<nix32>: the client wants the prefix
+				c.putStr("")                    // content address
+				// Nix 2.34 and later parse each signature and drop the
+				// connection on one that is not name:base64, which older
+				// clients may have sent: such a one verifies nothing.
+				var sigs []string
 				for _, sig := range info.Signatures {
+					if wellFormedSignature(sig) {
+						sigs = append(sigs, sig)
+					}
+				}
+				c.putU64(uint64(len(sigs)))
+				for _, sig := range sigs {
 					c.putStr(sig)
 				}
 			}
@@ -282,11 +362,11 @@ func (ss *session) command(ctx context.Context, cmd uint64) error {
 		}
 		return s.Store.Dump(c.w, reg, p)
 	case cmdImportPaths:
-		txn, err := ss.writer(ctx)
+		w, err := ss.writer()
 		if err != nil {
 			return err
 		}
-		res, err := txn.ImportExport(ctx, c.r, nil)
+		res, err := w.ImportExport(ctx, c.r, nil)
 		if err != nil {
 			return err
 		}
@@ -322,12 +402,101 @@ func (ss *session) command(ctx context.Context, cmd uint64) error {
 		c.putPaths(registry.TopoSort(nil, out))
 	case cmdAddToStoreNar:
 		return ss.addToStoreNar(ctx)
-	case cmdBuildPaths, cmdBuildDerivation:
-		return errors.New("roostd does not build: build on a machine with Nix and copy the result (nix copy --to ssh://…)")
+	case cmdBuildPaths:
+		// Read the whole request, then answer as a failed build, so the
+		// client shows the reason and the connection stays usable.
+		if err := c.skipStrs("paths to build", 1); err != nil {
+			return err
+		}
+		if err := ss.skipBuildOptions(); err != nil {
+			return err
+		}
+		s.Log.Info("serve: refused a build")
+		c.putU64(statusMiscFailure)
+		c.putStr(noBuilds)
+	case cmdBuildDerivation:
+		if err := c.skipStr("derivation path"); err != nil {
+			return err
+		}
+		if err := skipDerivation(c); err != nil {
+			return err
+		}
+		if err := ss.skipBuildOptions(); err != nil {
+			return err
+		}
+		s.Log.Info("serve: refused a build")
+		ss.putFailedBuildResult(noBuilds)
 	default:
 		return fmt.Errorf("unknown serve command %d", cmd)
 	}
 	return nil
+}
+
+// skipBuildOptions reads the build options of BuildPaths and
+// BuildDerivation as the negotiated version has them.
+func (ss *session) skipBuildOptions() error {
+	n := 2 // maxSilentTime, buildTimeout
+	if ss.minor >= 2 {
+		n++ // maxLogSize
+	}
+	if ss.minor >= 3 {
+		n += 2 // nrRepeats, enforceDeterminism
+	}
+	if ss.minor >= 7 {
+		n++ // keepFailed
+	}
+	return ss.c.skipU64s(n, "build options")
+}
+
+// skipDerivation reads a BasicDerivation as the client writes it
+// (src/libstore/derivation/aterm.cc, derivation::write): outputs (name,
+// path, hash algorithm, hash), input sources, platform, builder,
+// arguments, environment.
+func skipDerivation(c *conn) error {
+	if err := c.skipStrs("derivation outputs", 4); err != nil {
+		return err
+	}
+	if err := c.skipStrs("derivation inputs", 1); err != nil {
+		return err
+	}
+	if err := c.skipStr("derivation platform"); err != nil {
+		return err
+	}
+	if err := c.skipStr("derivation builder"); err != nil {
+		return err
+	}
+	if err := c.skipStrs("derivation arguments", 1); err != nil {
+		return err
+	}
+	return c.skipStrs("derivation environment", 2)
+}
+
+// putFailedBuildResult writes a BuildResult that failed with msg, with
+// the fields of the negotiated version.
+func (ss *session) putFailedBuildResult(msg string) {
+	c := ss.c
+	c.putU64(statusMiscFailure)
+	c.putStr(msg)
+	if ss.minor >= 3 {
+		c.putU64(0) // timesBuilt
+		c.putU64(0) // isNonDeterministic
+		c.putU64(0) // startTime
+		c.putU64(0) // stopTime
+	}
+	if ss.minor >= 6 {
+		c.putU64(0) // no built outputs
+	}
+}
+
+// wellFormedSignature is what Nix's Signature::parse accepts: a name, a
+// colon, non-empty base64.
+func wellFormedSignature(s string) bool {
+	name, b64, ok := strings.Cut(s, ":")
+	if !ok || name == "" {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	return err == nil && len(b) > 0
 }
 
 func (ss *session) addToStoreNar(ctx context.Context) error {
@@ -382,24 +551,28 @@ func (ss *session) addToStoreNar(ctx context.Context) error {
 			return err
 		}
 	}
-	txn, err := ss.writer(ctx)
+	w, err := ss.writer()
 	if err != nil {
 		return err
 	}
-	if txn.Valid(p) {
+	reg, err := s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	if _, ok := reg.Get(p); ok {
 		// Already here: read the NAR through and keep what we have.
 		if err := nar.Parse(io.LimitReader(c.r, int64(size)), nar.Discard{}, int64(size)); err != nil {
 			return err
 		}
+		if err := w.Hold(p); err != nil {
+			return err
+		}
 	} else {
-		st, err := txn.Restore(c.r, store.Expect{Path: p, NarHash: &hash, NarSize: size})
+		st, err := w.Restore(c.r, store.Expect{Path: p, NarHash: &hash, NarSize: size})
 		if err != nil {
 			return err
 		}
-		if err := txn.Add(st, info); err != nil {
-			return err
-		}
-		if err := txn.Commit(); err != nil {
+		if _, err := w.Commit(ctx, []store.Item{{Staged: st, Info: info}}); err != nil {
 			return err
 		}
 		s.Log.Info("serve: added", "path", p, "narSize", size)
