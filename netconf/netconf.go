@@ -2,16 +2,22 @@
 // sysctls through netlink, as services of the agent's supervisor. Applying
 // is idempotent: state that is already right is left alone, so a restarted
 // roostd adopts the live network without a single netlink change. It never
-// touches a link the config does not name.
+// touches a link the config does not name. Remove, when the config drops or
+// changes a service, undoes what roostd put there and nothing else: the
+// addresses and routes it added carry its mark (Proto), a sysctl's earlier
+// value is kept in the state folder (SysctlRestore), and each Remove says
+// how it finds what is its own.
 package netconf
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"os"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -177,7 +183,9 @@ func (s *Link) apply(l netlink.Link, master string) (netlink.Link, error) {
 	return l, nil
 }
 
-// Remove takes the link out of its bridge; the device itself is not ours.
+// Remove takes the link out of the bridge it joined, if it is in a
+// bridge. The device is not roostd's: it stays, up, with the MTU and MAC it
+// has (what it had before roostd set them is not known).
 func (s *Link) Remove(context.Context) error {
 	if s.BridgeRef == nil {
 		return nil
@@ -186,7 +194,15 @@ func (s *Link) Remove(context.Context) error {
 	if err != nil || l.Attrs().MasterIndex == 0 {
 		return nil
 	}
-	return s.NL.LinkSetNoMaster(l)
+	// Only a bridge: a bond or VRF the device was put in by hand is not
+	// what roostd did.
+	if m, err := s.NL.LinkByIndex(l.Attrs().MasterIndex); err != nil || m.Type() != "bridge" {
+		return nil
+	}
+	if err := s.NL.LinkSetNoMaster(l); err != nil {
+		return fmt.Errorf("take %s out of its bridge: %w", s.Device, err)
+	}
+	return nil
 }
 
 // Bridge creates a bridge device. It is ready once it is up; its members
@@ -202,6 +218,9 @@ func (s *Bridge) Run(ctx context.Context, env *supervisor.Env) error {
 	if _, err := s.NL.LinkByName(s.Name); err != nil {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Name, MTU: s.MTU}}
 		if err := s.NL.LinkAdd(br); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				err = fmt.Errorf("%w: this kernel has no bridge support: load the bridge module (CONFIG_BRIDGE)", err)
+			}
 			return fmt.Errorf("create bridge %s: %w", s.Name, err)
 		}
 	}
@@ -220,12 +239,16 @@ func (s *Bridge) Run(ctx context.Context, env *supervisor.Env) error {
 	}, up)
 }
 
-// Remove deletes the bridge.
-func (s *Bridge) Remove(context.Context) error { return deleteLink(s.NL, s.Name) }
+// Remove deletes the bridge, if the device of that name is a bridge.
+func (s *Bridge) Remove(context.Context) error {
+	return deleteLink(s.NL, s.Name, func(l netlink.Link) bool { return l.Type() == "bridge" })
+}
 
-func deleteLink(h *netlink.Handle, name string) error {
+// deleteLink deletes the device name if ours says it is the one roostd
+// made; another device that took the name is left alone.
+func deleteLink(h *netlink.Handle, name string, ours func(netlink.Link) bool) error {
 	l, err := h.LinkByName(name)
-	if err != nil {
+	if err != nil || !ours(l) {
 		return nil
 	}
 	if err := h.LinkDel(l); err != nil {
@@ -260,7 +283,7 @@ func (s *VLAN) Run(ctx context.Context, env *supervisor.Env) error {
 		v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: s.Name, ParentIndex: parent.Attrs().Index}, VlanId: s.ID}
 		if err := s.NL.LinkAdd(v); err != nil {
 			if errors.Is(err, unix.EOPNOTSUPP) {
-				err = fmt.Errorf("%w: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)", err)
+				err = fmt.Errorf("%w: this kernel has no 802.1Q VLAN support: load the 8021q module (CONFIG_VLAN_8021Q)", err)
 			}
 			return fmt.Errorf("create VLAN %s (%d on %s): %w", s.Name, s.ID, parentName, err)
 		}
@@ -276,15 +299,24 @@ func (s *VLAN) Run(ctx context.Context, env *supervisor.Env) error {
 	}, linkReady)
 }
 
-// Remove deletes the VLAN device.
-func (s *VLAN) Remove(context.Context) error { return deleteLink(s.NL, s.Name) }
+// Remove deletes the VLAN device, if the device of that name is VLAN ID.
+// (Its parent is the parent service's output, not known here: the ID and
+// the name are the declaration's.)
+func (s *VLAN) Remove(context.Context) error {
+	return deleteLink(s.NL, s.Name, func(l netlink.Link) bool {
+		v, ok := l.(*netlink.Vlan)
+		return ok && v.VlanId == s.ID
+	})
+}
 
-// Address puts a static address on a link.
+// Address puts a static address on a link. It adds it with roostd's mark
+// (Proto), and Remove deletes only a copy that carries it; one found in
+// place (added by hand, or by a roostd before the mark) is used as it is
+// and left there.
 type Address struct {
 	NL      *netlink.Handle
 	LinkRef supervisor.Ref
 	Prefix  *net.IPNet // the address and its prefix length
-	link    string
 }
 
 // Run adds the address unless it is there.
@@ -293,7 +325,6 @@ func (s *Address) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
-	s.link = name
 	l, err := s.NL.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
@@ -303,8 +334,8 @@ func (s *Address) Run(ctx context.Context, env *supervisor.Env) error {
 		if s.Prefix.IP.To4() == nil {
 			addr.Flags = unix.IFA_F_NODAD // a static router address: no duplicate detection delay
 		}
-		if err := s.NL.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add address %s to %s: %w", s.Prefix, name, err)
+		if err := addAddr(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
 		}
 	}
 	ones, _ := s.Prefix.Mask.Size()
@@ -329,15 +360,28 @@ func hasAddr(h *netlink.Handle, l netlink.Link, p *net.IPNet) bool {
 	return false
 }
 
-// Remove deletes the address.
+// Remove deletes the address from the link where it carries roostd's
+// mark, and from no other: the same address added by hand, to another
+// link or to this one, stays. The link is the kernel's answer, not the
+// link service's output, which a fresh instance cannot read (see
+// addrToRemove for the cases where it cannot tell).
 func (s *Address) Remove(context.Context) error {
-	links, _ := s.NL.LinkList()
-	for _, l := range links {
-		if hasAddr(s.NL, l, s.Prefix) {
-			if err := s.NL.AddrDel(l, &netlink.Addr{IPNet: s.Prefix}); err != nil {
-				return fmt.Errorf("delete address %s from %s: %w", s.Prefix, l.Attrs().Name, err)
-			}
-		}
+	live, err := listAddrs(netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	ip, _ := netip.AddrFromSlice(s.Prefix.IP)
+	ones, _ := s.Prefix.Mask.Size()
+	index, err := addrToRemove(live, netip.PrefixFrom(ip.Unmap(), ones))
+	if err != nil || index == 0 {
+		return err
+	}
+	l, err := s.NL.LinkByIndex(index)
+	if err != nil {
+		return nil // gone, and the address with it
+	}
+	if err := s.NL.AddrDel(l, &netlink.Addr{IPNet: s.Prefix}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("delete address %s from %s: %w", s.Prefix, l.Attrs().Name, err)
 	}
 	return nil
 }
@@ -373,7 +417,7 @@ func (s *Route) route(env *supervisor.Env) (*netlink.Route, error) {
 			return nil, fmt.Errorf("gateway %q from %s/%s is not an IP address", v, s.GatewayRef.Service, s.GatewayRef.Key)
 		}
 	}
-	return &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.table()}, nil
+	return &netlink.Route{LinkIndex: l.Attrs().Index, Dst: s.Destination, Gw: gw, Priority: s.Metric, Table: s.table(), Protocol: Proto}, nil
 }
 
 // Run adds the route unless it is there, and keeps it there: a route
@@ -492,51 +536,111 @@ func kernelMetric(family, metric int) int {
 	return metric
 }
 
-// Remove deletes the route, whichever gateway it had.
+// Remove deletes the route roostd added: the declaration's destination,
+// table and metric, with roostd's mark (Proto), and the declared gateway
+// if it is a fixed one. One gateway read from another service's output is
+// whichever the route had; its link is the one the kernel shows, since a
+// fresh instance cannot read the link service's output. Neither can be
+// another route service's: the kernel keeps one route for a destination,
+// table and metric. A route to the same destination added by hand or by
+// another program (the kernel's "proto boot", "ra", "dhcp"), or found in
+// place when roostd started, stays.
 func (s *Route) Remove(context.Context) error {
 	routes, err := s.live()
 	if err != nil {
-		return err
+		return fmt.Errorf("list routes to %s: %w", s.Destination, err)
 	}
 	for _, r := range routes {
-		if r.Priority == kernelMetric(s.family(), s.Metric) {
-			if err := s.NL.RouteDel(&r); err != nil {
-				return fmt.Errorf("delete route %s: %w", s.Destination, err)
-			}
+		if !s.added(r) {
+			continue
+		}
+		if err := s.NL.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("delete route %s via %v: %w", s.Destination, r.Gw, err)
 		}
 	}
 	return nil
 }
 
-// Sysctl sets kernel parameters (net.* ones are per network namespace).
-type Sysctl struct {
-	ProcSys string // /proc/sys
-	Values  map[string]string
+// added says whether a live route to the destination, in the table, is
+// the one this service added.
+func (s *Route) added(r netlink.Route) bool {
+	return r.Protocol == Proto && r.Priority == kernelMetric(s.family(), s.Metric) &&
+		(s.GatewayRef != nil || s.Gateway == nil && r.Gw == nil || r.Gw.Equal(s.Gateway))
 }
 
-func (s *Sysctl) file(key string) string {
-	return filepath.Join(s.ProcSys, strings.ReplaceAll(key, ".", "/"))
+// Sysctl sets kernel parameters (net.* ones are per network namespace).
+// With a StateDir it keeps, in $STATE/sysctl, the value each one had
+// before roostd first changed it, and Remove puts those back.
+type Sysctl struct {
+	ProcSys  string // /proc/sys
+	Values   map[string]string
+	StateDir string // $STATE; "" keeps no record, and Remove leaves the values
 }
+
+func (s *Sysctl) restore() SysctlRestore {
+	r := SysctlRestore{ProcSys: s.ProcSys}
+	if s.StateDir != "" {
+		r.Dir = filepath.Join(s.StateDir, "sysctl")
+	}
+	return r
+}
+
+// keys are the parameters in the order they are written: the ones that
+// set others (ip_forward sets every conf/*/forwarding, conf/all sets every
+// link's) before those they would override, so a link's own value set in
+// the same service stands; Remove restores in the reverse order.
+func (s *Sysctl) keys() []string {
+	rank := func(k string) int {
+		switch {
+		case k == "net.ipv4.ip_forward":
+			return 0
+		case strings.Contains(k, ".conf.all."):
+			return 1
+		case strings.Contains(k, ".conf.default."):
+			return 2
+		}
+		return 3
+	}
+	keys := make([]string, 0, len(s.Values))
+	for k := range s.Values {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b)) })
+	return keys
+}
+
+func sysctlPath(key string) string { return strings.ReplaceAll(key, ".", "/") }
 
 // Run writes the values that differ.
 func (s *Sysctl) Run(ctx context.Context, env *supervisor.Env) error {
-	for k, v := range s.Values {
-		cur, err := os.ReadFile(s.file(k))
+	r := s.restore()
+	for _, k := range s.keys() {
+		v := s.Values[k]
+		wrote, err := r.Set(sysctlPath(k), v)
 		if err != nil {
-			return fmt.Errorf("sysctl %s: %w", k, err)
+			return err
 		}
-		if strings.TrimSpace(string(cur)) == v {
-			continue
+		if wrote {
+			env.Log.Info("sysctl set", "key", k, "value", v)
 		}
-		if err := os.WriteFile(s.file(k), []byte(v), 0o644); err != nil {
-			return fmt.Errorf("set sysctl %s to %s: %w", k, v, err)
-		}
-		env.Log.Info("sysctl set", "key", k, "value", v)
 	}
 	env.Ready()
 	<-ctx.Done()
 	return nil
 }
 
-// Remove leaves the values: the kernel's defaults are not known.
-func (s *Sysctl) Remove(context.Context) error { return nil }
+// Remove puts back the value each parameter had before roostd first set
+// it, as recorded in $STATE/sysctl, across restarts of roostd. A parameter
+// roostd found as it wanted it was not changed, and is left as it is; so
+// is every one when there is no StateDir. Forwarding parameters too: a
+// dropped "net.ipv4.ip_forward": "1" turns forwarding off again if it was
+// off.
+func (s *Sysctl) Remove(context.Context) error {
+	r := s.restore()
+	keys := s.keys()
+	var errs []error
+	for i := len(keys) - 1; i >= 0; i-- {
+		errs = append(errs, r.Restore(sysctlPath(keys[i])))
+	}
+	return errors.Join(errs...)
+}

@@ -435,8 +435,20 @@ func (p *PPPoE) ipv6LinkLocal(ifname string) (local, peer netip.Addr, ok bool) {
 	return local, peer, false
 }
 
-// Remove leaves nothing: pppd took its interface with it.
-func (p *PPPoE) Remove(context.Context) error { return nil }
+// Remove deletes what roostd wrote for pppd: its folder in the state
+// ($STATE/pppoe-<name>: the options file, which holds the password, and
+// the hook scripts). roostd writes nothing else for it (no peers file, no
+// /etc/ppp). pppd stopped when Run ended and took its ppp interface with
+// it; the link the session rode on is another service's and stays.
+func (p *PPPoE) Remove(context.Context) error {
+	if p.StateDir == "" || p.Name == "" {
+		return nil // no folder of its own to name
+	}
+	if err := os.RemoveAll(p.dir()); err != nil {
+		return fmt.Errorf("remove pppd's files in %s: %w", p.dir(), err)
+	}
+	return nil
+}
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 

@@ -2,7 +2,8 @@
 // lease, renews it at T1 (unicast) and rebinds at T2 (broadcast), removes
 // the address when the lease expires, starts over on a NAK, and keeps the
 // lease in the state folder so that a restarted agent adopts it without
-// asking again.
+// asking again. Dropped from the config, it gives the lease back and takes
+// the address away (Remove).
 package client4
 
 import (
@@ -20,10 +21,12 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/retry"
 	"github.com/roostrouter/roost/dhcp/screen"
+	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -68,6 +71,11 @@ func (l lease) t2() time.Duration {
 }
 
 func (l lease) expires() time.Time { return l.acquired.Add(l.duration()) }
+
+// schedule times the lease's renewal and rebinding.
+func (l lease) schedule() retry.Lease {
+	return retry.Lease{T2: l.acquired.Add(l.t2()), End: l.expires()}
+}
 
 func (l lease) prefix() *net.IPNet {
 	mask := l.ack.SubnetMask()
@@ -122,6 +130,16 @@ func (c *Client) leaseFile(ifname string) string {
 }
 
 func (c *Client) load(ifname string) *lease {
+	l := c.kept(ifname)
+	if l == nil || !c.now().Before(l.expires()) {
+		return nil
+	}
+	return l
+}
+
+// kept is the lease in the state folder, expired or not; nil if there is
+// none or it is damaged.
+func (c *Client) kept(ifname string) *lease {
 	b, err := os.ReadFile(c.leaseFile(ifname))
 	if err != nil {
 		return nil
@@ -134,11 +152,7 @@ func (c *Client) load(ifname string) *lease {
 	if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck || checkACK(ack) != nil {
 		return nil
 	}
-	l := &lease{ack: ack, acquired: s.Acquired}
-	if !c.now().Before(l.expires()) {
-		return nil
-	}
-	return l
+	return &lease{ack: ack, acquired: s.Acquired}
 }
 
 func (c *Client) save(ifname string, l *lease) error {
@@ -166,6 +180,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
+	if err := netconf.RememberLink(c.linkRecord(), ifname); err != nil {
+		return err
+	}
 	link, err := c.NL.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
@@ -176,6 +193,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	raw, err := nclient4.NewRawUDPConn(ifname, nclient4.ClientPort)
 	if err != nil {
+		if errors.Is(err, unix.EAFNOSUPPORT) {
+			err = fmt.Errorf("%w: this kernel has no packet sockets: load the af_packet module (CONFIG_PACKET)", err)
+		}
 		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
 	}
 	screened := &screen.Conn{PacketConn: raw, Log: &screen.Limited{Log: env.Log, What: "DHCPv4 reply on " + ifname},
@@ -288,23 +308,21 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		}
 		now = c.now()
 		rebinding := !now.Before(t2)
-		dest := server // RENEWING: unicast to the server that leased
+		dest, state := server, "renewing" // unicast to the server that leased
 		if rebinding {
-			dest = &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort} // REBINDING: any server
+			dest, state = &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort}, "rebinding" // to any server
 		}
 		req, err := dhcpv4.NewRenewFromAck(l.ack, c.modifiers()...)
 		if err != nil {
 			return nil, err
 		}
 		match := nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
-		// No exchange outlasts the lease: its retries would keep a dead
-		// address in place.
-		rctx, cancel := context.WithDeadline(ctx, end)
+		rctx, cancel := context.WithDeadline(ctx, l.schedule().Deadline(now))
 		resp, err := nc.SendAndRead(rctx, dest, req, match)
 		cancel()
 		switch {
 		case err == nil && resp.MessageType() == dhcpv4.MessageTypeNak:
-			return nil, errors.New("the server said NAK")
+			return nil, fmt.Errorf("the server %v said NAK (%s)", resp.ServerIdentifier(), state)
 		case err == nil && checkACK(resp) != nil:
 			// Treated as no answer: the lease we hold stays until it ends.
 			env.Log.Warn("dhcp4: refused the server's ACK", "err", checkACK(resp))
@@ -319,15 +337,10 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		// No answer: try again in half the time left to T2 (or to the
-		// end), at least every few seconds, as RFC 2131 4.4.5 suggests.
-		limit := t2
-		if rebinding {
-			limit = end
-		}
-		wait := max(limit.Sub(c.now())/2, 2*time.Second)
-		env.Log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "retryIn", wait, "expires", end)
-		if !retry.Sleep(ctx, min(wait, time.Until(end)+time.Millisecond)) {
+		start, now := now, c.now()
+		wait := max(l.schedule().RetryAt(start, now).Sub(now), 0)
+		env.Log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "retryIn", wait.Round(time.Millisecond), "expires", end)
+		if !retry.Sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
 	}
@@ -336,7 +349,9 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 // apply puts the leased address on the link, with the lease's lifetime, so
 // that the kernel too drops it if roostd is not there when it expires.
 func (c *Client) apply(link netlink.Link, l *lease) error {
-	left := int(time.Until(l.expires()).Seconds())
+	// Rounded up: the kernel keeps the address until the client itself
+	// takes it off at the end, never a moment less than the lease.
+	left := int((time.Until(l.expires()) + time.Second - 1) / time.Second)
 	addr := &netlink.Addr{IPNet: l.prefix(), ValidLft: left, PreferedLft: left}
 	if err := c.NL.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("add leased address %s to %s: %w", l.prefix(), link.Attrs().Name, err)
@@ -347,6 +362,3 @@ func (c *Client) apply(link netlink.Link, l *lease) error {
 func (c *Client) withdraw(link netlink.Link, l *lease) {
 	c.NL.AddrDel(link, &netlink.Addr{IPNet: l.prefix()})
 }
-
-// Remove drops the address when the config drops the client.
-func (c *Client) Remove(context.Context) error { return nil }

@@ -102,3 +102,17 @@ func FuzzACK(f *testing.F) {
 		l.t2()
 	})
 }
+
+// TestRenewSchedule: renewing lasts until T2, rebinding until the end
+// (dhcp/retry times the exchanges within them).
+func TestRenewSchedule(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	l := lease{ack: ack(t, 100*time.Second), acquired: t0} // T1 50 s, T2 87.5 s
+	s := l.schedule()
+	if want := t0.Add(87500 * time.Millisecond); !s.T2.Equal(want) {
+		t.Errorf("T2 at %v, want %v", s.T2, want)
+	}
+	if want := t0.Add(100 * time.Second); !s.End.Equal(want) {
+		t.Errorf("the end at %v, want %v", s.End, want)
+	}
+}

@@ -3,6 +3,8 @@
 // length hint, Renew at T1, Rebind at T2 and expiry as RFC 8415 says. What
 // it holds is published in Liminix's layout: address/<n>/{address,len,
 // preferred,valid}, prefix/<n>/{prefix,len,preferred,valid}, dns, server.
+// Dropped from the config, it releases the binding and takes its
+// addresses away (Remove).
 package client6
 
 import (
@@ -29,6 +31,7 @@ import (
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/retry"
 	"github.com/roostrouter/roost/dhcp/screen"
+	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -40,9 +43,10 @@ type Client struct {
 	PrefixHint int // the delegated prefix length asked for; 0: none
 	Retry      time.Duration
 	// ReleaseOnStop gives the binding back when the service stops cleanly
-	// (roostd stopping, or the service dropped from the config). Off by
-	// default: a restarted router then keeps its prefix where the ISP
-	// would otherwise hand out a new one.
+	// (roostd stopping, or the service restarting). Off by default: a
+	// restarted router then keeps its prefix where the ISP would otherwise
+	// hand out a new one. A client the config drops or changes releases
+	// whatever this says (Remove).
 	ReleaseOnStop bool
 	ProcSys       string // /proc/sys: accept_ra is set to 2 on the link
 }
@@ -119,6 +123,12 @@ func (b binding) times() (t1, t2, end time.Duration) {
 	return t1, t2, valid
 }
 
+// schedule times the binding's renewal and rebinding.
+func (b binding) schedule() retry.Lease {
+	_, t2, valid := b.times()
+	return retry.Lease{T2: b.acquired.Add(t2), End: b.acquired.Add(valid)}
+}
+
 func (c *Client) duid(hw net.HardwareAddr) (dhcpv6.DUID, error) {
 	file := filepath.Join(c.StateDir, "dhcp6-duid")
 	if b, err := os.ReadFile(file); err == nil {
@@ -161,12 +171,25 @@ func (c *Client) save(ifname string, b *binding) error {
 // adopts it and renews at T1, as the DHCPv4 client does, instead of
 // soliciting (the LAN's prefix does not flap). A damaged file is no binding.
 func (c *Client) load(ifname string, now time.Time) *binding {
+	b := c.kept(ifname)
+	if b == nil || b.acquired.After(now) {
+		return nil
+	}
+	if _, _, valid := b.times(); !now.Before(b.acquired.Add(valid)) {
+		return nil
+	}
+	return b
+}
+
+// kept is the binding in the state folder, expired or not; nil if there
+// is none or it is damaged.
+func (c *Client) kept(ifname string) *binding {
 	data, err := os.ReadFile(c.leaseFile(ifname))
 	if err != nil {
 		return nil
 	}
 	var sv saved
-	if json.Unmarshal(data, &sv) != nil || sv.Acquired.After(now) {
+	if json.Unmarshal(data, &sv) != nil {
 		return nil
 	}
 	reply, err := dhcpv6.MessageFromBytes(sv.Reply)
@@ -178,9 +201,6 @@ func (c *Client) load(ifname string, now time.Time) *binding {
 		return nil
 	}
 	b.acquired = sv.Acquired
-	if _, _, valid := b.times(); !now.Before(b.acquired.Add(valid)) {
-		return nil
-	}
 	return b
 }
 
@@ -190,16 +210,18 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
+	if err := netconf.RememberLink(c.linkRecord(), ifname); err != nil {
+		return err
+	}
 	link, err := c.NL.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
 	}
 	// The WAN's IPv6 default route comes from the ISP's router
 	// advertisements, which a router (forwarding on) ignores unless
-	// accept_ra is 2.
+	// accept_ra is 2. Its value before is kept, for Remove.
 	if c.ProcSys != "" {
-		f := filepath.Join(c.ProcSys, "net/ipv6/conf", ifname, "accept_ra")
-		if err := os.WriteFile(f, []byte("2"), 0o644); err != nil {
+		if _, err := c.sysctls().Set(acceptRA(ifname), "2"); err != nil {
 			return fmt.Errorf("accept router advertisements on %s: %w", ifname, err)
 		}
 	}
@@ -259,7 +281,8 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		next, err := c.maintain(ctx, env, nc, all, cur)
 		if ctx.Err() != nil {
 			if c.ReleaseOnStop {
-				c.release(nc, all, link, cur, env)
+				err := c.release(nc, all, link, cur)
+				env.Log.Info("dhcp6: released", "link", ifname, "err", err)
 			}
 			return nil
 		}
@@ -326,7 +349,8 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		if !retry.Sleep(ctx, time.Until(at)) {
 			return nil, ctx.Err()
 		}
-		rebinding := !time.Now().Before(b.acquired.Add(t2))
+		start := time.Now()
+		rebinding := !start.Before(b.acquired.Add(t2))
 		typ := dhcpv6.MessageTypeRenew
 		if rebinding {
 			typ = dhcpv6.MessageTypeRebind // to any server: no server ID
@@ -336,7 +360,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 			return nil, err
 		}
 		msg.AddOption(dhcpv6.OptRequestedOption(dhcpv6.OptionDNSRecursiveNameServer))
-		rctx, cancel := context.WithDeadline(ctx, end)
+		rctx, cancel := context.WithDeadline(ctx, b.schedule().Deadline(start))
 		reply, err := nc.SendAndRead(rctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
 		cancel()
 		if err == nil {
@@ -357,11 +381,7 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		limit := b.acquired.Add(t2)
-		if rebinding {
-			limit = end
-		}
-		if !retry.Sleep(ctx, min(max(time.Until(limit)/2, 2*time.Second), time.Until(end)+time.Millisecond)) {
+		if !retry.Sleep(ctx, time.Until(b.schedule().RetryAt(start, time.Now()))) {
 			return nil, ctx.Err()
 		}
 	}
@@ -371,7 +391,9 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 // lifetimes.
 func (c *Client) apply(link netlink.Link, b *binding) error {
 	elapsed := time.Since(b.acquired)
-	left := func(d time.Duration) int { return int(max(d-elapsed, 0).Seconds()) }
+	// Rounded up: the kernel keeps an address until the client itself
+	// takes it off at the end, never a moment less than the binding.
+	left := func(d time.Duration) int { return int((max(d-elapsed, 0) + time.Second - 1) / time.Second) }
 	for _, a := range b.addrs() {
 		if left(a.ValidLifetime) == 0 {
 			continue // 0 would be "forever" to the kernel
@@ -414,19 +436,22 @@ func (b binding) message(typ dhcpv6.MessageType, toServer bool) (*dhcpv6.Message
 }
 
 // release gives the binding back to its server (RFC 8415 18.2.7) and
-// takes the addresses off the link; a server that does not answer within
-// a second is not waited for.
-func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Link, b *binding, env *supervisor.Env) {
+// takes the addresses off the link and the binding out of the state
+// folder; a server that does not answer within a second is not waited
+// for. The error says whether the server answered.
+func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Link, b *binding) error {
+	defer os.Remove(c.leaseFile(link.Attrs().Name))
+	defer c.withdraw(link, b)
 	msg, err := b.message(dhcpv6.MessageTypeRelease, true)
 	if err != nil {
-		return
+		return fmt.Errorf("dhcp6: release on %s: %w", link.Attrs().Name, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err = nc.SendAndRead(ctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
-	env.Log.Info("dhcp6: released", "link", link.Attrs().Name, "err", err)
-	c.withdraw(link, b)
-	os.Remove(c.leaseFile(link.Attrs().Name))
+	if _, err := nc.SendAndRead(ctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply)); err != nil {
+		return fmt.Errorf("dhcp6: release on %s, no reply from the server: %w", link.Attrs().Name, err)
+	}
+	return nil
 }
 
 // publish sets the binding's outputs. Entries are replaced in place, not
@@ -518,6 +543,3 @@ func listen(ctx context.Context, ifname string) (net.PacketConn, error) {
 	}
 	return conn, nil
 }
-
-// Remove leaves things as they are: the binding ends by itself.
-func (c *Client) Remove(context.Context) error { return nil }

@@ -107,3 +107,21 @@ func TestKeptBinding(t *testing.T) {
 		t.Fatal("a damaged kept binding was adopted")
 	}
 }
+
+// TestRenewSchedule: renewing lasts until T2, rebinding until the end
+// (dhcp/retry times the exchanges within them).
+func TestRenewSchedule(t *testing.T) {
+	b, err := checkReply(reply(t)) // T1 30 s, T2 50 s, the end at 120 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	b.acquired = t0
+	s := b.schedule()
+	if want := t0.Add(50 * time.Second); !s.T2.Equal(want) {
+		t.Errorf("T2 at %v, want %v", s.T2, want)
+	}
+	if want := t0.Add(120 * time.Second); !s.End.Equal(want) {
+		t.Errorf("the end at %v, want %v", s.End, want)
+	}
+}

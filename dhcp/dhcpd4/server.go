@@ -76,7 +76,11 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 	return err
 }
 
-// Remove leaves the lease database: hosts keep their addresses.
+// Remove does nothing more than Run's end did (the server stopped
+// serving) and keeps the lease database, $STATE/dhcpd4-<ifname>.leases, on
+// purpose: hosts keep the addresses they were leased until their leases
+// end, and a server added again on that link (or the same one changed)
+// reads it and never hands one of those addresses to a second host.
 func (s *Server) Remove(context.Context) error { return nil }
 
 type handler struct {

@@ -4,7 +4,9 @@
 // solicitations) with the prefix, DNS, MTU and source link-layer options.
 // Lifetimes count down from the delegation's last renewal, and a prefix
 // that went away or was replaced is announced deprecated (RFC 7084 L-13)
-// until it expires, across restarts of roostd.
+// until it expires, across restarts of roostd. Dropped from the config, it
+// tells the LAN with a final advertisement and takes its addresses away
+// (Remove).
 package ra
 
 import (
@@ -27,6 +29,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/screen"
+	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/atomicfile"
 )
 
@@ -95,16 +98,25 @@ func (s *Service) stateFile(ifname string) string {
 // empty list (the worst outcome is an old prefix left to expire on hosts
 // by itself).
 func (s *Service) load(env *supervisor.Env, ifname string) []announced {
+	list, err := s.read(ifname)
+	if err != nil {
+		env.Log.Info("ra: ignoring damaged state", "file", s.stateFile(ifname), "err", err)
+	}
+	return list
+}
+
+// read is load without the log line: nil for no file, and an error for a
+// damaged one.
+func (s *Service) read(ifname string) ([]announced, error) {
 	b, err := os.ReadFile(s.stateFile(ifname))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var list []announced
 	if err := json.Unmarshal(b, &list); err != nil {
-		env.Log.Info("ra: ignoring damaged state", "file", s.stateFile(ifname), "err", err)
-		return nil
+		return nil, err
 	}
-	return list
+	return list, nil
 }
 
 func (s *Service) save(ifname string, list []announced) error {
@@ -169,6 +181,11 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	ifname, err := env.Require(s.LinkRef)
 	if err != nil {
 		return err
+	}
+	if s.StateDir != "" {
+		if err := netconf.RememberLink(s.linkRecord(), ifname); err != nil {
+			return err
+		}
 	}
 	cur, renewed, err := s.delegation(env)
 	if err != nil {
@@ -389,6 +406,3 @@ func (s *Service) interval() time.Duration {
 	}
 	return 200 * time.Second
 }
-
-// Remove leaves the address: it expires with the delegation.
-func (s *Service) Remove(context.Context) error { return nil }

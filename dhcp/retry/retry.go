@@ -65,3 +65,33 @@ func Until[T any](ctx context.Context, b *Backoff, try func() (T, error), failed
 		}
 	}
 }
+
+// Lease times a held lease's renewal and rebinding (RFC 2131 4.4.5, RFC
+// 8415 18.2.4 and 18.2.5): renewing until T2, rebinding until the end.
+// The libraries' own retransmissions (2+4+8 s for DHCPv4, 1+2+4 s for
+// DHCPv6) would otherwise carry a renewal past T2, and with a short lease
+// past its end.
+type Lease struct {
+	T2, End time.Time
+}
+
+// Deadline is when an exchange started at start gives up: T2 for a
+// renewal (the rebind starts there at once), the end for a rebind.
+func (l Lease) Deadline(start time.Time) time.Time {
+	if start.Before(l.T2) {
+		return l.T2
+	}
+	return l.End
+}
+
+// RetryAt is when to ask again after an exchange started at start got no
+// answer by now: half the time left to its deadline, at least 2 s on (RFC
+// 2131 says 60 s, too long for a short lease), but never past the
+// deadline.
+func (l Lease) RetryAt(start, now time.Time) time.Time {
+	limit := l.Deadline(start)
+	if at := now.Add(max(limit.Sub(now)/2, 2*time.Second)); at.Before(limit) {
+		return at
+	}
+	return limit
+}

@@ -29,10 +29,17 @@ type Kea struct {
 // ns; it fails if kea exits at once.
 func StartKea(dir, ns, binary, config string, detach bool) (*Kea, error) {
 	k := &Kea{Dir: dir, NS: ns, Binary: binary, Detach: detach}
-	if err := os.WriteFile(filepath.Join(dir, "kea.json"), []byte(fmt.Sprintf(config, dir)), 0o644); err != nil {
+	if err := k.Configure(config); err != nil {
 		return nil, err
 	}
 	return k, k.Start()
+}
+
+// Configure writes config (where %[1]s stands for Dir) for the next Start:
+// a test makes the ISP's server another one, or the same one restarted
+// with other settings.
+func (k *Kea) Configure(config string) error {
+	return os.WriteFile(filepath.Join(k.Dir, "kea.json"), []byte(fmt.Sprintf(config, k.Dir)), 0o644)
 }
 
 // Start starts kea with the config in Dir.
@@ -109,35 +116,87 @@ var (
 )
 
 // Kea4Config serves 192.0.2.0/24 on isp0 with the ISP as router and DNS.
-func Kea4Config(t Times) string {
+func Kea4Config(t Times) string { return Kea4Server{Times: t}.Config() }
+
+// Kea4Server is a kea-dhcp4 serving a /24 on isp0 with the ISP as router
+// and DNS; the fields beyond Times let a test play a server that moved or
+// renumbered.
+type Kea4Server struct {
+	Times Times
+	// Address is the address of isp0 the server answers from, and so its
+	// server identifier (where the client sends its renewals); empty:
+	// isp0's first, 192.0.2.1. It must be on isp0 when the server starts.
+	// kea's raw socket takes broadcasts and what is sent to that address
+	// only: once the address is gone, renewals sent to it go unanswered.
+	Address string
+	// Net is the first three bytes of the /24 served (its .1 the router,
+	// .100 to .150 the pool); empty: 192.0.2. kea picks the subnet of a
+	// DISCOVER by isp0's first address, which must be in it.
+	Net string
+}
+
+// Config is the server's kea.json, with %[1]s for its folder.
+func (s Kea4Server) Config() string {
+	iface, prefix := "isp0", "192.0.2"
+	if s.Address != "" {
+		iface += "/" + s.Address
+	}
+	if s.Net != "" {
+		prefix = s.Net
+	}
 	return fmt.Sprintf(`{"Dhcp4": {
-  "interfaces-config": {"interfaces": ["isp0"], "dhcp-socket-type": "raw", "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
+  "interfaces-config": {"interfaces": [%q], "dhcp-socket-type": "raw", "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases4.csv", "lfc-interval": 0},
   "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,
-  "subnet4": [{"subnet": "192.0.2.0/24", "pools": [{"pool": "192.0.2.100 - 192.0.2.150"}],
-    "option-data": [{"name": "routers", "data": "192.0.2.1"}, {"name": "domain-name-servers", "data": "192.0.2.53"},
+  "subnet4": [{"subnet": "%[5]s.0/24", "pools": [{"pool": "%[5]s.100 - %[5]s.150"}],
+    "option-data": [{"name": "routers", "data": "%[5]s.1"}, {"name": "domain-name-servers", "data": "192.0.2.53"},
       {"name": "domain-name", "data": "isp.example"}]}],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "%%[1]s/kea.log"}], "severity": "INFO"}]
-}}`, t.Valid, t.Renew, t.Rebind)
+}}`, iface, s.Times.Valid, s.Times.Renew, s.Times.Rebind, prefix)
 }
 
 // Kea6Config gives addresses on isp0's 2001:db8:0:1::/64 and delegates /56s
 // out of the /48 at pd.
-func Kea6Config(t Times, pd string) string { return Kea6ConfigOn("isp0", t, pd) }
+func Kea6Config(t Times, pd string) string { return Kea6Server{Times: t, PD: pd}.Config() }
 
 // Kea6ConfigOn is Kea6Config on another interface, like the ISP's end of
 // a PPPoE session.
 func Kea6ConfigOn(iface string, t Times, pd string) string {
-	return strings.ReplaceAll(fmt.Sprintf(`{"Dhcp6": {
+	return Kea6Server{Times: t, PD: pd, Interface: iface}.Config()
+}
+
+// Kea6Server is a kea-dhcp6 giving addresses in 2001:db8:0:1::/64 and
+// delegating /56s out of the /48 at PD.
+type Kea6Server struct {
+	Times     Times
+	PD        string
+	Interface string // empty: isp0
+	// ServerMAC is the link-layer address in the server's DUID (its server
+	// ID); empty: 02:00:00:00:00:01. A server with another DUID is another
+	// server to a client: it ignores the Renews meant for the first one,
+	// and answers Rebinds.
+	ServerMAC string
+}
+
+// Config is the server's kea.json, with %[1]s for its folder.
+func (s Kea6Server) Config() string {
+	iface, duid := s.Interface, strings.ReplaceAll(s.ServerMAC, ":", "")
+	if iface == "" {
+		iface = "isp0"
+	}
+	if duid == "" {
+		duid = "020000000001"
+	}
+	return fmt.Sprintf(`{"Dhcp6": {
   "data-directory": "%%[1]s",
-  "server-id": {"type": "LL", "htype": 1, "identifier": "020000000001", "persist": false},
-  "interfaces-config": {"interfaces": ["isp0"], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
+  "server-id": {"type": "LL", "htype": 1, "identifier": %q, "persist": false},
+  "interfaces-config": {"interfaces": [%q], "service-sockets-max-retries": 100, "service-sockets-retry-wait-time": 200},
   "lease-database": {"type": "memfile", "persist": true, "name": "%%[1]s/leases6.csv", "lfc-interval": 0},
   "preferred-lifetime": %d, "valid-lifetime": %d, "renew-timer": %d, "rebind-timer": %d,
-  "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": "isp0",
+  "subnet6": [{"subnet": "2001:db8:0:1::/64", "interface": %q,
     "pools": [{"pool": "2001:db8:0:1::100-2001:db8:0:1::1ff"}],
-    "pd-pools": [{"prefix": "%s", "prefix-len": 48, "delegated-len": 56}],
+    "pd-pools": [{"prefix": %q, "prefix-len": 48, "delegated-len": 56}],
     "option-data": [{"name": "dns-servers", "data": "2001:db8::53"}]}],
   "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "%%[1]s/kea.log"}], "severity": "INFO"}]
-}}`, t.Preferred, t.Valid, t.Renew, t.Rebind, pd), `"isp0"`, `"`+iface+`"`)
+}}`, duid, iface, s.Times.Preferred, s.Times.Valid, s.Times.Renew, s.Times.Rebind, iface, s.PD)
 }
