@@ -10,8 +10,13 @@ FUZZTIME ?= 10000x
 DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base
 
 # What the VM tier (make vmtest) adds: QEMU, Debian's kernel, pppd and
-# pppoe-server.
-VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe
+# pppoe-server; and QEMU's MIPS boards, for a router's kernel (below).
+VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe qemu-system-mips
+
+# A router's kernel for the VM tier: Debian's MIPS 4kc-malta, unpacked here
+# (not installed: another architecture) from the package that
+# linux-image-4kc-malta:mipsel names. itest/vm (MIPSKernelDir) looks here.
+MIPS_KERNEL_DIR := /var/cache/roost-vm/mipsel
 
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
@@ -41,6 +46,18 @@ vmdeps: deps
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@set -e; if ! ls $(MIPS_KERNEL_DIR)/boot/vmlinuz-*-4kc-malta >/dev/null 2>&1; then \
+		echo "unpacking Debian's MIPS 4kc-malta kernel into $(MIPS_KERNEL_DIR)"; \
+		dpkg --print-foreign-architectures | grep -qx mipsel || dpkg --add-architecture mipsel; \
+		apt-get update -qq; \
+		pkg=$$(apt-cache depends linux-image-4kc-malta:mipsel | sed -n 's/^ *Depends: \(linux-image-[0-9].*-4kc-malta\)\(:mipsel\)\?$$/\1/p' | head -n 1); \
+		[ -n "$$pkg" ] || { echo "no linux-image-*-4kc-malta for mipsel in apt's lists"; exit 1; }; \
+		mkdir -p $(dir $(MIPS_KERNEL_DIR)); \
+		tmp=$$(mktemp -d $(MIPS_KERNEL_DIR).XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+		(cd "$$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$$pkg:mipsel"); \
+		dpkg-deb -x "$$tmp"/*.deb "$$tmp/root"; \
+		rm -rf $(MIPS_KERNEL_DIR); mv "$$tmp/root" $(MIPS_KERNEL_DIR); \
+	fi
 
 # test is the README's test command and what CI runs.
 test: deps lint cross fuzz unit itest vmtest
@@ -58,7 +75,7 @@ itest:
 	CGO_ENABLED=0 $(GO) test -count=1 -v -skip 'InVM$$' ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 
 # vmtest runs the tests that need a kernel of their own (PPP, 802.1Q) in
-# QEMU with Debian's kernel (itest/vm).
+# QEMU with Debian's kernel, and roostd on a router's MIPS kernel (itest/vm).
 vmtest: vmdeps build
 	CGO_ENABLED=0 $(GO) test -count=1 -v -timeout 30m -run 'InVM$$' ./itest/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 

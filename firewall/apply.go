@@ -348,9 +348,15 @@ func Script(rs Ruleset) string {
 // megabytes, more than a socket's default send buffer holds in one message.
 const batchBuffer = 32 << 20
 
+// ErrNoNFTables is the error NewConn wraps when the kernel has no nf_tables.
+var ErrNoNFTables = errors.New("nf_tables is not in this kernel")
+
 // NewConn returns a connection to the kernel's nftables, with a send buffer
 // that holds a large ruleset's whole batch (the batch is what makes an
-// update atomic, so it is never split).
+// update atomic, so it is never split). It fails with ErrNoNFTables, naming
+// the modules to load, on a kernel that has nf_tables as modules none has
+// loaded (Debian's MIPS kernels; OpenWrt's without a firewall package):
+// only the firewall needs it, so only the firewall fails.
 func NewConn(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 	opts = append(opts, nftables.WithSockOptions(func(c *netlink.Conn) error {
 		raw, err := c.SyscallConn()
@@ -376,5 +382,27 @@ func NewConn(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 		}
 		return serr
 	}))
-	return nftables.New(opts...)
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	// The library opens its netlink socket only when it sends, so without
+	// this the first sign of a missing nf_tables would be a bare "protocol
+	// not supported" from the first batch.
+	if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+		return nil, kernelError(err)
+	}
+	return c, nil
+}
+
+// kernelError says what a failed first request means: no NETLINK_NETFILTER
+// socket is the nfnetlink module missing; nfnetlink without an nftables
+// subsystem answers EINVAL (or EOPNOTSUPP in a batch): nf_tables missing.
+// The kernel loads both by itself where it can run modprobe; a board's init
+// should load them at boot all the same (see KernelModules).
+func kernelError(err error) error {
+	if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("%w (%w): load its modules: modprobe -a nfnetlink %s", ErrNoNFTables, err, strings.Join(KernelModules, " "))
+	}
+	return fmt.Errorf("list nftables tables: %w", err)
 }
