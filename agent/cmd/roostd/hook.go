@@ -47,5 +47,18 @@ func runHook(e *env, args []string) error {
 	}
 	forward := []string{"hook", "--dns", strings.Join(servers, " ")}
 	forward = append(forward, pos...)
-	return viaAgent(e, *f.root, forward, func(a *agent.Agent) error { return a.PPPHooks().Deliver(ev) })
+	if err := viaAgent(e, *f.root, forward, func(a *agent.Agent) error { return a.PPPHooks().Deliver(ev) }); err != nil {
+		return err
+	}
+	if *f.json {
+		// pppd wants nothing printed; a script that delivers an event
+		// by hand sees what the PPPoE service took.
+		dns := []string{}
+		for _, d := range ev.DNS {
+			dns = append(dns, d.String())
+		}
+		printJSON(e.stdout, map[string]any{"delivered": true, "event": ev.Kind, "service": ev.Service,
+			"interface": ev.Ifname, "local": ev.Local, "peer": ev.Peer, "dns": dns})
+	}
+	return nil
 }

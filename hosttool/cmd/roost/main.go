@@ -4,7 +4,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,9 +33,11 @@ commands:
   copy PATH...                 send store paths and their closures
   gc [--keep N] [--older-than 30d] [--dry-run]
   status | generations | rollback
+  version
 
-Every command takes --host (an ssh host, resolved through ~/.ssh/config),
---json, and --accept-new-host-key (first contact only).
+Every command takes --json: one JSON document on stdout, for scripts. Every
+command but version takes --host (an ssh host, resolved through
+~/.ssh/config) and --accept-new-host-key (first contact only).
 `
 
 type env struct {
@@ -80,6 +84,15 @@ func run(e *env, args []string) error {
 		fmt.Fprint(e.stdout, usage)
 		return nil
 	case "version", "--version":
+		fs := flag.NewFlagSet("version", flag.ContinueOnError)
+		fs.SetOutput(e.stderr)
+		asJSON := fs.Bool("json", false, "print JSON for scripts")
+		if _, err := cmdflag.Parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(e.stdout).Encode(map[string]string{"version": version})
+		}
 		fmt.Fprintln(e.stdout, "roost", version)
 		return nil
 	}
@@ -159,8 +172,23 @@ func runRemote(e *env, cmd string, args []string) error {
 	defer client.Close()
 	line := strings.Join(append([]string{"roostd", cmd}, extra...), " ")
 	out, err := sshclient.Output(client, line, nil)
+	if err == nil && *f.json && !oneJSON(out) {
+		// A script must get one JSON document or a failure, never text.
+		return fmt.Errorf("the router's roostd printed no JSON for %q: it may be older than this roost; update it with roost rebuild (it said: %.200s)", line, out)
+	}
 	e.stdout.Write(out)
 	return err
+}
+
+// oneJSON says whether b is exactly one JSON document.
+func oneJSON(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var v json.RawMessage
+	if dec.Decode(&v) != nil {
+		return false
+	}
+	_, err := dec.Token()
+	return err == io.EOF
 }
 
 // shellQuote quotes s for the router's command line.
