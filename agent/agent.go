@@ -6,17 +6,13 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -27,6 +23,7 @@ import (
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/atomicfile"
@@ -49,6 +46,9 @@ type Options struct {
 	Ready func()
 	// Self is roostd's own binary, which service hooks run (pppd's).
 	Self string
+	// Crash, if set, is called at each named step of an activation (see
+	// store.Options.Crash).
+	Crash func(point string)
 }
 
 // Agent is a running roostd.
@@ -58,21 +58,30 @@ type Agent struct {
 	ssh       *sshd.Server
 	sup       *supervisor.Supervisor
 	nl        *netlink.Handle
-	supDone   chan struct{}
+	supDone   chan struct{} // set, under mu, once the supervisor runs
 	ppp       *netconf.PPPHooks
 
-	mu        sync.Mutex
-	cfg       *config.Config
-	listeners map[string]net.Listener
-	serveCtx  context.Context
+	mu            sync.Mutex
+	cfg           *config.Config
+	configProblem string
+	serveCtx      context.Context
 }
 
 // New prepares an agent; Run starts it.
 func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(opts.State, 0o700); err != nil {
-		return nil, fmt.Errorf("state folder: %w", err)
+		// Not fatal: what needs the state folder fails alone (SSH's host
+		// key, leases), and says so.
+		opts.Log.Error("state folder", "err", err)
 	}
-	a := &Agent{opts: opts, listeners: map[string]net.Listener{}, ppp: netconf.NewPPPHooks()}
+	a := &Agent{opts: opts, ppp: netconf.NewPPPHooks()}
+	a.ssh = &sshd.Server{
+		Log:        opts.Log,
+		StagingDir: filepath.Join(opts.State, "staging"),
+		Exec: func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+			return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
+		},
+	}
 	a.Activator = &activate.Activator{
 		Store:   opts.Store,
 		Profile: generations.System(opts.Root, nil),
@@ -81,6 +90,7 @@ func New(opts Options) (*Agent, error) {
 		Now:     time.Now,
 		Reload:  a.Reload,
 		Lock:    a.LockStore,
+		Crash:   opts.Crash,
 	}
 	return a, nil
 }
@@ -107,9 +117,17 @@ func (a *Agent) State() string { return a.opts.State }
 // Store is the router's store.
 func (a *Agent) Store() *store.Store { return a.opts.Store }
 
+// supervising reports whether the supervisor runs (the control socket
+// answers before it does).
+func (a *Agent) supervising() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.supDone != nil
+}
+
 // Services returns the services' states and outputs.
 func (a *Agent) Services() []supervisor.Status {
-	if a.supDone == nil {
+	if !a.supervising() {
 		return nil
 	}
 	return a.sup.Status()
@@ -144,90 +162,169 @@ func (a *Agent) markBooted() {
 	}
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. It always comes up, whatever the config and
+// the kernel: a pending activation is recovered before any config is
+// loaded; a config that does not load falls back to the last good
+// generation's, loudly; a part that fails (SSH, the firewall, a kernel
+// feature) fails as a service, with the rest up.
 func (a *Agent) Run(ctx context.Context) error {
-	hostKey, err := sshd.LoadHostKey(filepath.Join(a.opts.State, "ssh_host_ed25519_key"))
-	if err != nil {
-		return err
-	}
-	a.opts.Log.Info("ssh host key", "fingerprint", ssh.FingerprintSHA256(hostKey.PublicKey()))
-	a.ssh = &sshd.Server{
-		Log:        a.opts.Log,
-		HostKey:    hostKey,
-		StagingDir: filepath.Join(a.opts.State, "staging"),
-		Exec: func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-			return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
-		},
-	}
 	a.mu.Lock()
 	a.serveCtx = ctx
 	a.mu.Unlock()
 	a.markBooted()
-	if a.nl, err = netlink.NewHandle(); err != nil {
-		return fmt.Errorf("netlink: %w", err)
+	// Only the routing family: NewHandle() with none opens XFRM and
+	// netfilter too, which routers' kernels may lack (xfrm_user is a module
+	// on Debian's MIPS kernels and absent on OpenWrt's without IPsec).
+	var err error
+	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("netlink (NETLINK_ROUTE): %w", err)
 	}
 	defer a.nl.Close()
 	a.sup = supervisor.New(supervisor.Options{Log: a.opts.Log, OutputsDir: filepath.Join(a.opts.Root, "run/services/outputs")})
-	if err := a.Reload(ctx); err != nil {
-		return err
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if cl, err := control.Listen(control.SocketPath(a.opts.Root)); err != nil {
+		a.opts.Log.Error("no control socket: roostd's commands work only over SSH", "err", err)
+	} else {
+		defer os.Remove(control.SocketPath(a.opts.Root))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			control.Serve(ctx, cl, func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+				return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
+			}, a.opts.Log)
+		}()
 	}
-	initial, err := a.specs(a.Config())
+	if err := a.Activator.Recover(ctx); err != nil {
+		a.opts.Log.Error("recovering a pending activation", "err", err)
+	}
+	cfg := a.startConfig(ctx)
+	a.lockdown(cfg)
+	initial, err := a.specs(cfg)
 	if err != nil {
-		return err
+		a.opts.Log.Error("services refused: running none", "err", err)
 	}
-	a.supDone = make(chan struct{})
+	supDone := make(chan struct{})
+	a.mu.Lock()
+	a.supDone = supDone
+	a.mu.Unlock()
 	go func() {
-		defer close(a.supDone)
+		defer close(supDone)
 		if err := a.sup.Run(ctx, initial); err != nil {
 			a.opts.Log.Error("supervisor", "err", err)
 		}
 	}()
-	cl, err := control.Listen(control.SocketPath(a.opts.Root))
-	if err != nil {
-		return err
-	}
-	go control.Serve(ctx, cl, func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-		return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
-	}, a.opts.Log)
-	if err := a.Activator.Recover(ctx); err != nil {
-		a.opts.Log.Error("recovering a pending activation", "err", err)
-	}
 	a.opts.Log.Info("roostd running", "root", a.opts.Root, "state", a.opts.State)
 	if a.opts.Ready != nil {
 		a.opts.Ready()
 	}
 	<-ctx.Done()
-	<-a.supDone // services stop, dependents first; the network stays as it is
-	a.mu.Lock()
-	for addr, l := range a.listeners {
-		l.Close()
-		delete(a.listeners, addr)
-	}
-	a.mu.Unlock()
-	os.Remove(control.SocketPath(a.opts.Root))
+	<-supDone // services stop, dependents first; the network stays as it is
+	a.ssh.Wait()
 	return nil
 }
 
-// Reload applies the running system's config: a bad config is refused and
-// the one in force stays.
-func (a *Agent) Reload(ctx context.Context) error {
-	cfg := &config.Config{}
-	if file, ok := a.configFile(); ok {
-		c, err := config.Load(file)
-		if err != nil {
-			if a.Config() != nil {
-				a.opts.Log.Error("config refused, keeping the one in force", "err", err)
-			}
-			return err
-		}
-		cfg = c
+// startConfig is the config the agent starts with: the running system's;
+// if it does not load, the system awaiting confirmation is rolled back now,
+// or else the newest generation whose config loads is used (the router
+// must come up, and its owner must reach it to fix the config).
+func (a *Agent) startConfig(ctx context.Context) *config.Config {
+	cfg, err := a.loadConfig()
+	if err == nil {
+		a.setConfig(cfg, "")
+		return cfg
 	}
+	a.opts.Log.Error("the running system's config does not load", "err", err)
+	if rolled, rerr := a.Activator.RollBackPending(ctx, err); rolled && rerr == nil {
+		if cfg, err = a.loadConfig(); err == nil {
+			a.setConfig(cfg, "")
+			return cfg
+		}
+	}
+	cur, _ := a.Activator.Current()
+	gens, _, _ := a.Activator.Profile.List()
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := gens[i]
+		if g.Path == cur {
+			continue
+		}
+		c, gerr := config.Load(filepath.Join(a.opts.Store.PhysicalPath(g.Path), "etc/roost/config.json"))
+		if gerr != nil {
+			continue
+		}
+		why := fmt.Sprintf("the running system's config does not load (%v): running generation %d's config instead; fix the config and rebuild, or roll back", err, g.Number)
+		a.opts.Log.Error("config fallback", "generation", g.Number, "why", why)
+		a.setConfig(c, why)
+		return c
+	}
+	why := fmt.Sprintf("the running system's config does not load (%v), nor does any generation's: running no services, only SSH; fix the config and rebuild", err)
+	a.opts.Log.Error("config fallback", "why", why)
+	cfg = &config.Config{}
+	a.setConfig(cfg, why)
+	return cfg
+}
+
+// loadConfig reads the running system's config, or the bootstrap one.
+func (a *Agent) loadConfig() (*config.Config, error) {
+	file, ok := a.configFile()
+	if !ok {
+		return &config.Config{}, nil
+	}
+	return config.Load(file)
+}
+
+func (a *Agent) setConfig(cfg *config.Config, problem string) {
 	keys, err := a.authorizedKeys(cfg)
 	if err != nil {
-		return err
+		a.opts.Log.Error("ssh: authorized keys", "err", err)
 	}
 	a.ssh.SetAuthorizedKeys(keys)
-	if a.supDone != nil {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cfg, a.configProblem = cfg, problem
+}
+
+// ConfigProblem says why the agent runs another config than its system's
+// ("" when it runs its own).
+func (a *Agent) ConfigProblem() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.configProblem
+}
+
+// lockdown puts the firewall's default policy in force (input and forward
+// dropped, nothing opened or forwarded) before any service starts, if the
+// config has a firewall and the kernel has none of roost's yet (first
+// boot): then nothing is open from the WAN while the services come up. A
+// restarted agent finds the ruleset in force and leaves it.
+func (a *Agent) lockdown(cfg *config.Config) {
+	for name, s := range cfg.Services {
+		if s.Firewall == nil {
+			continue
+		}
+		fw := firewall.Service{Zones: s.Firewall.Zones}
+		if err := fw.Lockdown(); err != nil {
+			a.opts.Log.Error("firewall: default policy not in force at start-up", "service", name, "err", err)
+		}
+		return
+	}
+}
+
+// Reload applies the running system's config: a bad config is refused and
+// the one in force stays. Before Run has started the services, it only
+// loads the config (a rollback while recovering calls it).
+func (a *Agent) Reload(ctx context.Context) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		if a.Config() != nil {
+			a.opts.Log.Error("config refused, keeping the one in force", "err", err)
+		}
+		return err
+	}
+	if _, err := a.authorizedKeys(cfg); err != nil {
+		return err
+	}
+	if a.supervising() {
 		sp, err := a.specs(cfg)
 		if err != nil {
 			return err
@@ -236,76 +333,29 @@ func (a *Agent) Reload(ctx context.Context) error {
 			return err
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.cfg = cfg
-	want := cfg.SSH.ListenAddrs()
-	if cfg.SSH.Disabled {
-		want = nil
-	}
-	for addr, l := range a.listeners {
-		if !slices.Contains(want, addr) {
-			l.Close()
-			delete(a.listeners, addr)
-			a.opts.Log.Info("ssh stopped listening", "addr", addr)
-		}
-	}
-	var errs []error
-	for _, addr := range want {
-		if a.listeners[addr] != nil {
-			continue
-		}
-		l, err := listenFreebind(addr)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ssh listen on %s: %w", addr, err))
-			continue
-		}
-		a.listeners[addr] = l
-		a.opts.Log.Info("ssh listening", "addr", l.Addr().String(), "keys", len(keys))
-		go a.ssh.Serve(a.serveCtx, l)
-	}
-	return errors.Join(errs...)
+	a.setConfig(cfg, "")
+	return nil
 }
 
 // authorizedKeys are the config's keys plus $STATE/authorized_keys, which
 // lets a router without a system yet be reached for its first rebuild.
 func (a *Agent) authorizedKeys(cfg *config.Config) ([]ssh.PublicKey, error) {
-	var keys []ssh.PublicKey
-	for _, line := range cfg.SSH.AuthorizedKeys {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
+	// The same parser for both: it refuses options roostd cannot honour
+	// (from=, command=), rather than let such a key in from anywhere.
+	keys, err := sshd.ParseAuthorizedKeys([]byte(strings.Join(cfg.SSH.AuthorizedKeys, "\n")))
+	if err != nil {
+		return nil, fmt.Errorf("ssh.authorizedKeys: %w", err)
 	}
 	file := filepath.Join(a.opts.State, "authorized_keys")
 	b, err := os.ReadFile(file)
 	if err != nil && !os.IsNotExist(err) {
-		return nil, err
+		// The config's keys still let the owner in.
+		a.opts.Log.Error("ssh: authorized keys in the state folder cannot be read", "file", file, "err", err)
+		return keys, nil
 	}
 	more, err := sshd.ParseAuthorizedKeys(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return append(keys, more...), nil
-}
-
-// listenFreebind listens even on an address that no interface has yet: the
-// router's own services add it later (IP_FREEBIND), so SSH need not wait.
-func listenFreebind(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if strings.HasSuffix(network, "6") {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-			} else {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/roostrouter/roost/agent/config"
@@ -21,6 +22,15 @@ func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
 	nl, procSys, state := a.nl, "/proc/sys", a.opts.State
 	board := cfg.BoardInfo()
 	var out []supervisor.Spec
+	if ssh, ok := a.sshSpec(cfg); ok {
+		out = append(out, ssh)
+	}
+	var firewalls []string
+	for name, s := range cfg.Services {
+		if s.Firewall != nil {
+			firewalls = append(firewalls, name)
+		}
+	}
 	for name, s := range cfg.Services {
 		sp := supervisor.Spec{Name: name, Kind: s.Kind, Deps: s.Deps(), Fingerprint: s.Fingerprint()}
 		ifname := func(svc string) supervisor.Ref { return supervisor.Ref{Service: svc, Key: "ifname"} }
@@ -70,7 +80,7 @@ func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
 				return &netconf.Route{NL: nl, LinkRef: ifname(r.Link), Destination: dst, Gateway: gw, GatewayRef: gwRef, Metric: r.Metric, Table: r.Table}
 			}
 		case s.Firewall != nil:
-			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6, Rules: s.Firewall.Rules}
+			fw := &firewall.Service{Zones: s.Firewall.Zones, Open: s.Firewall.Open, Forwards: s.Firewall.Forwards, Allow6: s.Firewall.Allow6, Rules: s.Firewall.Rules, ProcSys: procSys}
 			sp.Reads = fw.Reads()
 			sp.New = func() supervisor.Service { c := *fw; return &c }
 		case s.DHCP4 != nil:
@@ -118,7 +128,12 @@ func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
 			sp.New = func() supervisor.Service { c := *srv; return &c }
 		case s.Sysctl != nil:
 			values := s.Sysctl.Values
-			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values} }
+			if setsForwarding(values) {
+				// Forwarding only once the firewall is in force: the
+				// firewall service turns it off while it cannot be.
+				sp.Deps = append(sp.Deps, firewalls...)
+			}
+			sp.New = func() supervisor.Service { return &netconf.Sysctl{ProcSys: procSys, Values: values, StateDir: state} }
 		default:
 			return nil, fmt.Errorf("service %s: kind %q has no implementation", name, s.Kind)
 		}
@@ -149,4 +164,15 @@ func dhcpServer(d config.DHCP4Server, state string, ifname func(string) supervis
 		srv.Pool.Static[mac.String()] = netip.MustParseAddr(st.Address)
 	}
 	return srv, nil
+}
+
+// setsForwarding reports whether sysctl values turn on forwarding.
+func setsForwarding(values map[string]string) bool {
+	for k, v := range values {
+		k = strings.ReplaceAll(k, "/", ".")
+		if v != "0" && (k == "net.ipv4.ip_forward" || strings.HasSuffix(k, ".forwarding")) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -25,6 +26,9 @@ type Service struct {
 	Forwards []Forward
 	Allow6   []Allow6
 	Rules    []Rule
+	// ProcSys is /proc/sys: forwarding is turned off there while the
+	// ruleset cannot be applied.
+	ProcSys string
 }
 
 // Reads are the outputs the service follows.
@@ -57,14 +61,14 @@ func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
 // Run applies the ruleset; the supervisor runs it again when a member's
 // interface name changes, and then only the sets change.
 func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
+	rs := s.Ruleset(env.Input)
 	c, err := NewConn()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return s.failSafe(nil, rs, err) // it names the modules a kernel without nf_tables lacks
 	}
-	rs := s.Ruleset(env.Input)
 	res, err := Apply(c, rs)
 	if err != nil {
-		return err
+		return s.failSafe(c, rs, err)
 	}
 	switch {
 	case res.Rules:
@@ -87,6 +91,9 @@ func (s *Service) ReplacesInPlace() bool { return true }
 // Remove deletes roost's table, when the config drops the firewall.
 func (s *Service) Remove(context.Context) error {
 	c, err := NewConn()
+	if errors.Is(err, ErrNoNFTables) {
+		return nil // no nf_tables, no table of ours
+	}
 	if err != nil {
 		return err
 	}

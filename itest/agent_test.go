@@ -29,19 +29,37 @@ type agentLab struct {
 	config string
 	cmd    *exec.Cmd
 	log    *syncBuffer
+	env    []string // added to roostd's environment
 }
 
 func startAgentLab(t *testing.T, config []byte) *agentLab {
+	return startAgentLabEnv(t, config, nil)
+}
+
+// startAgentLabEnv starts roostd with env added to its environment.
+func startAgentLabEnv(t *testing.T, config []byte, env []string) *agentLab {
 	need(t, "ip", "ping")
 	n := labnet.New(fmt.Sprintf("rt%d-", os.Getpid()%100000))
 	if err := n.Up(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Down)
-	a := &agentLab{t: t, net: n, root: t.TempDir(), state: t.TempDir(), config: filepath.Join(t.TempDir(), "config.json")}
-	os.WriteFile(a.config, config, 0o644)
+	return startAgentLabOn(t, n, config, env)
+}
+
+// startAgentLabOn starts roostd on a lab network that is up.
+func startAgentLabOn(t *testing.T, n *labnet.Net, config []byte, env []string) *agentLab {
+	a := newAgentLab(t, n, config, env)
 	a.start()
 	t.Cleanup(a.stop)
+	return a
+}
+
+// newAgentLab prepares roostd's folders and config on a lab network.
+func newAgentLab(t *testing.T, n *labnet.Net, config []byte, env []string) *agentLab {
+	need(t, "ip", "ping")
+	a := &agentLab{t: t, net: n, root: t.TempDir(), state: t.TempDir(), config: filepath.Join(t.TempDir(), "config.json"), env: env}
+	os.WriteFile(a.config, config, 0o644)
 	return a
 }
 
@@ -49,7 +67,7 @@ func (a *agentLab) start() {
 	a.log = &syncBuffer{}
 	a.cmd = exec.Command("ip", labnet.In(a.net.Router, roostd, "run", "--root", a.root, "--state", a.state, "--config", a.config)[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
+	a.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), a.env...)
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}

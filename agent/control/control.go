@@ -30,6 +30,23 @@ type Exec func(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 
 type request struct {
 	Args []string `json:"args"`
+	// Connection is the SSH connection the caller came over, if any
+	// (OpenSSH's SSH_CONNECTION for a roostd run under a plain sshd).
+	Connection string `json:"connection,omitempty"`
+}
+
+type connectionKey struct{}
+
+// WithConnection marks ctx with the connection a command came over: an
+// activation must be confirmed over another one.
+func WithConnection(ctx context.Context, conn string) context.Context {
+	return context.WithValue(ctx, connectionKey{}, conn)
+}
+
+// Connection is the connection a command came over ("" for a local caller).
+func Connection(ctx context.Context) string {
+	c, _ := ctx.Value(connectionKey{}).(string)
+	return c
 }
 
 type reply struct {
@@ -83,6 +100,9 @@ func serveConn(ctx context.Context, c net.Conn, exec Exec, log *slog.Logger) {
 		log.Info("control socket: bad request", "err", err)
 		return
 	}
+	if req.Connection != "" {
+		ctx = WithConnection(ctx, req.Connection)
+	}
 	w := &replyWriter{enc: json.NewEncoder(c)}
 	code := exec(ctx, req.Args, eofReader{}, w.stream(false), w.stream(true))
 	w.send(reply{Exit: &code})
@@ -125,8 +145,9 @@ func (s streamWriter) Write(b []byte) (int, error) {
 // ErrNotRunning means no agent answers on the socket.
 var ErrNotRunning = errors.New("roostd is not running (no control socket)")
 
-// Call runs args in the agent, copying its output, and returns its status.
-func Call(ctx context.Context, path string, args []string, stdout, stderr io.Writer) (int, error) {
+// Call runs args in the agent, copying its output, and returns its status;
+// conn is the SSH connection the caller came over, if any.
+func Call(ctx context.Context, path string, args []string, conn string, stdout, stderr io.Writer) (int, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -137,7 +158,7 @@ func Call(ctx context.Context, path string, args []string, stdout, stderr io.Wri
 		<-ctx.Done()
 		c.Close()
 	}()
-	if err := json.NewEncoder(c).Encode(request{Args: args}); err != nil {
+	if err := json.NewEncoder(c).Encode(request{Args: args, Connection: conn}); err != nil {
 		return 0, err
 	}
 	dec := json.NewDecoder(bufio.NewReader(c))

@@ -5,7 +5,14 @@
 // The pending activation is written to the state folder before anything is
 // switched (its commit point), so a crash, or an agent that the new system
 // stops, still rolls back when the agent starts again: the timer survives
-// the process.
+// the process. Until it is confirmed or rolled back, the previous system and
+// generation are gc roots (Pending.Holds), so that the rollback always has
+// somewhere to go.
+//
+// The store's writer lock is held only while the profile changes, never
+// while a system runs its activate script or the agent reloads: a failed
+// activation rolls back at once, in the same call, and a rollback waits for
+// no more than one writer's batch.
 package activate
 
 import (
@@ -47,6 +54,9 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("unknown mode %q: want switch, boot, test or dry-activate", s)
 }
 
+// DefaultRetryRollback is how soon a rollback that failed is tried again.
+const DefaultRetryRollback = 10 * time.Second
+
 // Pending is an activation awaiting confirmation, as kept in the state folder.
 type Pending struct {
 	Token          string         `json:"token"`
@@ -55,6 +65,33 @@ type Pending struct {
 	Deadline       time.Time      `json:"deadline"`
 	PrevSystem     storepath.Path `json:"previousSystem,omitempty"`     // what /run/current-system was
 	PrevGeneration int            `json:"previousGeneration,omitempty"` // what the profile was (switch)
+	// ActivatedBy is the connection the activation came over: the
+	// confirmation must come over another one.
+	ActivatedBy string `json:"activatedBy,omitempty"`
+	// RollbackError is why the rollback, due since Deadline, has not
+	// happened yet (it is retried).
+	RollbackError string `json:"rollbackError,omitempty"`
+}
+
+// Holds is what gc must keep while p is pending: the previous system and
+// generation, where a rollback goes.
+func (p Pending) Holds() (storepath.Path, int) { return p.PrevSystem, p.PrevGeneration }
+
+// PendingFile is the pending activation in the state folder.
+func PendingFile(state string) string { return filepath.Join(state, "pending-activation.json") }
+
+// ReadPending reads the pending activation in the state folder;
+// os.ErrNotExist if there is none.
+func ReadPending(state string) (Pending, error) {
+	var p Pending
+	b, err := os.ReadFile(PendingFile(state))
+	if err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("read %s: %w", PendingFile(state), err)
+	}
+	return p, nil
 }
 
 // Result is what Activate did.
@@ -72,20 +109,24 @@ type Result struct {
 type Activator struct {
 	Store   *store.Store
 	Profile *generations.Profile
-	State   string // the state folder: pending.json lives here
+	State   string // the state folder: pending-activation.json lives here
 	Log     *slog.Logger
 	Now     func() time.Time
 	// Reload is called after /run/current-system changed, so that the agent
-	// applies the system's config.
+	// applies the system's config; an error fails the activation.
 	Reload func(ctx context.Context) error
 	// Lock takes the store's writer lock.
 	Lock func(ctx context.Context) (*store.Txn, error)
+	// Crash, if set, is called at each named step of an activation, so that
+	// tests can kill the agent there (see store.Options).
+	Crash func(point string)
+	// RetryRollback is how soon a rollback that failed is tried again
+	// (DefaultRetryRollback if zero).
+	RetryRollback time.Duration
 
 	mu    sync.Mutex
 	timer *time.Timer
 }
-
-func (a *Activator) pendingFile() string { return filepath.Join(a.State, "pending-activation.json") }
 
 // CurrentLink is the link to the running system below root.
 func CurrentLink(root string) string { return filepath.Join(root, "run/current-system") }
@@ -114,54 +155,63 @@ func (a *Activator) Check(txn *store.Txn, system storepath.Path) error {
 }
 
 // Activate switches to system as mode says. For switch and test it returns a
-// token that Confirm must receive before the timeout, or the router goes
-// back to what ran before.
-func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Path, timeout time.Duration) (Result, error) {
+// token that Confirm must receive before the timeout, over another
+// connection than by (the one this request came over), or the router goes
+// back to what ran before. An activation that fails is undone before
+// Activate returns.
+func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Path, timeout time.Duration, by string) (Result, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	res := Result{Mode: mode, System: system}
-	if p, err := a.readPending(); err == nil {
+	if p, err := ReadPending(a.State); err == nil {
 		return res, fmt.Errorf("activation of %s is still awaiting confirmation until %s; confirm or wait for its rollback", p.System, p.Deadline.Format(time.TimeOnly))
 	}
-	txn, err := a.Lock(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer txn.Close()
-	if err := a.Check(txn, system); err != nil {
-		return res, err
+	if (mode == Switch || mode == Test) && timeout <= 0 {
+		return res, errors.New("a confirm timeout is required")
 	}
 	prev, _ := a.Current()
 	res.Previous = prev
-	cur, _, err := a.Profile.Current()
-	if err != nil {
-		return res, err
-	}
-	switch mode {
-	case DryActivate:
-		return res, nil
-	case Boot:
-		g, changed, err := a.Profile.Set(system)
-		res.Generation, res.NewGen = g.Number, changed
-		return res, err
-	}
-	if timeout <= 0 {
-		return res, errors.New("a confirm timeout is required")
-	}
-	p := Pending{Token: newToken(), Mode: mode, System: system, Deadline: a.Now().Add(timeout),
-		PrevSystem: prev, PrevGeneration: cur.Number}
-	if err := a.writePending(p); err != nil {
-		return res, err
-	}
-	if mode == Switch {
-		g, changed, err := a.Profile.Set(system)
-		if err != nil {
-			return res, a.abort(ctx, p, err)
+	var p Pending
+	written := false // a pending activation is on disk: a failure rolls back
+	err := a.withLock(ctx, func(txn *store.Txn) error {
+		if err := a.Check(txn, system); err != nil {
+			return err
 		}
-		res.Generation, res.NewGen = g.Number, changed
+		cur, _, err := a.Profile.Current()
+		if err != nil {
+			return err
+		}
+		switch mode {
+		case DryActivate:
+			return nil
+		case Boot:
+			g, changed, err := a.Profile.Set(system)
+			res.Generation, res.NewGen = g.Number, changed
+			return a.release(txn, system, err)
+		}
+		p = Pending{Token: newToken(), Mode: mode, System: system, Deadline: a.Now().Add(timeout),
+			PrevSystem: prev, PrevGeneration: cur.Number, ActivatedBy: by}
+		if err := a.writePending(p); err != nil {
+			return err
+		}
+		written = true
+		if mode == Switch {
+			g, changed, err := a.Profile.Set(system)
+			if err != nil {
+				return err
+			}
+			res.Generation, res.NewGen = g.Number, changed
+		}
+		return a.release(txn, system, nil)
+	})
+	if err == nil && (mode == Switch || mode == Test) {
+		err = a.run(ctx, system)
 	}
-	if err := a.run(ctx, system); err != nil {
+	if err != nil && written {
 		return res, a.abort(ctx, p, err)
+	}
+	if err != nil || mode == DryActivate || mode == Boot {
+		return res, err
 	}
 	res.Token, res.Deadline = p.Token, p.Deadline
 	a.arm(p)
@@ -169,12 +219,44 @@ func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Pa
 	return res, nil
 }
 
+// release hands the paths of system's closure over from the temp roots of
+// ended transfers to the generation or the running system that now keeps
+// them.
+func (a *Activator) release(txn *store.Txn, system storepath.Path, err error) error {
+	if err != nil {
+		return err
+	}
+	if err := txn.ReleaseTempRoots(store.Closure(txn.Registry(), []storepath.Path{system})); err != nil {
+		a.Log.Warn("release temp roots", "system", system, "err", err)
+	}
+	return nil
+}
+
+// withLock runs f holding the store's writer lock.
+func (a *Activator) withLock(ctx context.Context, f func(*store.Txn) error) error {
+	txn, err := a.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer txn.Close()
+	return f(txn)
+}
+
 // abort rolls back at once after a failed activation.
 func (a *Activator) abort(ctx context.Context, p Pending, cause error) error {
+	a.Log.Error("activation failed: rolling back", "system", p.System, "err", cause)
 	if err := a.rollback(ctx, p); err != nil {
+		a.failedRollback(p, err)
 		return fmt.Errorf("%w; rolling back also failed: %v", cause, err)
 	}
-	return fmt.Errorf("%w (rolled back to %s)", cause, p.PrevSystem)
+	return fmt.Errorf("%w (rolled back to %s)", cause, orNone(p.PrevSystem))
+}
+
+func orNone(p storepath.Path) string {
+	if p == "" {
+		return "no system"
+	}
+	return p.String()
 }
 
 // run makes system the running one: the link, its activate script, the
@@ -185,6 +267,9 @@ func (a *Activator) run(ctx context.Context, system storepath.Path) error {
 	}
 	if err := atomicfile.Symlink(system.String(), CurrentLink(a.Store.Root)); err != nil {
 		return err
+	}
+	if a.Crash != nil {
+		a.Crash("activate-switched")
 	}
 	script := filepath.Join(a.Store.PhysicalPath(system), "activate")
 	if _, err := os.Stat(script); err == nil {
@@ -203,21 +288,26 @@ func (a *Activator) run(ctx context.Context, system storepath.Path) error {
 	return nil
 }
 
-// Confirm keeps a pending activation.
-func (a *Activator) Confirm(token string) error {
+// Confirm keeps a pending activation. by is the connection the
+// confirmation came over: it must not be the one that activated, which
+// would prove nothing about reaching the new system anew.
+func (a *Activator) Confirm(token, by string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p, err := a.readPending()
+	p, err := ReadPending(a.State)
 	if err != nil {
 		return errors.New("nothing awaits confirmation (already confirmed, or rolled back)")
 	}
 	if p.Token != token {
 		return errors.New("wrong confirmation token")
 	}
+	if p.ActivatedBy != "" && by == p.ActivatedBy {
+		return errors.New("confirmation refused: it came over the connection that activated the system; confirm over a new connection, which shows that the new system can be reached")
+	}
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	if err := os.Remove(a.pendingFile()); err != nil {
+	if err := os.Remove(PendingFile(a.State)); err != nil {
 		return err
 	}
 	if err := atomicfile.SyncDir(a.State); err != nil {
@@ -227,13 +317,13 @@ func (a *Activator) Confirm(token string) error {
 	return nil
 }
 
-// Recover, called when the agent starts, re-arms the timer of an activation
-// that was pending when the agent stopped, or rolls back at once if its
-// deadline has passed.
+// Recover, called when the agent starts and before it loads a config,
+// re-arms the timer of an activation that was pending when the agent
+// stopped, or rolls back at once if its deadline has passed.
 func (a *Activator) Recover(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p, err := a.readPending()
+	p, err := ReadPending(a.State)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -243,41 +333,78 @@ func (a *Activator) Recover(ctx context.Context) error {
 	}
 	if a.Now().After(p.Deadline) {
 		a.Log.Warn("activation was not confirmed before the agent stopped: rolling back", "system", p.System)
-		return a.rollback(ctx, p)
+		if err := a.rollback(ctx, p); err != nil {
+			a.failedRollback(p, err)
+			return err
+		}
+		return nil
 	}
 	a.arm(p)
 	return nil
 }
 
+// RollBackPending rolls back an activation awaiting confirmation now,
+// because its system cannot run (its config does not load). It reports
+// whether there was one.
+func (a *Activator) RollBackPending(ctx context.Context, why error) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, err := ReadPending(a.State)
+	if err != nil {
+		return false, nil
+	}
+	a.Log.Error("the system awaiting confirmation cannot run: rolling back now", "system", p.System, "err", why)
+	if err := a.rollback(ctx, p); err != nil {
+		a.failedRollback(p, err)
+		return true, err
+	}
+	return true, nil
+}
+
 func (a *Activator) arm(p Pending) {
+	a.armIn(p, p.Deadline.Sub(a.Now()))
+}
+
+func (a *Activator) armIn(p Pending, d time.Duration) {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	a.timer = time.AfterFunc(p.Deadline.Sub(a.Now()), func() {
+	a.timer = time.AfterFunc(d, func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		cur, err := a.readPending()
+		cur, err := ReadPending(a.State)
 		if err != nil || cur.Token != p.Token {
 			return // confirmed meanwhile
 		}
-		a.Log.Warn("activation not confirmed in time: rolling back", "system", p.System, "to", p.PrevSystem)
+		a.Log.Warn("activation not confirmed in time: rolling back", "system", p.System, "to", orNone(p.PrevSystem))
 		if err := a.rollback(context.Background(), p); err != nil {
-			a.Log.Error("rollback failed", "err", err)
+			a.failedRollback(p, err)
 		}
 	})
 }
 
-// rollback returns to what ran before p. The caller holds a.mu.
+// failedRollback records why a due rollback failed, for roostd status, and
+// tries again soon. The caller holds a.mu.
+func (a *Activator) failedRollback(p Pending, err error) {
+	retry := a.RetryRollback
+	if retry == 0 {
+		retry = DefaultRetryRollback
+	}
+	a.Log.Error("rollback failed: trying again", "system", p.System, "in", retry, "err", err)
+	p.RollbackError = err.Error()
+	if werr := a.writePending(p); werr != nil {
+		a.Log.Error("record the failed rollback", "err", werr)
+	}
+	a.armIn(p, retry)
+}
+
+// rollback returns to what ran before p. The caller holds a.mu, not the
+// store's lock.
 func (a *Activator) rollback(ctx context.Context, p Pending) error {
 	if p.Mode == Switch && p.PrevGeneration > 0 {
-		txn, err := a.Lock(ctx)
+		err := a.withLock(ctx, func(*store.Txn) error { return a.Profile.SwitchTo(p.PrevGeneration) })
 		if err != nil {
-			return err
-		}
-		err = a.Profile.SwitchTo(p.PrevGeneration)
-		txn.Close()
-		if err != nil {
-			return err
+			return fmt.Errorf("switch back to generation %d: %w", p.PrevGeneration, err)
 		}
 	}
 	if p.PrevSystem != "" {
@@ -287,26 +414,16 @@ func (a *Activator) rollback(ctx context.Context, p Pending) error {
 	} else {
 		os.Remove(CurrentLink(a.Store.Root))
 		if a.Reload != nil {
-			a.Reload(ctx)
+			if err := a.Reload(ctx); err != nil {
+				a.Log.Warn("reload without a system", "err", err)
+			}
 		}
 	}
-	if err := os.Remove(a.pendingFile()); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(PendingFile(a.State)); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	a.Log.Info("rolled back", "system", p.PrevSystem)
+	a.Log.Info("rolled back", "system", orNone(p.PrevSystem))
 	return atomicfile.SyncDir(a.State)
-}
-
-func (a *Activator) readPending() (Pending, error) {
-	var p Pending
-	b, err := os.ReadFile(a.pendingFile())
-	if err != nil {
-		return p, err
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("read %s: %w", a.pendingFile(), err)
-	}
-	return p, nil
 }
 
 func (a *Activator) writePending(p Pending) error {
@@ -317,7 +434,7 @@ func (a *Activator) writePending(p Pending) error {
 	if err := os.MkdirAll(a.State, 0o700); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(a.pendingFile(), b, 0o600)
+	return atomicfile.WriteFile(PendingFile(a.State), b, 0o600)
 }
 
 func newToken() string {
@@ -332,15 +449,14 @@ func newToken() string {
 func (a *Activator) Rollback(ctx context.Context) (generations.Generation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if p, err := a.readPending(); err == nil {
+	if p, err := ReadPending(a.State); err == nil {
 		return generations.Generation{}, fmt.Errorf("activation of %s awaits confirmation: it rolls back by itself at %s", p.System, p.Deadline.Format(time.TimeOnly))
 	}
-	txn, err := a.Lock(ctx)
-	if err != nil {
-		return generations.Generation{}, err
-	}
-	g, err := a.Profile.Rollback()
-	txn.Close()
+	var g generations.Generation
+	err := a.withLock(ctx, func(*store.Txn) (err error) {
+		g, err = a.Profile.Rollback()
+		return err
+	})
 	if err != nil {
 		return g, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -22,6 +23,12 @@ type Options struct {
 	OlderThan time.Duration // delete generations older than this (nix-collect-garbage --delete-older-than)
 	DryRun    bool
 	Now       time.Time
+	// Hold are kept whatever else says, with why: the previous system of an
+	// activation awaiting confirmation, where its rollback goes.
+	Hold []Root
+	// HoldGenerations are generations kept whatever Keep and OlderThan say,
+	// by number, with why.
+	HoldGenerations map[int]string
 }
 
 // Result is what a collection did, or would do with DryRun.
@@ -31,12 +38,18 @@ type Result struct {
 	Invalid     []string         `json:"deletedInvalid,omitempty"` // unregistered leftovers in the store folder
 	Bytes       int64            `json:"bytesFreed"`
 	DryRun      bool             `json:"dryRun"`
+	// Held is what was kept only because Options.Hold or HoldGenerations
+	// said so.
+	Held []Root `json:"held,omitempty"`
+	// TempRoots are the transfers whose paths were kept (running, or ended
+	// within their grace period).
+	TempRoots []store.TempRoot `json:"tempRoots,omitempty"`
 }
 
 // Root is a reason to keep a store path.
 type Root struct {
-	Why  string
-	Path storepath.Path
+	Why  string         `json:"why"`
+	Path storepath.Path `json:"path"`
 }
 
 // Collect deletes old generations as opts say, then every store path that is
@@ -54,6 +67,10 @@ func Collect(ctx context.Context, t *store.Txn, profile *generations.Profile, op
 		return res, err
 	}
 	for _, g := range generations.ToDelete(gens, opts.Keep, opts.OlderThan, opts.Now) {
+		if why, ok := opts.HoldGenerations[g.Number]; ok {
+			res.Held = append(res.Held, Root{fmt.Sprintf("generation %d: %s", g.Number, why), g.Path})
+			continue
+		}
 		res.Generations = append(res.Generations, g.Number)
 		if !opts.DryRun {
 			if err := profile.Delete(g.Number); err != nil {
@@ -64,6 +81,15 @@ func Collect(ctx context.Context, t *store.Txn, profile *generations.Profile, op
 	roots, err := Roots(t, profile, res.Generations)
 	if err != nil {
 		return res, err
+	}
+	if res.TempRoots, err = t.TempRoots(); err != nil {
+		return res, err
+	}
+	for _, h := range opts.Hold {
+		roots = append(roots, h)
+		if !slices.ContainsFunc(roots[:len(roots)-1], func(r Root) bool { return r.Path == h.Path }) {
+			res.Held = append(res.Held, h)
+		}
 	}
 	reg := t.Registry()
 	var rootPaths []storepath.Path

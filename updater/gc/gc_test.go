@@ -216,3 +216,28 @@ func TestRefusesUnregisteredRoot(t *testing.T) {
 		t.Fatal("gc deleted the unregistered running system")
 	}
 }
+
+// What an activation awaiting confirmation holds (its previous system and
+// generation) is kept whatever --keep says, and the result says why.
+func TestHoldKeepsRollbackTarget(t *testing.T) {
+	r := newRouter(t)
+	r.link(t, "run/current-system", last(r.sys2))
+	why := "previous system of the activation awaiting confirmation"
+	res := r.collect(t, Options{Keep: 1, Hold: []Root{{Why: why, Path: last(r.sys1)}}, HoldGenerations: map[int]string{1: why}})
+	if len(res.Generations) != 0 {
+		t.Fatalf("deleted generations %v: generation 1 is held", res.Generations)
+	}
+	if len(res.Held) == 0 || !strings.Contains(res.Held[0].Why, "generation 1: "+why) {
+		t.Fatalf("held %+v: want generation 1 with the reason", res.Held)
+	}
+	valid := r.valid(t)
+	for _, p := range paths(r.sys1) {
+		if !valid[p] {
+			t.Fatalf("%s of the held system was deleted", p)
+		}
+	}
+	// Without the hold, the same collection deletes generation 1.
+	if res := r.collect(t, Options{Keep: 1}); len(res.Generations) != 1 || res.Generations[0] != 1 {
+		t.Fatalf("deleted generations %v, want [1]", res.Generations)
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +40,7 @@ func runAgent(e *env, args []string) error {
 	}
 	a, err := agent.New(agent.Options{
 		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self,
-		Store: e.openStore(*f.root), Exec: agentExec,
+		Store: e.openStore(*f.root), Exec: agentExec, Crash: e.crashHook(),
 		Ready: func() {
 			if *notifyFD >= 0 {
 				nf := os.NewFile(uintptr(*notifyFD), "notify")
@@ -71,7 +70,7 @@ func viaAgent(e *env, root string, args []string, inAgent func(a *agent.Agent) e
 	if e.agent != nil {
 		return inAgent(e.agent)
 	}
-	code, err := control.Call(e.ctx, control.SocketPath(root), args, e.stdout, e.stderr)
+	code, err := control.Call(e.ctx, control.SocketPath(root), args, e.conn, e.stdout, e.stderr)
 	if err != nil {
 		return err
 	}
@@ -124,7 +123,7 @@ func runActivate(e *env, args []string) error {
 		return err
 	}
 	return viaAgent(e, *f.root, append([]string{"activate"}, args...), func(a *agent.Agent) error {
-		res, err := a.Activator.Activate(e.ctx, mode, system, *timeout)
+		res, err := a.Activator.Activate(e.ctx, mode, system, *timeout, e.conn)
 		if err != nil {
 			return err
 		}
@@ -184,8 +183,12 @@ func runConfirm(e *env, args []string) error {
 		return errors.New("usage: roostd confirm TOKEN")
 	}
 	return viaAgent(e, *f.root, append([]string{"confirm"}, args...), func(a *agent.Agent) error {
-		if err := a.Activator.Confirm(pos[0]); err != nil {
+		if err := a.Activator.Confirm(pos[0], e.conn); err != nil {
 			return err
+		}
+		if *f.json {
+			printJSON(e.stdout, map[string]bool{"confirmed": true})
+			return nil
 		}
 		fmt.Fprintln(e.stdout, "confirmed")
 		return nil
@@ -194,15 +197,18 @@ func runConfirm(e *env, args []string) error {
 
 // status is what `roostd status --json` prints.
 type status struct {
-	Hostname   string                   `json:"hostname,omitempty"`
-	Agent      string                   `json:"agent"`
-	Current    storepath.Path           `json:"currentSystem,omitempty"`
-	Booted     storepath.Path           `json:"bootedSystem,omitempty"`
-	Generation int                      `json:"generation,omitempty"`
-	Pending    *activate.Pending        `json:"pendingActivation,omitempty"`
-	Store      storeStatus              `json:"store"`
-	Gens       []generations.Generation `json:"generations"`
-	Services   []supervisor.Status      `json:"services"`
+	Hostname   string            `json:"hostname,omitempty"`
+	Agent      string            `json:"agent"`
+	Current    storepath.Path    `json:"currentSystem,omitempty"`
+	Booted     storepath.Path    `json:"bootedSystem,omitempty"`
+	Generation int               `json:"generation,omitempty"`
+	Pending    *activate.Pending `json:"pendingActivation,omitempty"`
+	// ConfigProblem says why the agent runs another config than its
+	// system's (it does not load).
+	ConfigProblem string                   `json:"configProblem,omitempty"`
+	Store         storeStatus              `json:"store"`
+	Gens          []generations.Generation `json:"generations"`
+	Services      []supervisor.Status      `json:"services"`
 }
 
 type storeStatus struct {
@@ -231,6 +237,7 @@ func runStatus(e *env, args []string) error {
 		if c := e.agent.Config(); c != nil {
 			st.Hostname = c.Hostname
 		}
+		st.ConfigProblem = e.agent.ConfigProblem()
 		*state = e.agent.State()
 	}
 	link := func(name string) storepath.Path {
@@ -250,11 +257,8 @@ func runStatus(e *env, args []string) error {
 		st.Gens = gens
 	}
 	st.Generation = cur
-	if b, err := os.ReadFile(*state + "/pending-activation.json"); err == nil {
-		var p activate.Pending
-		if json.Unmarshal(b, &p) == nil {
-			st.Pending = &p
-		}
+	if p, err := activate.ReadPending(*state); err == nil {
+		st.Pending = &p
 	}
 	if reg, err := e.openStore(*f.root).Registry(); err == nil {
 		st.Store.Paths = reg.Len()
@@ -271,8 +275,15 @@ func runStatus(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s: %s\n", host, st.Agent)
 	fmt.Fprintf(e.stdout, "  current system: %s (generation %d)\n", orNone(st.Current), st.Generation)
 	fmt.Fprintf(e.stdout, "  booted system:  %s\n", orNone(st.Booted))
-	if st.Pending != nil {
-		fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", st.Pending.System, st.Pending.Deadline.Format(time.TimeOnly))
+	if st.ConfigProblem != "" {
+		fmt.Fprintf(e.stdout, "  CONFIG: %s\n", st.ConfigProblem)
+	}
+	if p := st.Pending; p != nil {
+		if p.RollbackError != "" {
+			fmt.Fprintf(e.stdout, "  ROLLBACK OVERDUE since %s (retrying): %s\n", p.Deadline.Format(time.TimeOnly), p.RollbackError)
+		} else {
+			fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", p.System, p.Deadline.Format(time.TimeOnly))
+		}
 	}
 	fmt.Fprintf(e.stdout, "  store: %d paths, %s\n", st.Store.Paths, humanBytes(int64(st.Store.NARBytes)))
 	printServices(e.stdout, st.Services)

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/gc"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -56,6 +58,10 @@ func runGenerations(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *f.json {
+			printJSON(e.stdout, map[string]any{"generation": g.Number, "system": p, "newGeneration": changed})
+			return nil
+		}
 		if !changed {
 			fmt.Fprintf(e.stderr, "roostd: %s is already the current system (generation %d)\n", p, g.Number)
 		} else {
@@ -96,6 +102,10 @@ func runRollback(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *f.json {
+			printJSON(e.stdout, rolledBack{Generation: g.Number, System: g.Path, Running: true})
+			return nil
+		}
 		fmt.Fprintf(e.stdout, "rolled back to generation %d, running: %s\n", g.Number, g.Path)
 		return nil
 	})
@@ -111,8 +121,19 @@ func runRollback(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *f.json {
+		printJSON(e.stdout, rolledBack{Generation: g.Number, System: g.Path})
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "roostd is not running: generation %d (%s) is the boot default, and runs at the next boot\n", g.Number, g.Path)
 	return nil
+}
+
+// rolledBack is what `roostd rollback --json` prints.
+type rolledBack struct {
+	Generation int            `json:"generation"`
+	System     storepath.Path `json:"system"`
+	Running    bool           `json:"running"` // false: the boot default only, the agent was not running
 }
 
 func runGC(e *env, args []string) error {
@@ -120,6 +141,7 @@ func runGC(e *env, args []string) error {
 	keep := f.Int("keep", 0, "keep the newest `N` generations (0: keep all, unless --older-than)")
 	older := f.String("older-than", "", "delete generations older than this, like 30d or 12h (nix-collect-garbage --delete-older-than)")
 	dry := f.Bool("dry-run", false, "print what would be deleted, delete nothing")
+	state := f.String("state", e.defaultState, "the agent's state `folder`, for when it is not running")
 	if _, err := f.parse(args); err != nil {
 		return err
 	}
@@ -130,6 +152,28 @@ func runGC(e *env, args []string) error {
 			return err
 		}
 		opts.OlderThan = d
+	}
+	// In the agent when it runs: it knows the activation awaiting
+	// confirmation, whose rollback gc must leave somewhere to go.
+	if e.agent == nil {
+		err := viaAgent(e, *f.root, append([]string{"gc"}, args...), nil)
+		if !errors.Is(err, control.ErrNotRunning) {
+			return err
+		}
+	} else {
+		*state = e.agent.State()
+	}
+	if p, err := activate.ReadPending(*state); err == nil {
+		sys, gen := p.Holds()
+		why := fmt.Sprintf("previous system of the activation of %s awaiting confirmation until %s", p.System, p.Deadline.Format(time.TimeOnly))
+		if sys != "" {
+			opts.Hold = append(opts.Hold, gc.Root{Why: why, Path: sys})
+		}
+		if gen > 0 {
+			opts.HoldGenerations = map[int]string{gen: why}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("refusing to collect: %w; remove the file only if no activation is awaiting confirmation", err)
 	}
 	t, err := e.lock(e.openStore(*f.root), "roostd gc")
 	if err != nil {
@@ -162,6 +206,16 @@ func runGC(e *env, args []string) error {
 	}
 	for _, name := range res.Invalid {
 		fmt.Fprintf(e.stdout, "%s %s/%s (not registered)\n", verb, storepath.Dir, name)
+	}
+	for _, h := range res.Held {
+		fmt.Fprintf(e.stdout, "kept %s: %s\n", h.Path, h.Why)
+	}
+	for _, r := range res.TempRoots {
+		until := "while it runs"
+		if !r.Running {
+			until = "until " + r.Expires.Format(time.TimeOnly)
+		}
+		fmt.Fprintf(e.stdout, "kept %d paths received by transfer %s %s\n", len(r.Paths), r.ID, until)
 	}
 	n := len(res.Paths) + len(res.Invalid)
 	if res.DryRun {

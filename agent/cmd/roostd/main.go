@@ -20,6 +20,7 @@ import (
 	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/cmdflag"
 	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -28,24 +29,25 @@ import (
 const usage = `usage: roostd <command> [flags]
 
 commands:
-  run [--state DIR] [--config FILE] [--notify-fd N]   the resident agent
+  run [--state DIR] [--config FILE] [--notify-fd N]   the resident agent (it logs; no --json)
   status [--json]             the running system, generations, pending activation
-  receive                     the router's end of roost's transfer protocol, on stdio
+  receive                     the router's end of roost's transfer protocol, on stdio (a stream: no --json)
   activate switch|test|boot|dry-activate PATH [--confirm-timeout 90s] [--json]
-  confirm TOKEN               keep the system activated with that token
-  firewall show               the live firewall ruleset, as nft text
-  store import        import a nix-store --export stream from stdin
-  store dump PATH     write the NAR of PATH to stdout (as nix-store --dump)
-  store dump-db [PATH...]   print registrations (as nix-store --dump-db)
-  store query-valid PATH... print the valid ones of PATHs; exit 1 if any is not
-  store verify        rehash every valid path; exit 1 on a mismatch
+  confirm TOKEN [--json]      keep the system activated with that token
+  firewall show [--json]      the live firewall ruleset, as nft text (--json: its chains, sets and counters too)
+  store import [--json]     import a nix-store --export stream from stdin
+  store dump PATH           write the NAR of PATH to stdout, as nix-store --dump (a stream: no --json)
+  store dump-db [PATH...] [--json]   print registrations (as nix-store --dump-db; --json: as Nix 2.3's nix path-info --json)
+  store query-valid PATH... [--json]   print the valid ones of PATHs; exit 1 if any is not
+  store verify [--json]     rehash every valid path; exit 1 on a mismatch
   gc [--keep N] [--older-than 30d] [--dry-run] [--json]
   generations [--json]        list system generations
-  generations set PATH        make PATH the current system in a new generation
-  rollback                    switch to the previous generation
-  hook ppp EVENT IFNAME TTY SPEED LOCAL REMOTE IPPARAM   pppd's hooks (ip-up, ip-down, ipv6-up, ipv6-down)
+  generations set PATH [--json]   make PATH the current system in a new generation
+  rollback [--json]           switch to the previous generation
+  hook ppp EVENT IFNAME TTY SPEED LOCAL REMOTE IPPARAM [--json]   pppd's hooks (ip-up, ip-down, ipv6-up, ipv6-down)
 
-Every command takes --root DIR (default /): the router's file system root.
+Every command takes --root DIR (default /): the router's file system root; every
+command that prints takes --json: one JSON document on stdout, for scripts.
 `
 
 // version is roostd's version, set at build time with -ldflags "-X main.version=...".
@@ -63,6 +65,9 @@ type env struct {
 	defaultRoot  string
 	defaultState string
 	agent        *agent.Agent // nil when run from a shell
+	// conn is the SSH connection the command came over ("" if local): an
+	// activation is confirmed only over another one.
+	conn string
 }
 
 func main() {
@@ -75,6 +80,9 @@ func main() {
 		// A link named nix-store: nix copy's ssh:// store runs
 		// "nix-store --serve --write" under any sshd.
 		args = append([]string{"nix-store"}, args...)
+	}
+	if c := os.Getenv("SSH_CONNECTION"); c != "" {
+		e.conn = "ssh " + c // run by a plain sshd: its client's address and port
 	}
 	if root := os.Getenv("ROOSTD_ROOT"); root != "" {
 		e.defaultRoot = root // where a nix-store link finds the router's store
@@ -110,7 +118,7 @@ func agentExec(ctx context.Context, a *agent.Agent, args []string, stdin io.Read
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr,
 		getenv:      func(string) string { return "" }, // no crash hooks from clients
 		log:         a.Log(),                           // what happens on the router goes to its log
-		defaultRoot: a.Root(), defaultState: a.State(), agent: a}
+		defaultRoot: a.Root(), defaultState: a.State(), agent: a, conn: control.Connection(ctx)}
 	return exitStatus(run(e, args), stderr)
 }
 

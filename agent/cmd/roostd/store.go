@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
 )
@@ -20,6 +23,9 @@ func runStore(e *env, sub string, args []string) error {
 	case "import":
 		return storeImport(e, s, *f.json)
 	case "dump":
+		if *f.json {
+			return errors.New("store dump writes the path's NAR, as nix-store --dump does: --json does not apply (store dump-db --json describes paths)")
+		}
 		if len(pos) != 1 {
 			return fmt.Errorf("store dump takes one store path, got %d", len(pos))
 		}
@@ -45,6 +51,9 @@ func runStore(e *env, sub string, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *f.json {
+			return dumpDBJSON(e, reg, paths)
+		}
 		return store.DumpDB(e.stdout, reg, paths)
 	case "query-valid":
 		paths, err := parsePaths(pos)
@@ -55,15 +64,22 @@ func runStore(e *env, sub string, args []string) error {
 		if err != nil {
 			return err
 		}
-		missing := 0
+		valid, invalid := []storepath.Path{}, []storepath.Path{}
 		for _, p := range paths {
 			if _, ok := reg.Get(p); ok {
-				fmt.Fprintln(e.stdout, p)
+				valid = append(valid, p)
 			} else {
-				missing++
+				invalid = append(invalid, p)
 			}
 		}
-		if missing > 0 {
+		if *f.json {
+			printJSON(e.stdout, map[string]any{"valid": valid, "invalid": invalid})
+		} else {
+			for _, p := range valid {
+				fmt.Fprintln(e.stdout, p)
+			}
+		}
+		if len(invalid) > 0 {
 			return exitCode(1)
 		}
 		return nil
@@ -85,17 +101,39 @@ func parsePaths(args []string) ([]storepath.Path, error) {
 	return out, nil
 }
 
+// dumpDBJSON prints the registrations of paths (all if none) as a JSON
+// array, the shape of Nix 2.3's nix path-info --json (which roost's
+// nixlocal reads too).
+func dumpDBJSON(e *env, reg *registry.Registry, paths []storepath.Path) error {
+	if len(paths) == 0 {
+		paths = reg.Paths()
+	}
+	out := []*registry.Info{}
+	for _, p := range paths {
+		info, ok := reg.Get(p)
+		if !ok {
+			return fmt.Errorf("dump-db %s: %w", p, store.ErrNotValid)
+		}
+		out = append(out, info)
+	}
+	printJSON(e.stdout, out)
+	return nil
+}
+
 func storeImport(e *env, s *store.Store, asJSON bool) error {
-	t, err := e.lock(s, "roostd store import")
+	// A session: the stream is read without the store lock, which is taken
+	// only for the commit at its end, so a stalled sender holds up no other
+	// writer (a rollback above all).
+	ss, err := s.NewSession(func(context.Context) (*store.Txn, error) { return e.lock(s, "roostd store import") })
 	if err != nil {
 		return err
 	}
-	defer t.Close()
+	defer ss.Close()
 	start := time.Now()
 	last := start
 	var paths int
 	var bytes uint64
-	res, err := t.ImportExport(e.ctx, e.stdin, func(p storepath.Path, n uint64) {
+	res, err := ss.ImportExport(e.ctx, e.stdin, func(p storepath.Path, n uint64) {
 		paths++
 		bytes += n
 		if time.Since(last) >= 2*time.Second {
@@ -125,7 +163,7 @@ func storeVerify(e *env, s *store.Store, asJSON bool) error {
 		return err
 	}
 	if asJSON {
-		var out []map[string]string
+		out := []map[string]string{}
 		for _, p := range problems {
 			out = append(out, map[string]string{"path": p.Path.String(), "problem": p.Msg})
 		}
