@@ -617,7 +617,9 @@ func (s *Sysctl) Run(ctx context.Context, env *supervisor.Env) error {
 	for _, k := range s.keys() {
 		v := s.Values[k]
 		wrote, err := r.Set(sysctlPath(k), v)
-		if err != nil {
+		if errors.Is(err, ErrNotRecorded) {
+			env.Log.Warn("state folder", "err", err)
+		} else if err != nil {
 			return err
 		}
 		if wrote {

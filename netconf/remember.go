@@ -18,16 +18,18 @@ import (
 
 // RememberLink records in file the name of the link a service's link
 // reference resolved to, so that its Remove finds the link. It writes only
-// when the name changed (the state folder is on flash).
+// when the name changed (the state folder is on flash). Its errors wrap
+// ErrNotRecorded: a service goes on without the record.
 func RememberLink(file, ifname string) error {
 	if b, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(b)) == ifname {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return fmt.Errorf("remember link %s: %w", ifname, err)
+	err := os.MkdirAll(filepath.Dir(file), 0o700)
+	if err == nil {
+		err = atomicfile.WriteFile(file, []byte(ifname+"\n"), 0o600)
 	}
-	if err := atomicfile.WriteFile(file, []byte(ifname+"\n"), 0o600); err != nil {
-		return fmt.Errorf("remember link %s in %s: %w", ifname, file, err)
+	if err != nil {
+		return fmt.Errorf("link %s: %w: %v", ifname, ErrNotRecorded, err)
 	}
 	return nil
 }
@@ -40,6 +42,12 @@ func RememberedLink(file string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// ErrNotRecorded is wrapped by SysctlRestore.Set when the old value could
+// not be kept (a state folder that cannot be written): the new value is in
+// force all the same, since the router must come up, but dropping the
+// service will not put the old one back.
+var ErrNotRecorded = errors.New("not recorded in the state folder, so dropping the service will not undo it")
 
 // SysctlRestore keeps, for each kernel parameter roostd changes, the value
 // it had before roostd first changed it, so that the service that changed
@@ -69,20 +77,22 @@ func (r SysctlRestore) Set(key, value string) (bool, error) {
 	if old == value {
 		return false, nil
 	}
+	var notRecorded error
 	if r.Dir != "" {
-		if _, err := os.Stat(r.record(key)); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(r.Dir, 0o700); err != nil {
-				return false, fmt.Errorf("keep the value of sysctl %s: %w", key, err)
+		if _, err := os.Stat(r.record(key)); err != nil { // none yet, or none to be had
+			err := os.MkdirAll(r.Dir, 0o700)
+			if err == nil {
+				err = atomicfile.WriteFile(r.record(key), []byte(old+"\n"), 0o600)
 			}
-			if err := atomicfile.WriteFile(r.record(key), []byte(old+"\n"), 0o600); err != nil {
-				return false, fmt.Errorf("keep the value of sysctl %s: %w", key, err)
+			if err != nil {
+				notRecorded = fmt.Errorf("sysctl %s: %w: %v", key, ErrNotRecorded, err)
 			}
 		}
 	}
 	if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
 		return false, fmt.Errorf("set sysctl %s to %s: %w", key, value, err)
 	}
-	return true, nil
+	return true, notRecorded
 }
 
 // Restore writes back the value recorded for key and forgets it. Without

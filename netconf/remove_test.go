@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -208,5 +209,24 @@ func TestPPPoERemove(t *testing.T) {
 	}
 	if err := (&PPPoE{Name: "wan-ppp"}).Remove(t.Context()); err != nil {
 		t.Errorf("Remove without a state folder: %v", err)
+	}
+}
+
+// A state folder that cannot be written does not keep the router from its
+// sysctls: the value is set, and the error says it was not recorded.
+func TestSysctlSetWithoutRecord(t *testing.T) {
+	proc := t.TempDir()
+	key := "net/ipv4/ip_forward"
+	os.MkdirAll(filepath.Join(proc, "net/ipv4"), 0o755)
+	os.WriteFile(filepath.Join(proc, key), []byte("0\n"), 0o644)
+	notAFolder := filepath.Join(t.TempDir(), "state")
+	os.WriteFile(notAFolder, nil, 0o600)
+	r := SysctlRestore{ProcSys: proc, Dir: filepath.Join(notAFolder, "sysctl")}
+	wrote, err := r.Set(key, "1")
+	if !wrote || !errors.Is(err, ErrNotRecorded) {
+		t.Fatalf("Set = %v, %v; want it written and ErrNotRecorded", wrote, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(proc, key)); strings.TrimSpace(string(b)) != "1" {
+		t.Fatalf("ip_forward is %q, want 1", b)
 	}
 }

@@ -181,7 +181,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		return err
 	}
 	if err := netconf.RememberLink(c.linkRecord(), ifname); err != nil {
-		return err
+		env.Log.Warn("state folder", "err", err)
 	}
 	link, err := c.NL.LinkByName(ifname)
 	if err != nil {

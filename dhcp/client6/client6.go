@@ -211,7 +211,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		return err
 	}
 	if err := netconf.RememberLink(c.linkRecord(), ifname); err != nil {
-		return err
+		env.Log.Warn("state folder", "err", err)
 	}
 	link, err := c.NL.LinkByName(ifname)
 	if err != nil {
@@ -221,7 +221,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	// advertisements, which a router (forwarding on) ignores unless
 	// accept_ra is 2. Its value before is kept, for Remove.
 	if c.ProcSys != "" {
-		if _, err := c.sysctls().Set(acceptRA(ifname), "2"); err != nil {
+		if _, err := c.sysctls().Set(acceptRA(ifname), "2"); errors.Is(err, netconf.ErrNotRecorded) {
+			env.Log.Warn("state folder", "err", err)
+		} else if err != nil {
 			return fmt.Errorf("accept router advertisements on %s: %w", ifname, err)
 		}
 	}

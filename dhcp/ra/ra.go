@@ -184,7 +184,7 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	if s.StateDir != "" {
 		if err := netconf.RememberLink(s.linkRecord(), ifname); err != nil {
-			return err
+			env.Log.Warn("state folder", "err", err)
 		}
 	}
 	cur, renewed, err := s.delegation(env)
