@@ -44,7 +44,7 @@ func TestAgentOnMIPSInVM(t *testing.T) {
 		{
 			name:     "sysctl",
 			services: forwarding,
-			wait:     map[string]string{"forwarding": "up"},
+			wait:     map[string]string{"forwarding": "up", "ssh": "up"},
 			check: func(t *testing.T, svcs map[string]supervisor.Status, files map[string]string) {
 				ipForwardOn(t, files)
 				for name, s := range svcs {
