@@ -81,11 +81,13 @@ func (ss *Session) Hold(paths ...storepath.Path) error {
 
 // writeRoot rewrites the temp root in place: its name and flock stay.
 func (ss *Session) writeRoot() error {
+	// Written over in place, never truncated first: the paths only grow,
+	// so a reader (gc) sees all that was held before, whatever it reads.
 	b := formatTempRoot(ss.s.opts.Now().Add(ss.s.opts.TempRootTTL), ss.held)
-	if err := ss.file.Truncate(0); err != nil {
+	if _, err := ss.file.WriteAt(b, 0); err != nil {
 		return fmt.Errorf("write temp root: %w", err)
 	}
-	if _, err := ss.file.WriteAt(b, 0); err != nil {
+	if err := ss.file.Truncate(int64(len(b))); err != nil {
 		return fmt.Errorf("write temp root: %w", err)
 	}
 	return ss.file.Sync()

@@ -247,11 +247,16 @@ func (t *Txn) TempRoots() ([]TempRoot, error) {
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		tr, err := readTempRoot(p)
-		if err != nil && !sessionLive(p) {
-			t.s.opts.Log.Warn("ignoring unreadable temp root", "file", p, "err", err)
+		tr.ID, tr.Running = e.Name(), sessionLive(p)
+		if err != nil && !tr.Running {
+			// Torn by a crash of its writer (it is rewritten in place):
+			// what it held was never activated, and it protects nothing.
+			t.s.opts.Log.Warn("removing an unreadable temp root", "file", p, "err", err)
+			if err := os.Remove(p); err != nil {
+				return nil, fmt.Errorf("remove unreadable temp root: %w", err)
+			}
 			continue
 		}
-		tr.ID, tr.Running = e.Name(), sessionLive(p)
 		if !tr.Running && now.After(tr.Expires) {
 			if err := os.Remove(p); err != nil {
 				return nil, fmt.Errorf("remove expired temp root: %w", err)
