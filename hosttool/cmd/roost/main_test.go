@@ -129,3 +129,24 @@ func TestRemoteJSON(t *testing.T) {
 		})
 	}
 }
+
+func TestSystemPath(t *testing.T) {
+	dir := t.TempDir()
+	sys := "/nix/store/00000000000000000000000000000000-system"
+	os.Symlink(sys, filepath.Join(dir, "result"))
+	os.Symlink("result", filepath.Join(dir, "again"))
+	os.WriteFile(filepath.Join(dir, "plain"), nil, 0o644)
+	for _, tc := range []struct{ arg, want, err string }{
+		{sys, sys, ""},
+		{sys + "/etc", sys, ""},
+		{filepath.Join(dir, "result"), sys, ""},
+		{filepath.Join(dir, "again"), sys, ""},
+		{filepath.Join(dir, "plain"), "", "neither a store path nor a link to one"},
+		{filepath.Join(dir, "missing"), "", "neither a store path nor a link to one"},
+	} {
+		got, err := systemPath(tc.arg)
+		if (got != "" && got.String() != tc.want) || (got == "" && tc.want != "") || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("systemPath(%q) = %q, %v; want %q, %q", tc.arg, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -201,7 +204,7 @@ func runRebuild(e *env, args []string) error {
 	case *systemFlag != "" && *file != "":
 		return errors.New("give --system or -f, not both")
 	case *systemFlag != "":
-		if system, err = storepath.Parse(*systemFlag); err != nil {
+		if system, err = systemPath(*systemFlag); err != nil {
 			return err
 		}
 	case *file != "":
@@ -272,4 +275,25 @@ func (e *env) printRebuild(r rebuildResult) {
 	case r.Generation > 0:
 		fmt.Fprintf(e.stdout, "generation %d is running and confirmed: %s\n", r.Generation, r.System)
 	}
+}
+
+// systemPath takes a store path, or a link to one such as nix-build's
+// ./result. Links are read, not resolved on this file system: the store may
+// be elsewhere on it (a chroot store).
+func systemPath(arg string) (storepath.Path, error) {
+	p := arg
+	for range 40 { // as many links as the kernel follows
+		if strings.HasPrefix(p, storepath.Dir+"/") {
+			return storepath.FromLink(p)
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return "", fmt.Errorf("--system %s: neither a store path nor a link to one (%v)", arg, err)
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = target
+	}
+	return "", fmt.Errorf("--system %s: too many levels of links", arg)
 }
