@@ -560,7 +560,14 @@ func (s *Supervisor) reload(specs []Spec) error {
 		}
 	}
 	carried := map[string]int{} // a changed service's starts go on counting
-	for name := range changed {
+	// Removed dependents first, in reverse order, as they stopped: an RA's
+	// last advertisement or a DHCP release must go out before the bridge
+	// it went out on is deleted.
+	for i := len(s.order) - 1; i >= 0; i-- {
+		name := s.order[i]
+		if !changed[name] {
+			continue
+		}
 		inst := s.insts[name]
 		carried[name] = inst.starts
 		old := inst.spec.New()

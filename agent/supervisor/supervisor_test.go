@@ -388,3 +388,33 @@ func TestWatchSignalsWithoutRestart(t *testing.T) {
 		t.Fatalf("the watcher was restarted: %d starts", st["ra"].Starts)
 	}
 }
+
+// Dropped together, dependents are removed before what they ran on (an
+// RA's last advertisement goes out before its bridge is deleted), however
+// the names sort.
+func TestDroppedDependentsRemovedFirst(t *testing.T) {
+	for range 5 { // an order that came from a map would show within a few runs
+		h := newHarness(t, nil)
+		h.run([]Spec{
+			h.spec("a-bridge", nil, "1", nil),
+			h.spec("m-address", []string{"a-bridge"}, "1", nil),
+			h.spec("z-ra", []string{"m-address"}, "1", nil),
+			h.spec("keep", nil, "1", nil),
+		})
+		h.waitState(Up, "z-ra", "keep")
+		if err := h.s.Reload([]Spec{h.spec("keep", nil, "1", nil)}); err != nil {
+			t.Fatal(err)
+		}
+		h.waitState(Up, "keep")
+		h.stop()
+		var removes []string
+		for _, l := range strings.Fields(h.j.String()) {
+			if strings.HasPrefix(l, "remove:") {
+				removes = append(removes, l)
+			}
+		}
+		if got := strings.Join(removes, " "); got != "remove:z-ra remove:m-address remove:a-bridge" {
+			t.Fatalf("removed in the order %s", got)
+		}
+	}
+}
