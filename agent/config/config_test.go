@@ -48,6 +48,8 @@ func TestBadConfigs(t *testing.T) {
 			"services": {"wan": {"kind": "link", "interface": "wan", "mtu": "big", "speed": 100}}}`,
 			[]string{"hostname: expected string", "colour: unknown field", "ssh.listen: expected []string", "services.wan.mtu: expected int", "services.wan: unknown field \"speed\""}},
 		{"unknown kind", `{"services": {"x": {"kind": "teleport"}}}`, []string{`services.x.kind: unknown kind "teleport"`}},
+		{"authorized keys roostd cannot honour", `{"ssh": {"authorizedKeys": ["from=\"10.0.0.1\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGg8pV3x3wG3Z0T8mH0Xc1r2q8yH0rX1yqJ9vQ4tq0Zk a", "not a key"]}}`,
+			[]string{"ssh.authorizedKeys[0]: roostd does not enforce the option from", "ssh.authorizedKeys[1]: "}},
 		{"cycle", `{"services": {
 			"a": {"kind": "bridge", "name": "a", "after": ["b"]},
 			"b": {"kind": "bridge", "name": "b", "after": ["c"]},
