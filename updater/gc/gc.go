@@ -78,11 +78,11 @@ func Collect(ctx context.Context, t *store.Txn, profile *generations.Profile, op
 			}
 		}
 	}
-	roots, err := Roots(t, profile, res.Generations)
-	if err != nil {
+	if res.TempRoots, err = t.TempRoots(); err != nil {
 		return res, err
 	}
-	if res.TempRoots, err = t.TempRoots(); err != nil {
+	roots, err := Roots(t, profile, res.Generations, res.TempRoots)
+	if err != nil {
 		return res, err
 	}
 	for _, h := range opts.Hold {
@@ -138,8 +138,9 @@ func Collect(ctx context.Context, t *store.Txn, profile *generations.Profile, op
 }
 
 // Roots lists what gc keeps: the current and booted systems, every
-// generation not being deleted, pins in gcroots, and live temp roots.
-func Roots(t *store.Txn, profile *generations.Profile, deleting []int) ([]Root, error) {
+// generation not being deleted, pins in gcroots, and the live temp roots
+// (t.TempRoots, read once by the caller, which reports them too).
+func Roots(t *store.Txn, profile *generations.Profile, deleting []int, temp []store.TempRoot) ([]Root, error) {
 	var roots []Root
 	s := t.Store()
 	for _, link := range []string{"run/current-system", "run/booted-system"} {
@@ -173,12 +174,10 @@ func Roots(t *store.Txn, profile *generations.Profile, deleting []int) ([]Root, 
 			roots = append(roots, Root{"pin " + e.Name(), p})
 		}
 	}
-	temp, err := t.LiveTempRoots()
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range temp {
-		roots = append(roots, Root{"recent transfer", p})
+	for _, tr := range temp {
+		for _, p := range tr.Paths {
+			roots = append(roots, Root{"recent transfer", p})
+		}
 	}
 	sort.Slice(roots, func(i, j int) bool { return roots[i].Path < roots[j].Path })
 	return roots, nil

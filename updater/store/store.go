@@ -268,17 +268,6 @@ func (t *Txn) TempRoots() ([]TempRoot, error) {
 	return out, nil
 }
 
-// LiveTempRoots returns the paths that live temp roots keep. The caller
-// holds the lock.
-func (t *Txn) LiveTempRoots() ([]storepath.Path, error) {
-	roots, err := t.TempRoots()
-	var out []storepath.Path
-	for _, r := range roots {
-		out = append(out, r.Paths...)
-	}
-	return out, err
-}
-
 // ReleaseTempRoots drops the paths that an activation took over (taken)
 // from the temp roots of ended transfers; a root left empty goes. Running
 // transfers keep theirs until they end. The caller holds the lock.

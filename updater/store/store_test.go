@@ -295,12 +295,12 @@ func TestTempRootsExpire(t *testing.T) {
 	importStream(t, s, exportOf(t, pkgs))
 	txn, _ := s.Lock(context.Background(), "test", nil)
 	defer txn.Close()
-	live, err := txn.LiveTempRoots()
-	if err != nil || len(live) != 2 {
+	live, err := txn.TempRoots()
+	if err != nil || len(live) != 1 || len(live[0].Paths) != 2 {
 		t.Fatalf("live temp roots %v, %v; want both imported paths", live, err)
 	}
 	now = now.Add(2 * time.Hour)
-	if live, _ := txn.LiveTempRoots(); len(live) != 0 {
+	if live, _ := txn.TempRoots(); len(live) != 0 {
 		t.Fatalf("temp roots after expiry: %v", live)
 	}
 	if entries, _ := os.ReadDir(s.tempRootsDir()); len(entries) != 0 {
