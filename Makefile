@@ -7,7 +7,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10000x
 
 # Debian packages the tests and benchmarks use.
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server
 
 # What the VM tier (make vmtest) adds: QEMU, Debian's kernel, pppd and
 # pppoe-server; and QEMU's MIPS boards, for a router's kernel (below).
@@ -72,7 +72,7 @@ unit:
 
 # itest runs on the host's kernel; the tests named …InVM are vmtest's.
 itest:
-	CGO_ENABLED=0 $(GO) test -count=1 -v -skip 'InVM$$' ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
+	CGO_ENABLED=0 $(GO) test -count=1 -v -timeout 30m -skip 'InVM$$' ./itest/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 
 # vmtest runs the tests that need a kernel of their own (PPP, 802.1Q) in
 # QEMU with Debian's kernel, and roostd on a router's MIPS kernel (itest/vm).

@@ -46,6 +46,9 @@ type Options struct {
 	Ready func()
 	// Self is roostd's own binary, which service hooks run (pppd's).
 	Self string
+	// ProcSys is where the kernel's sysctls are (/proc/sys); tests may
+	// point it elsewhere.
+	ProcSys string
 	// Crash, if set, is called at each named step of an activation (see
 	// store.Options.Crash).
 	Crash func(point string)
@@ -248,7 +251,7 @@ func (a *Agent) startConfig(ctx context.Context) *config.Config {
 		if g.Path == cur {
 			continue
 		}
-		c, gerr := config.Load(filepath.Join(a.opts.Store.PhysicalPath(g.Path), "etc/roost/config.json"))
+		c, gerr := config.Load(filepath.Join(a.opts.Store.PhysicalPath(g.Path), "etc/roost/config.json"), Kinds(a.ppp))
 		if gerr != nil {
 			continue
 		}
@@ -270,7 +273,7 @@ func (a *Agent) loadConfig() (*config.Config, error) {
 	if !ok {
 		return &config.Config{}, nil
 	}
-	return config.Load(file)
+	return config.Load(file, Kinds(a.ppp))
 }
 
 func (a *Agent) setConfig(cfg *config.Config, problem string) {
@@ -299,10 +302,11 @@ func (a *Agent) ConfigProblem() string {
 // restarted agent finds the ruleset in force and leaves it.
 func (a *Agent) lockdown(cfg *config.Config) {
 	for name, s := range cfg.Services {
-		if s.Firewall == nil {
+		d, ok := s.Decl.(*firewall.Decl)
+		if !ok {
 			continue
 		}
-		fw := firewall.Service{Zones: s.Firewall.Zones}
+		fw := firewall.Service{Zones: d.Zones}
 		if err := fw.Lockdown(); err != nil {
 			a.opts.Log.Error("firewall: default policy not in force at start-up", "service", name, "err", err)
 		}

@@ -21,7 +21,7 @@ func startKea(t *testing.T, ns, binary, config string) *isp.Kea {
 	t.Cleanup(func() {
 		k.Stop()
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(k.Dir, "stdout"))
+			b, _ := os.ReadFile(filepath.Join(k.Dir, "log"))
 			log, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
 			b = append(b, log...)
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")

@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -46,11 +45,11 @@ func linkReady(l netlink.Link) bool {
 
 func publishLink(env *supervisor.Env, l netlink.Link) {
 	a := l.Attrs()
-	env.SetOutput("ifname", a.Name)
-	env.SetOutput("ifindex", strconv.Itoa(a.Index))
-	env.SetOutput("mtu", strconv.Itoa(a.MTU))
+	IfName.Set(env, a.Name)
+	IfIndex.Set(env, a.Index)
+	LinkMTU.Set(env, a.MTU)
 	if len(a.HardwareAddr) > 0 {
-		env.SetOutput("mac", a.HardwareAddr.String())
+		LinkMAC.Set(env, a.HardwareAddr.String())
 	}
 }
 
@@ -339,9 +338,10 @@ func (s *Address) Run(ctx context.Context, env *supervisor.Env) error {
 		}
 	}
 	ones, _ := s.Prefix.Mask.Size()
-	env.SetOutput("ifname", name)
-	env.SetOutput("address", s.Prefix.IP.String())
-	env.SetOutput("prefix-length", strconv.Itoa(ones))
+	ip, _ := netip.AddrFromSlice(s.Prefix.IP)
+	IfName.Set(env, name)
+	Addr.Set(env, ip.Unmap())
+	PrefixLength.Set(env, ones)
 	env.Ready()
 	<-ctx.Done()
 	return nil
@@ -451,9 +451,10 @@ func (s *Route) Run(ctx context.Context, env *supervisor.Env) error {
 			return fmt.Errorf("add route %s via %v: %w", s.Destination, r.Gw, err)
 		}
 	}
-	env.SetOutput("destination", s.Destination.String())
-	if r.Gw != nil {
-		env.SetOutput("gateway", r.Gw.String())
+	dst, _ := netip.ParsePrefix(s.Destination.String())
+	Destination.Set(env, dst)
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+		Gateway.Set(env, gw.Unmap())
 	}
 	env.Ready()
 	var retry <-chan time.Time

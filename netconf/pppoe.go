@@ -333,33 +333,33 @@ func (p *PPPoE) apply(env *supervisor.Env, ev PPPEvent, up4, up6 *bool) {
 	env.Log.Info("pppoe: "+ev.Kind, "ifname", ev.Ifname, "local", ev.Local, "peer", ev.Peer)
 	switch ev.Kind {
 	case "ip-up":
-		env.SetOutput("ifname", ev.Ifname)
-		env.SetOutput("address", ev.Local.String())
-		env.SetOutput("peer", ev.Peer.String())
+		IfName.Set(env, ev.Ifname)
+		Addr.Set(env, ev.Local)
+		PPPPeer.Set(env, ev.Peer)
 		var dns []string
 		for _, d := range ev.DNS {
 			dns = append(dns, d.String())
 		}
-		env.SetOutput("dns", strings.Join(dns, " "))
+		PPPDNS.Set(env, strings.Join(dns, " "))
 		*up4 = true
 	case "ip-down":
-		for _, k := range []string{"address", "peer", "dns"} {
-			env.DeleteOutput(k)
-		}
+		Addr.Delete(env)
+		PPPPeer.Delete(env)
+		PPPDNS.Delete(env)
 		*up4 = false
 	case "ipv6-up":
-		env.SetOutput("ifname", ev.Ifname)
-		env.SetOutput("ipv6/local", ev.Local.String())
-		env.SetOutput("ipv6/peer", ev.Peer.String())
+		IfName.Set(env, ev.Ifname)
+		PPPLocal6.Set(env, ev.Local)
+		PPPPeer6.Set(env, ev.Peer)
 		*up6 = true
 	case "ipv6-down":
-		env.DeleteOutput("ipv6")
+		env.DeleteOutput(PPPIPv6)
 		*up6 = false
 	}
 	if *up4 || *up6 {
 		env.Ready()
 	} else {
-		env.DeleteOutput("ifname")
+		IfName.Delete(env)
 		env.NotReady()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/roostrouter/roost/agent/kind"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/boards"
 	"github.com/roostrouter/roost/updater/nixsig"
@@ -44,21 +45,21 @@ func (e Errors) Error() string {
 	return fmt.Sprintf("%d problem(s) in the config:\n  %s", len(e), strings.Join(e, "\n  "))
 }
 
-// Load reads and validates a config file.
-func Load(file string) (*Config, error) {
+// Load reads and validates a config file whose services are of kinds.
+func Load(file string, kinds []kind.Kind) (*Config, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := Parse(b, kinds)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", file, err)
 	}
 	return c, nil
 }
 
-// Parse decodes and validates a config.
-func Parse(b []byte) (*Config, error) {
+// Parse decodes and validates a config whose services are of kinds.
+func Parse(b []byte, kinds []kind.Kind) (*Config, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil {
 		var se *json.SyntaxError
@@ -112,7 +113,7 @@ func Parse(b []byte) (*Config, error) {
 		errs = append(errs, "board: "+err.Error())
 	}
 	if raw, ok := top["services"]; ok && err == nil {
-		c.Services = parseServices(raw, &board, &errs)
+		c.Services = parseServices(raw, kinds, &board, &errs)
 	}
 	errs = append(errs, c.checkSSH()...)
 	if len(errs) > 0 {

@@ -1,13 +1,19 @@
-package config
+package config_test
 
 import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/config"
 )
 
+// kinds are roostd's own: the config is checked as roostd checks it.
+var kinds = agent.Kinds(nil)
+
 func TestExampleConfig(t *testing.T) {
-	c, err := Load("../../docs/rotuer.json")
+	c, err := config.Load("../../docs/rotuer.json", kinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +29,7 @@ func TestExampleConfig(t *testing.T) {
 }
 
 func TestDHCPExampleConfig(t *testing.T) {
-	c, err := Load("../../docs/rotuer-dhcp.json")
+	c, err := config.Load("../../docs/rotuer-dhcp.json", kinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +77,7 @@ func TestBadConfigs(t *testing.T) {
 			[]string{"services.a.address", "services.v.id: 5000", "services.v.name", "services.b.mtu: 20", "services.r.destination", `services.r.gateway: "nope"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.conf))
+			_, err := config.Parse([]byte(tc.conf), kinds)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -82,7 +88,7 @@ func TestBadConfigs(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Parse(good); err != nil {
+	if _, err := config.Parse(good, kinds); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -92,7 +98,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"services": {"a": {"kind": "route", "link": "a", "destination": "::/0", "gateway": {"service": "a", "output": "x"}}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := Parse(b)
+		c, err := config.Parse(b, kinds)
 		if err != nil {
 			return
 		}

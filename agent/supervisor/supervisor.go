@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -235,51 +234,6 @@ func (s *Supervisor) Status() []Status {
 	reply := make(chan []Status, 1)
 	s.events <- statusEv{reply}
 	return <-reply
-}
-
-// order sorts specs dependencies first, refusing unknown names and cycles.
-func order(specs []Spec) ([]string, error) {
-	deps := map[string][]string{}
-	var names []string
-	for _, sp := range specs {
-		if _, dup := deps[sp.Name]; dup {
-			return nil, fmt.Errorf("service %q is declared twice", sp.Name)
-		}
-		deps[sp.Name] = sp.Deps
-		names = append(names, sp.Name)
-	}
-	sort.Strings(names)
-	var out []string
-	mark := map[string]int{} // 1 visiting, 2 done
-	var visit func(n string, path []string) error
-	visit = func(n string, path []string) error {
-		switch mark[n] {
-		case 1:
-			return fmt.Errorf("dependency cycle: %s", strings.Join(append(path, n), " → "))
-		case 2:
-			return nil
-		}
-		mark[n] = 1
-		ds := append([]string(nil), deps[n]...)
-		sort.Strings(ds)
-		for _, d := range ds {
-			if _, ok := deps[d]; !ok {
-				return fmt.Errorf("service %q depends on %q, which is not declared", n, d)
-			}
-			if err := visit(d, append(path, n)); err != nil {
-				return err
-			}
-		}
-		mark[n] = 2
-		out = append(out, n)
-		return nil
-	}
-	for _, n := range names {
-		if err := visit(n, nil); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // Run supervises until ctx ends, then stops every service, dependents first.

@@ -11,10 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -200,7 +201,8 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	screened := &screen.Conn{PacketConn: raw, Log: &screen.Limited{Log: env.Log, What: "DHCPv4 reply on " + ifname},
 		Parse: func(b []byte) error { _, err := dhcpv4.FromBytes(b); return err }}
-	nc, err := nclient4.NewWithConn(screened, ifi.HardwareAddr, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	conn := &wanConn{PacketConn: screened, ifname: ifname, port: nclient4.ClientPort}
+	nc, err := nclient4.NewWithConn(conn, ifi.HardwareAddr, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
 	if err != nil {
 		raw.Close()
 		return fmt.Errorf("dhcp client on %s: %w", ifname, err)
@@ -215,14 +217,21 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		if cur == nil {
 			var ok bool
 			cur, ok = retry.Until(ctx, &backoff, func() (*lease, error) {
-				l, err := nc.Request(ctx, c.modifiers()...)
+				offer, err := nc.DiscoverOffer(ctx, c.modifiers()...)
+				if err != nil {
+					return nil, err
+				}
+				// The lease runs from the REQUEST (RFC 2131 4.4.1): counted
+				// from the ACK it would outlast the server's.
+				sent := c.now()
+				l, err := nc.RequestFromOffer(ctx, offer, c.modifiers()...)
 				if err != nil {
 					return nil, err
 				}
 				if err := checkACK(l.ACK); err != nil {
 					return nil, refusedACK{server: l.ACK.ServerIdentifier(), err: err}
 				}
-				return &lease{ack: l.ACK, acquired: c.now()}, nil
+				return &lease{ack: l.ACK, acquired: sent}, nil
 			}, func(err error, wait time.Duration) {
 				var r refusedACK
 				if errors.As(err, &r) {
@@ -245,7 +254,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		publish(env, ifname, cur)
 		env.Ready()
 
-		next, err := c.maintain(ctx, env, nc, cur)
+		next, err := c.maintain(ctx, env.Log, nc, conn, cur)
 		if ctx.Err() != nil {
 			return nil // the lease and its address stay for the next roostd
 		}
@@ -264,33 +273,42 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 }
 
-var outputKeys = []string{"ifname", "address", "prefix-length", "router", "dns", "domain", "server", "lease-time", "renew-time", "rebind-time", "expires"}
-
 func publish(env *supervisor.Env, ifname string, l *lease) {
 	ones, _ := l.prefix().Mask.Size()
-	env.SetOutput("ifname", ifname)
-	env.SetOutput("address", l.ack.YourIPAddr.String())
-	env.SetOutput("prefix-length", strconv.Itoa(ones))
+	netconf.IfName.Set(env, ifname)
+	netconf.Addr.Set(env, addr4(l.ack.YourIPAddr))
+	netconf.PrefixLength.Set(env, ones)
 	if r := l.ack.Router(); len(r) > 0 {
-		env.SetOutput("router", r[0].String())
+		Router.Set(env, addr4(r[0]))
 	}
 	var dns []string
 	for _, ip := range l.ack.DNS() {
 		dns = append(dns, ip.String())
 	}
-	env.SetOutput("dns", strings.Join(dns, " "))
-	env.SetOutput("domain", l.ack.DomainName())
-	env.SetOutput("server", l.ack.ServerIdentifier().String())
-	env.SetOutput("lease-time", strconv.Itoa(int(l.duration().Seconds())))
-	env.SetOutput("renew-time", strconv.Itoa(int(l.t1().Seconds())))
-	env.SetOutput("rebind-time", strconv.Itoa(int(l.t2().Seconds())))
-	env.SetOutput("expires", strconv.FormatInt(l.expires().Unix(), 10))
+	DNS.Set(env, strings.Join(dns, " "))
+	Domain.Set(env, l.ack.DomainName())
+	if id := addr4(l.ack.ServerIdentifier()); id.IsValid() {
+		Server.Set(env, id)
+	}
+	LeaseTime.Set(env, int(l.duration().Seconds()))
+	RenewTime.Set(env, int(l.t1().Seconds()))
+	RebindTime.Set(env, int(l.t2().Seconds()))
+	Expires.Set(env, l.expires().Unix())
+}
+
+// addr4 is ip (from a DHCP message, in either of net.IP's forms) as an
+// IPv4 netip.Addr.
+func addr4(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
 }
 
 // maintain renews at T1 and rebinds at T2 until the lease is renewed (it
-// returns the new lease), lost (an error) or ctx ends.
-func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4.Client, l *lease) (*lease, error) {
-	server := &net.UDPAddr{IP: l.ack.ServerIdentifier(), Port: nclient4.ServerPort}
+// returns the new lease), lost (an error) or ctx ends. Each exchange ends
+// at T2 or at the end of the lease (retry.Lease): nclient4's own
+// retransmissions (2, 4, 8 s) never carry a renewal past T2 nor a rebind
+// past the end; the next exchange waits half the time left.
+func (c *Client) maintain(ctx context.Context, log *slog.Logger, nc *nclient4.Client, conn *wanConn, l *lease) (*lease, error) {
 	for {
 		now := c.now()
 		t1, t2, end := l.acquired.Add(l.t1()), l.acquired.Add(l.t2()), l.expires()
@@ -306,44 +324,82 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient4
 		if !retry.Sleep(ctx, at.Sub(now)) {
 			return nil, ctx.Err()
 		}
-		now = c.now()
-		rebinding := !now.Before(t2)
-		dest, state := server, "renewing" // unicast to the server that leased
+		start := c.now()
+		rebinding := !start.Before(t2)
+		state := "renewing"
 		if rebinding {
-			dest, state = &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort}, "rebinding" // to any server
+			state = "rebinding"
 		}
-		req, err := dhcpv4.NewRenewFromAck(l.ack, c.modifiers()...)
-		if err != nil {
-			return nil, err
-		}
-		match := nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
-		rctx, cancel := context.WithDeadline(ctx, l.schedule().Deadline(now))
-		resp, err := nc.SendAndRead(rctx, dest, req, match)
-		cancel()
+		resp, err := c.exchange(ctx, log, nc, conn, l, start, rebinding)
 		switch {
 		case err == nil && resp.MessageType() == dhcpv4.MessageTypeNak:
 			return nil, fmt.Errorf("the server %v said NAK (%s)", resp.ServerIdentifier(), state)
 		case err == nil && checkACK(resp) != nil:
 			// Treated as no answer: the lease we hold stays until it ends.
-			env.Log.Warn("dhcp4: refused the server's ACK", "err", checkACK(resp))
+			log.Warn("dhcp4: refused the server's ACK", "err", checkACK(resp))
 		case err == nil:
-			next := &lease{ack: resp, acquired: c.now()}
+			// From the exchange's start: the server's lease runs from the
+			// request it answered, never earlier.
+			next := &lease{ack: resp, acquired: start}
 			if next.ack.ServerIdentifier() == nil {
 				next.ack.UpdateOption(dhcpv4.OptServerIdentifier(l.ack.ServerIdentifier()))
 			}
-			env.Log.Info("dhcp4: lease renewed", "address", next.prefix(), "rebinding", rebinding, "for", next.duration())
+			log.Info("dhcp4: lease renewed", "address", next.prefix(), "server", next.ack.ServerIdentifier(), "rebinding", rebinding, "for", next.duration())
 			return next, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		start, now := now, c.now()
+		now = c.now()
 		wait := max(l.schedule().RetryAt(start, now).Sub(now), 0)
-		env.Log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "retryIn", wait.Round(time.Millisecond), "expires", end)
+		log.Info("dhcp4: no answer to renew", "rebinding", rebinding, "err", err, "retryIn", wait.Round(time.Millisecond), "expires", end)
 		if !retry.Sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// renewal is the DHCPREQUEST that renews or rebinds l: the leased address
+// in ciaddr, no server identifier nor requested address (RFC 2131 table
+// 5), and a transaction of its own (NewRenewFromAck would reuse the ACK's).
+func (c *Client) renewal(l *lease) (*dhcpv4.DHCPv4, error) {
+	xid, err := dhcpv4.GenerateTransactionID()
+	if err != nil {
+		return nil, fmt.Errorf("renew %s: %w", l.ack.YourIPAddr, err)
+	}
+	// A request whatever the saved ACK's op (NewRenewFromAck flips it).
+	request := func(d *dhcpv4.DHCPv4) { d.OpCode = dhcpv4.OpcodeBootRequest }
+	req, err := dhcpv4.NewRenewFromAck(l.ack, append(c.modifiers(), dhcpv4.WithTransactionID(xid), request)...)
+	if err != nil {
+		return nil, fmt.Errorf("renew %s: %w", l.ack.YourIPAddr, err)
+	}
+	return req, nil
+}
+
+// exchange sends l's DHCPREQUEST, started at start, and waits for the
+// ACK or NAK until the exchange's deadline. Renewing, it goes unicast from
+// the leased address to the server that leased (RFC 2131 4.4.5);
+// rebinding, or for a lease that names no server, it is broadcast.
+func (c *Client) exchange(ctx context.Context, log *slog.Logger, nc *nclient4.Client, conn *wanConn, l *lease, start time.Time, rebinding bool) (*dhcpv4.DHCPv4, error) {
+	req, err := c.renewal(l)
+	if err != nil {
+		return nil, err
+	}
+	dest := &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort}
+	if sid := l.ack.ServerIdentifier(); !rebinding && sid != nil && !sid.IsUnspecified() {
+		dest.IP = sid
+	}
+	// Bound while rebinding too: the ACK comes unicast to the leased
+	// address, which the kernel would otherwise answer with a port
+	// unreachable.
+	if unbind, err := conn.bindLease(ctx, l.ack.YourIPAddr); err == nil {
+		defer unbind()
+	} else if !dest.IP.Equal(net.IPv4bcast) {
+		log.Warn("dhcp4: renewing from 0.0.0.0 through the raw socket: a server on ordinary sockets drops that, and the lease lasts only if a rebind at T2 is answered", "err", err)
+	}
+	rctx, cancel := context.WithDeadline(ctx, l.schedule().Deadline(start))
+	defer cancel()
+	return nc.SendAndRead(rctx, dest, req, nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
 }
 
 // apply puts the leased address on the link, with the lease's lifetime, so

@@ -38,7 +38,7 @@ func (c *Client) Remove(ctx context.Context) error {
 	var errs []error
 	if l := c.kept(ifname); l != nil {
 		if c.now().Before(l.expires()) {
-			errs = append(errs, c.release(ifname, l))
+			errs = append(errs, c.release(ctx, ifname, l))
 		}
 		if link, err := c.NL.LinkByName(ifname); err == nil {
 			c.withdraw(link, l)
@@ -64,19 +64,27 @@ func (c *Client) releaseFor(l *lease) (*dhcpv4.DHCPv4, error) {
 }
 
 // release sends the DHCPRELEASE to the server that leased, unicast as RFC
-// 2131 4.4.6 says, through the raw socket renewals use: it needs no route
-// to the server, which a route service being removed at the same time may
-// have taken. No answer comes to a release.
-func (c *Client) release(ifname string, l *lease) error {
+// 2131 4.4.6 says: from the leased address, still on the link, so that a
+// server on ordinary sockets (dnsmasq, udhcpd) sees it; through the raw
+// socket, from 0.0.0.0, only if that address cannot be bound any more (a
+// server that reads the raw link, like kea or ISC dhcpd, still sees that).
+// Bound to the link, it needs no route to the server, which a route
+// service being removed at the same time may have taken. No answer comes
+// to a release.
+func (c *Client) release(ctx context.Context, ifname string, l *lease) error {
 	msg, err := c.releaseFor(l)
 	if err != nil {
 		return fmt.Errorf("dhcp4: release %s on %s: %w", l.ack.YourIPAddr, ifname, err)
 	}
-	conn, err := nclient4.NewRawUDPConn(ifname, nclient4.ClientPort)
+	raw, err := nclient4.NewRawUDPConn(ifname, nclient4.ClientPort)
 	if err != nil {
 		return fmt.Errorf("dhcp4: release %s on %s: %w", l.ack.YourIPAddr, ifname, err)
 	}
+	conn := &wanConn{PacketConn: raw, ifname: ifname, port: nclient4.ClientPort}
 	defer conn.Close()
+	if closeUDP, err := conn.bindLease(ctx, l.ack.YourIPAddr); err == nil {
+		defer closeUDP()
+	}
 	server := &net.UDPAddr{IP: l.ack.ServerIdentifier(), Port: nclient4.ServerPort}
 	if _, err := conn.WriteTo(msg.ToBytes(), server); err != nil {
 		return fmt.Errorf("dhcp4: release %s to %s on %s: %w", l.ack.YourIPAddr, server.IP, ifname, err)

@@ -1,6 +1,10 @@
 // Package client6 is the router's DHCPv6 client on its WAN: a DUID made
 // once and kept, an address (IA_NA) and a delegated prefix (IA_PD) with a
-// length hint, Renew at T1, Rebind at T2 and expiry as RFC 8415 says. What
+// length hint, Renew at T1, Rebind at T2 and expiry as RFC 8415 says. It
+// binds whatever a server grants, an address, a prefix or both, keeps
+// asking for what it lacks, and handles each IA on its own: a binding the
+// server lost is requested again at once, one it will not extend is kept
+// until its lifetimes end (ia.go has the rules, packet by packet). What
 // it holds is published in Liminix's layout: address/<n>/{address,len,
 // preferred,valid}, prefix/<n>/{prefix,len,preferred,valid}, dns, server.
 // Dropped from the config, it releases the binding and takes its
@@ -14,9 +18,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -87,40 +93,45 @@ func (b binding) prefixes() []*dhcpv6.OptIAPrefix {
 	return out
 }
 
-// times are T1 and T2 (the smaller of the IAs' ones) and the end (the
-// longest valid lifetime).
+// times are T1 and T2 (the earliest of the IAs' ones, each the server's
+// or, where it says 0, the client's choice from the leases' preferred
+// lifetimes), at least a second, and the end (the longest valid
+// lifetime).
 func (b binding) times() (t1, t2, end time.Duration) {
-	var valid time.Duration
-	for _, a := range b.addrs() {
-		valid = max(valid, a.ValidLifetime)
+	type lifetimes struct {
+		t1, t2           time.Duration
+		preferred, valid []time.Duration
 	}
-	for _, p := range b.prefixes() {
-		valid = max(valid, p.ValidLifetime)
-	}
-	pick := func(cands ...time.Duration) time.Duration {
-		var out time.Duration
-		for _, c := range cands {
-			if c > 0 && (out == 0 || c < out) {
-				out = c
-			}
+	var ias []lifetimes
+	if addrs := b.addrs(); len(addrs) > 0 {
+		l := lifetimes{t1: b.iana().T1, t2: b.iana().T2}
+		for _, a := range addrs {
+			l.preferred, l.valid = append(l.preferred, a.PreferredLifetime), append(l.valid, a.ValidLifetime)
 		}
-		return out
+		ias = append(ias, l)
 	}
-	var ia1, ia2, pd1, pd2 time.Duration
-	if ia := b.iana(); ia != nil {
-		ia1, ia2 = ia.T1, ia.T2
+	if prefixes := b.prefixes(); len(prefixes) > 0 {
+		l := lifetimes{t1: b.iapd().T1, t2: b.iapd().T2}
+		for _, p := range prefixes {
+			l.preferred, l.valid = append(l.preferred, p.PreferredLifetime), append(l.valid, p.ValidLifetime)
+		}
+		ias = append(ias, l)
 	}
-	if pd := b.iapd(); pd != nil {
-		pd1, pd2 = pd.T1, pd.T2
+	for i, l := range ias {
+		a1, a2 := iaTimes(l.t1, l.t2, l.preferred, l.valid)
+		if i == 0 || a1 < t1 {
+			t1 = a1
+		}
+		if i == 0 || a2 < t2 {
+			t2 = a2
+		}
+		end = max(end, slices.Max(l.valid))
 	}
-	t1, t2 = pick(ia1, pd1), pick(ia2, pd2)
-	if t1 == 0 {
-		t1 = valid / 2
-	}
-	if t2 == 0 {
-		t2 = valid * 4 / 5
-	}
-	return t1, t2, valid
+	// Not sooner: a lease the server would not extend, counted down to a
+	// moment, would otherwise make the client ask without pause.
+	t1 = max(t1, time.Second)
+	t2 = max(t2, t1)
+	return t1, t2, end
 }
 
 // schedule times the binding's renewal and rebinding.
@@ -249,8 +260,8 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		return fmt.Errorf("dhcpv6 client on %s: %w", ifname, err)
 	}
 	defer nc.Close()
-	var iaid [4]byte
-	copy(iaid[:], hw[len(hw)-4:])
+	w := asker{duid: duid, prefixLen: c.PrefixHint}
+	copy(w.iaid[:], hw[len(hw)-4:])
 	backoff := retry.Backoff{First: c.Retry}
 	all := &net.UDPAddr{IP: dhcpv6.AllDHCPRelayAgentsAndServers, Port: dhcpv6.DefaultServerPort, Zone: ifname}
 	var cur, published *binding
@@ -262,17 +273,19 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	for {
 		if cur == nil {
 			var ok bool
-			cur, ok = retry.Until(ctx, &backoff, func() (*binding, error) { return c.acquire(ctx, nc, all, hw, duid, iaid) },
+			cur, ok = retry.Until(ctx, &backoff, func() (*binding, error) { return c.acquire(ctx, env.Log, nc, all, w) },
 				func(err error, wait time.Duration) {
 					env.Log.Info("dhcp6: no binding yet", "err", err, "retryIn", wait)
 				})
 			if !ok {
 				return nil
 			}
-			env.Log.Info("dhcp6: bound", "addresses", len(cur.addrs()), "prefixes", len(cur.prefixes()))
 		}
 		if err := c.apply(link, cur); err != nil {
 			return err
+		}
+		if published != nil {
+			c.withdrawGone(link, published, cur)
 		}
 		if err := c.save(ifname, cur); err != nil {
 			env.Log.Warn("dhcp6: keep the binding", "err", err)
@@ -280,7 +293,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		publish(env, cur, published)
 		published = cur
 		env.Ready()
-		next, err := c.maintain(ctx, env, nc, all, cur)
+		next, err := c.maintain(ctx, env, nc, all, w, cur)
 		if ctx.Err() != nil {
 			if c.ReleaseOnStop {
 				err := c.release(nc, all, link, cur)
@@ -302,30 +315,73 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 }
 
-func (c *Client) acquire(ctx context.Context, nc *nclient6.Client, all *net.UDPAddr, hw net.HardwareAddr, duid dhcpv6.DUID, iaid [4]byte) (*binding, error) {
-	hint := &dhcpv6.OptIAPrefix{Prefix: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(max(c.PrefixHint, 0), 128)}}
-	sol, err := dhcpv6.NewSolicit(hw, dhcpv6.WithClientID(duid), dhcpv6.WithIAPD(iaid, hint))
+// acquire solicits, takes the first Advertise that offers an address or
+// a prefix (RFC 8415 18.2.9: one offering neither is ignored), requests
+// what it offered, and binds whatever the Reply grants: addresses,
+// prefixes or both. The Request is built here, not by insomniacslk's
+// NewRequestFromAdvertise, which wants an IA_NA in every Advertise and so
+// never binds to a server that delegates only a prefix.
+func (c *Client) acquire(ctx context.Context, log *slog.Logger, nc *nclient6.Client, all *net.UDPAddr, w asker) (*binding, error) {
+	sol, err := w.message(dhcpv6.MessageTypeSolicit, nil, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	adv, err := nc.SendAndRead(ctx, all, sol, nclient6.IsMessageType(dhcpv6.MessageTypeAdvertise))
+	var ignored string // why the last Advertise was not taken, for the error
+	adv, err := nc.SendAndRead(ctx, all, sol, func(m *dhcpv6.Message) bool {
+		if !w.answers(dhcpv6.MessageTypeAdvertise, m) {
+			return false
+		}
+		a, err := w.take(nil, m, time.Now())
+		switch {
+		case err != nil:
+			ignored = err.Error()
+		case !a.granted:
+			ignored = "it offers nothing: " + a.String()
+		}
+		return err == nil && a.granted
+	})
+	if err != nil {
+		if ignored != "" {
+			return nil, fmt.Errorf("solicit: an Advertise was ignored (%s): %w", ignored, err)
+		}
+		return nil, fmt.Errorf("solicit: %w", err)
+	}
+	offer, err := w.take(nil, adv, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("solicit: %w", err)
 	}
-	req, err := dhcpv6.NewRequestFromAdvertise(adv)
+	log.Info("dhcp6: advertised", "server", adv.Options.ServerID(), "answer", offer.String())
+	req, err := w.message(dhcpv6.MessageTypeRequest, adv.Options.ServerID(), offer.b, false)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := nc.SendAndRead(ctx, all, req, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
+	reply, err := nc.SendAndRead(ctx, all, req, w.matcher(dhcpv6.MessageTypeReply))
+	if err != nil {
+		return nil, fmt.Errorf("request (offered: %s): %w", offer, err)
+	}
+	got, err := w.take(nil, reply, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("request: %w", err)
 	}
-	return checkReply(reply)
+	if got.b == nil {
+		return nil, fmt.Errorf("request: the server granted nothing: %s", got)
+	}
+	log.Info("dhcp6: bound", "answer", got.String(), "addresses", len(got.b.addrs()), "prefixes", len(got.b.prefixes()))
+	return got.b, nil
 }
 
+func (w asker) matcher(typ dhcpv6.MessageType) nclient6.Matcher {
+	return func(m *dhcpv6.Message) bool { return w.answers(typ, m) }
+}
+
+// checkReply is the binding a kept Reply holds: one the server did not
+// refuse, with a server ID and a lease in it.
 func checkReply(reply *dhcpv6.Message) (*binding, error) {
-	if st := reply.Options.Status(); st != nil && st.StatusCode != iana.StatusSuccess {
-		return nil, fmt.Errorf("server says %s: %s", st.StatusCode, st.StatusMessage)
+	if err := refusal(reply); err != nil {
+		return nil, err
+	}
+	if reply.Options.ServerID() == nil {
+		return nil, errors.New("the reply has no server ID")
 	}
 	b := &binding{reply: reply, acquired: time.Now()}
 	if len(b.addrs()) == 0 && len(b.prefixes()) == 0 {
@@ -335,8 +391,13 @@ func checkReply(reply *dhcpv6.Message) (*binding, error) {
 }
 
 // maintain renews at T1 (to its server) and rebinds at T2 (to any),
-// returning the new binding, or an error when the binding ends.
-func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6.Client, all *net.UDPAddr, b *binding) (*binding, error) {
+// returning the new binding, or an error when the binding ends. Each
+// Renew and Rebind asks for an address and a prefix, held or not. An IA
+// the server no longer has a binding for, or takes back, gets a Request
+// at once (RFC 8415 18.2.10.1); one it does not extend (NoAddrsAvail,
+// NoPrefixAvail, left out) is kept until its lifetimes end, and the other
+// IA is renewed all the same.
+func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6.Client, all *net.UDPAddr, w asker, b *binding) (*binding, error) {
 	t1, t2, valid := b.times()
 	for {
 		now := time.Now()
@@ -353,31 +414,40 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 		}
 		start := time.Now()
 		rebinding := !start.Before(b.acquired.Add(t2))
-		typ := dhcpv6.MessageTypeRenew
+		typ, server := dhcpv6.MessageTypeRenew, b.reply.Options.ServerID()
 		if rebinding {
-			typ = dhcpv6.MessageTypeRebind // to any server: no server ID
+			typ, server = dhcpv6.MessageTypeRebind, nil // to any server
 		}
-		msg, err := b.message(typ, !rebinding)
+		msg, err := w.message(typ, server, b, true)
 		if err != nil {
 			return nil, err
 		}
-		msg.AddOption(dhcpv6.OptRequestedOption(dhcpv6.OptionDNSRecursiveNameServer))
 		rctx, cancel := context.WithDeadline(ctx, b.schedule().Deadline(start))
-		reply, err := nc.SendAndRead(rctx, all, msg, nclient6.IsMessageType(dhcpv6.MessageTypeReply))
+		reply, err := nc.SendAndRead(rctx, all, msg, w.matcher(dhcpv6.MessageTypeReply))
 		cancel()
 		if err == nil {
-			nb, err := checkReply(reply)
+			a, err := w.take(b, reply, time.Now())
 			switch {
-			case err == nil && (len(nb.addrs()) < len(b.addrs()) || len(nb.prefixes()) < len(b.prefixes())):
-				// The server took back what it had bound (the ISP
-				// renumbered, or forgot us): start over to get new ones.
-				return nil, fmt.Errorf("the server no longer binds all of it (%d of %d addresses, %d of %d prefixes)",
-					len(nb.addrs()), len(b.addrs()), len(nb.prefixes()), len(b.prefixes()))
-			case err == nil:
-				env.Log.Info("dhcp6: renewed", "rebinding", rebinding)
-				return nb, nil
+			case err != nil:
+				env.Log.Info("dhcp6: refused reply", "err", err, "rebinding", rebinding)
+			case a.request:
+				env.Log.Info("dhcp6: the server lost or took back a binding; requesting", "answer", a.String(), "rebinding", rebinding)
+				if nb := c.request(ctx, env, nc, all, w, b, a, reply); nb != nil {
+					return nb, nil
+				}
+				if a.b == nil {
+					return nil, fmt.Errorf("the server took back all it had bound (%s)", a)
+				}
+				// Nothing more from the Request: what the Renew or
+				// Rebind gave stands; retry at the usual times.
+				if a.granted {
+					return a.b, nil
+				}
+			case a.granted:
+				env.Log.Info("dhcp6: renewed", "rebinding", rebinding, "answer", a.String(), "addresses", len(a.b.addrs()), "prefixes", len(a.b.prefixes()))
+				return a.b, nil
 			default:
-				env.Log.Info("dhcp6: refused reply", "err", err)
+				env.Log.Info("dhcp6: refused reply", "err", "it extends nothing: "+a.String(), "rebinding", rebinding)
 			}
 		}
 		if ctx.Err() != nil {
@@ -387,6 +457,37 @@ func (c *Client) maintain(ctx context.Context, env *supervisor.Env, nc *nclient6
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// request sends a Request for all IAs to the server that answered a Renew
+// or Rebind with a = take(b, reply) (RFC 8415 18.2.10.1), and returns the
+// binding its Reply leaves, or nil if it gave nothing.
+func (c *Client) request(ctx context.Context, env *supervisor.Env, nc *nclient6.Client, all *net.UDPAddr, w asker, b *binding, a answer, reply *dhcpv6.Message) *binding {
+	// The hints are what is still held: a lease the server took back is
+	// not asked for again.
+	hints := a.b
+	msg, err := w.message(dhcpv6.MessageTypeRequest, reply.Options.ServerID(), hints, true)
+	if err != nil {
+		env.Log.Warn("dhcp6: request", "err", err)
+		return nil
+	}
+	start := time.Now()
+	// Within what is left of the renewal or rebinding time: a server that
+	// does not answer leaves the rest to the next Renew or Rebind.
+	rctx, cancel := context.WithDeadline(ctx, b.schedule().Deadline(start))
+	defer cancel()
+	got, err := nc.SendAndRead(rctx, all, msg, w.matcher(dhcpv6.MessageTypeReply))
+	if err != nil {
+		env.Log.Info("dhcp6: no reply to the request", "err", err)
+		return nil
+	}
+	ra, err := w.take(a.b, got, time.Now())
+	if err != nil || !ra.granted {
+		env.Log.Info("dhcp6: request refused", "err", err, "answer", ra.String())
+		return nil
+	}
+	env.Log.Info("dhcp6: renewed", "by", "request", "answer", ra.String(), "addresses", len(ra.b.addrs()), "prefixes", len(ra.b.prefixes()))
+	return ra.b
 }
 
 // apply puts the addresses on the link with what is left of their
@@ -407,6 +508,16 @@ func (c *Client) apply(link netlink.Link, b *binding) error {
 		}
 	}
 	return nil
+}
+
+// withdrawGone takes off the link the addresses of old that b no longer
+// holds (the server took them back, or gave others).
+func (c *Client) withdrawGone(link netlink.Link, old, b *binding) {
+	for _, a := range old.addrs() {
+		if !slices.ContainsFunc(b.addrs(), func(n *dhcpv6.OptIAAddress) bool { return n.IPv6Addr.Equal(a.IPv6Addr) }) {
+			c.NL.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: a.IPv6Addr, Mask: net.CIDRMask(128, 128)}})
+		}
+	}
 }
 
 func (c *Client) withdraw(link netlink.Link, b *binding) {

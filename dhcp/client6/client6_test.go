@@ -15,6 +15,8 @@ func reply(t testing.TB) *dhcpv6.Message {
 		t.Fatal(err)
 	}
 	m.MessageType = dhcpv6.MessageTypeReply
+	m.AddOption(dhcpv6.OptClientID(clientDUID))
+	m.AddOption(dhcpv6.OptServerID(serverDUID))
 	m.AddOption(&dhcpv6.OptIANA{IaId: [4]byte{1}, T1: 40 * time.Second, T2: 60 * time.Second,
 		Options: dhcpv6.IdentityOptions{Options: dhcpv6.Options{&dhcpv6.OptIAAddress{
 			IPv6Addr: net.ParseIP("2001:db8:0:1::100"), PreferredLifetime: 80 * time.Second, ValidLifetime: 100 * time.Second}}}})

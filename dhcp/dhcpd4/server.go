@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -15,18 +14,21 @@ import (
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/screen"
+	"github.com/roostrouter/roost/netconf"
 )
 
 // Server is a supervisor service serving a LAN link.
 type Server struct {
-	LinkRef    supervisor.Ref // the LAN's ifname
-	AddressRef supervisor.Ref // the router's LAN address service: its address and prefix-length
-	Pool       Pool
-	LeaseTime  time.Duration
-	DNS        []netip.Addr // default: the router's address
-	Domain     string
-	StateDir   string
-	Now        func() time.Time
+	LinkRef supervisor.Ref // the LAN's ifname
+	// AddressService is the router's LAN address service: its address
+	// and prefix length are the server's.
+	AddressService string
+	Pool           Pool
+	LeaseTime      time.Duration
+	DNS            []netip.Addr // default: the router's address
+	Domain         string
+	StateDir       string
+	Now            func() time.Time
 }
 
 // Run serves until ctx ends; the lease database stays in the state folder.
@@ -35,12 +37,10 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 	if err != nil {
 		return err
 	}
-	addrS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "address"})
-	lenS, _ := env.Input(supervisor.Ref{Service: s.AddressRef.Service, Key: "prefix-length"})
-	self, err := netip.ParseAddr(addrS)
-	bits, err2 := strconv.Atoi(lenS)
+	self, err := netconf.Addr.Require(env, s.AddressService)
+	bits, err2 := netconf.PrefixLength.Require(env, s.AddressService)
 	if err != nil || err2 != nil || !self.Is4() {
-		return fmt.Errorf("%s has no IPv4 address output", s.AddressRef.Service)
+		return fmt.Errorf("%s has no IPv4 address output", s.AddressService)
 	}
 	now := s.Now
 	if now == nil {
@@ -66,8 +66,8 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	env.SetOutput("ifname", ifname)
-	env.SetOutput("pool", s.Pool.Start.String()+"-"+s.Pool.End.String())
+	netconf.IfName.Set(env, ifname)
+	PoolRange.Set(env, s.Pool.Start.String()+"-"+s.Pool.End.String())
 	env.Ready()
 	err = srv.Serve()
 	if ctx.Err() != nil {

@@ -7,28 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // Kea is a kea server (kea-dhcp4 or kea-dhcp6) in a namespace, with its
-// config, lease file and log in Dir.
+// config, lease file and log in Dir (what it prints in Dir/log).
 type Kea struct {
-	Dir    string
-	NS     string
+	Daemon
 	Binary string
 	Detach bool // outlive the process that started it (the lab)
-	cmd    *exec.Cmd
-	exited chan struct{}
 }
 
 // StartKea writes config (where %[1]s stands for dir) and starts binary in
 // ns; it fails if kea exits at once.
 func StartKea(dir, ns, binary, config string, detach bool) (*Kea, error) {
-	k := &Kea{Dir: dir, NS: ns, Binary: binary, Detach: detach}
+	k := &Kea{Daemon: Daemon{Name: binary, Dir: dir, NS: ns}, Binary: binary, Detach: detach}
 	if err := k.Configure(config); err != nil {
 		return nil, err
 	}
@@ -39,49 +34,24 @@ func StartKea(dir, ns, binary, config string, detach bool) (*Kea, error) {
 // a test makes the ISP's server another one, or the same one restarted
 // with other settings.
 func (k *Kea) Configure(config string) error {
-	return os.WriteFile(filepath.Join(k.Dir, "kea.json"), []byte(fmt.Sprintf(config, k.Dir)), 0o644)
+	return k.Write("kea.json", fmt.Sprintf(config, k.Dir))
 }
 
 // Start starts kea with the config in Dir.
 func (k *Kea) Start() error {
-	k.cmd = exec.Command("ip", "netns", "exec", k.NS, k.Binary, "-c", filepath.Join(k.Dir, "kea.json"))
-	k.cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+k.Dir, "KEA_LOCKFILE_DIR="+k.Dir)
-	out, err := os.Create(filepath.Join(k.Dir, "stdout"))
-	if err != nil {
+	k.Name = k.Binary
+	k.Args = []string{k.Binary, "-c", filepath.Join(k.Dir, "kea.json")}
+	k.Env = []string{"KEA_PIDFILE_DIR=" + k.Dir, "KEA_LOCKFILE_DIR=" + k.Dir}
+	if err := k.Daemon.Start(); err != nil {
 		return err
 	}
-	defer out.Close()
-	k.cmd.Stdout, k.cmd.Stderr = out, out
 	if k.Detach {
-		k.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	}
-	if err := k.cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", k.Binary, err)
-	}
-	k.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(k.cmd, k.exited)
-	select {
-	case <-k.exited:
-		b, _ := os.ReadFile(filepath.Join(k.Dir, "stdout"))
-		return fmt.Errorf("%s exited at once:\n%s", k.Binary, b)
-	case <-time.After(time.Second):
-	}
-	if k.Detach {
-		os.WriteFile(filepath.Join(k.Dir, "pid"), []byte(fmt.Sprint(k.cmd.Process.Pid)), 0o644)
+		return os.WriteFile(filepath.Join(k.Dir, "pid"), []byte(fmt.Sprint(k.cmd.Process.Pid)), 0o644)
 	}
 	return nil
 }
 
-// Stop kills kea and waits for it.
-func (k *Kea) Stop() {
-	if k.cmd != nil && k.cmd.Process != nil {
-		k.cmd.Process.Kill()
-		<-k.exited
-		k.cmd = nil
-	}
-}
-
-// Log is kea's log so far.
+// Log is kea's log so far (not what it prints: kea logs to a file).
 func (k *Kea) Log() string {
 	b, _ := os.ReadFile(filepath.Join(k.Dir, "kea.log"))
 	return string(b)

@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/netconf"
 )
 
 // TestPPPoEConfigIsValid: the PPPoE variant of the example config that the
@@ -21,11 +23,12 @@ func TestPPPoEConfigIsValid(t *testing.T) {
 	}
 	file := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(file, []byte(cfg), 0o644)
-	c, err := config.Load(file)
+	c, err := config.Load(file, agent.Kinds(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Services["wan-ppp"].PPPoE == nil || c.Services["default"].Route.Link != "wan-ppp" {
+	route, _ := c.Services["default"].Decl.(*netconf.RouteDecl)
+	if c.Services["wan-ppp"].Kind != "pppoe" || route == nil || route.Link != "wan-ppp" {
 		t.Fatalf("services: %+v", c.Services)
 	}
 	if _, err := PPPoEConfig(`{"services": {}}`, "/x"); err == nil {

@@ -39,7 +39,7 @@ func runAgent(e *env, args []string) error {
 		return fmt.Errorf("find roostd's own binary: %w", err)
 	}
 	a, err := agent.New(agent.Options{
-		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self,
+		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self, ProcSys: "/proc/sys",
 		Store: e.openStore(*f.root), Exec: agentExec, Crash: e.crashHook(),
 		Ready: func() {
 			if *notifyFD >= 0 {

@@ -214,7 +214,7 @@ func (e *env) trustedKeys(root string) func() ([]nixsig.PublicKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := config.Load(filepath.Join(root, storepath.Dir, sys.Base(), "etc/roost/config.json"))
+		c, err := config.Load(filepath.Join(root, storepath.Dir, sys.Base(), "etc/roost/config.json"), agent.Kinds(nil))
 		if err != nil {
 			return nil, fmt.Errorf("the running system's trusted keys cannot be read: %w", err)
 		}

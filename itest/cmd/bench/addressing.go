@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -27,49 +28,77 @@ type routerStack struct {
 	start func(n *labnet.Net, work string) (stop func(), err error)
 }
 
+// ispServer4 is the ISP's DHCPv4 server in a run: kea, or a second
+// implementation that answers a router's renewals differently.
+type ispServer4 struct {
+	name string
+	// start runs it in n's ISP namespace with its files in dir; nil: kea.
+	start func(n *labnet.Net, dir string) (stop func(), err error)
+}
+
 // benchAddressing times, for roostd and for dhcpcd + dnsmasq on the same
 // lab network and ISP (kea), how long after the WAN link comes up the LAN
 // host reaches the ISP over IPv4 and over IPv6 (a SLAAC address in the
 // delegated prefix), and how long after the ISP renumbers the LAN host
-// holds a preferred address in the new prefix.
+// holds a preferred address in the new prefix. A second row set has
+// dnsmasq as the ISP's DHCPv4 server (kea-dhcp6 still for IPv6), for the
+// IPv4 row only.
 func benchAddressing(roostd string) error {
 	stacks := []routerStack{
 		{"roostd", func(n *labnet.Net, work string) (func(), error) { return startRoostd(roostd, n, work) }},
 		{"dhcpcd 9.4 + dnsmasq 2.90", startDhcpcdDnsmasq},
 	}
+	isps := []ispServer4{
+		{name: "kea 2.2"},
+		{name: "dnsmasq 2.90", start: func(n *labnet.Net, dir string) (func(), error) {
+			s, err := isp.StartServer4(isp.NewDnsmasq4(dir, n.ISP), isp.V4{Times: isp.Times{Valid: addressTimers.Valid}})
+			if err != nil {
+				return nil, err
+			}
+			return s.Stop, nil
+		}},
+	}
 	const runs = 3
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "addressing (kea at the ISP, renew every 2 s; median of %d)\trouter\ts\truns\t\n", runs)
-	for _, st := range stacks {
-		var v4, v6, renumber []time.Duration
-		for i := 0; i < runs; i++ {
-			a, b, c, err := addressRun(st)
-			if err != nil {
-				return fmt.Errorf("%s: %w", st.name, err)
+	fmt.Fprintf(tw, "addressing (renew every 2 s; median of %d)\tISP's DHCPv4\trouter\ts\truns\t\n", runs)
+	for _, server := range isps {
+		for _, st := range stacks {
+			var v4, v6, renumber []time.Duration
+			for i := 0; i < runs; i++ {
+				a, b, c, err := addressRun(st, server)
+				if err != nil {
+					return fmt.Errorf("%s with %s at the ISP: %w", st.name, server.name, err)
+				}
+				v4, v6, renumber = append(v4, a), append(v6, b), append(renumber, c)
 			}
-			v4, v6, renumber = append(v4, a), append(v6, b), append(renumber, c)
-		}
-		for _, r := range []struct {
-			what string
-			ds   []time.Duration
-		}{
-			{"WAN link up → LAN host reaches the ISP, IPv4", v4},
-			{"WAN link up → LAN host reaches the ISP, IPv6", v6},
-			{"ISP renumbers → LAN host's new address preferred", renumber},
-		} {
-			sorted := slices.Clone(r.ds)
-			slices.Sort(sorted)
-			var all []string
-			for _, d := range r.ds {
-				all = append(all, fmt.Sprintf("%.2f", d.Seconds()))
+			rows := []struct {
+				what string
+				ds   []time.Duration
+			}{
+				{"WAN link up → LAN host reaches the ISP, IPv4", v4},
+				{"WAN link up → LAN host reaches the ISP, IPv6", v6},
+				{"ISP renumbers → LAN host's new address preferred", renumber},
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t\n", r.what, st.name, sorted[len(sorted)/2].Seconds(), strings.Join(all, " "))
+			if server.start != nil {
+				rows = rows[:1] // IPv6 is kea-dhcp6's either way
+			}
+			for _, r := range rows {
+				sorted := slices.Clone(r.ds)
+				slices.Sort(sorted)
+				var all []string
+				for _, d := range r.ds {
+					all = append(all, fmt.Sprintf("%.2f", d.Seconds()))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t\n", r.what, server.name, st.name, sorted[len(sorted)/2].Seconds(), strings.Join(all, " "))
+			}
 		}
 	}
 	return tw.Flush()
 }
 
-func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
+// addressRun is one run of st with server4 at the ISP; with a server
+// other than kea it measures IPv4 only.
+func addressRun(st routerStack, server4 ispServer4) (v4, v6, renumber time.Duration, err error) {
 	work, err := os.MkdirTemp("", "addrbench-")
 	if err != nil {
 		return
@@ -99,12 +128,25 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 		return
 	}
 	defer stop()
-	var k4, k6 *isp.Kea
-	for _, k := range []struct {
+	type keaRun struct {
 		kea    **isp.Kea
 		binary string
 		config string
-	}{{&k4, "kea-dhcp4", isp.Kea4Config(addressTimers)}, {&k6, "kea-dhcp6", isp.Kea6Config(addressTimers, "2001:db8:100::")}} {
+	}
+	var k4, k6 *isp.Kea
+	keas := []keaRun{{&k6, "kea-dhcp6", isp.Kea6Config(addressTimers, "2001:db8:100::")}}
+	if server4.start == nil {
+		keas = append(keas, keaRun{&k4, "kea-dhcp4", isp.Kea4Config(addressTimers)})
+	} else {
+		dir := filepath.Join(work, "dhcp4")
+		os.Mkdir(dir, 0o700)
+		var stop4 func()
+		if stop4, err = server4.start(n, dir); err != nil {
+			return
+		}
+		defer stop4()
+	}
+	for _, k := range keas {
 		dir := filepath.Join(work, k.binary)
 		os.Mkdir(dir, 0o700)
 		if *k.kea, err = isp.StartKea(dir, n.ISP, k.binary, k.config, false); err != nil {
@@ -145,11 +187,16 @@ func addressRun(st routerStack) (v4, v6, renumber time.Duration, err error) {
 	}
 	d4, d6 := make(chan error, 1), make(chan error, 1)
 	go func() { d4 <- labnet.Wait(60*time.Second, 10*time.Millisecond, reach("198.51.100.1")) }()
-	go func() { d6 <- labnet.Wait(60*time.Second, 10*time.Millisecond, reach("2001:db8:0:1::1")) }()
+	if server4.start == nil {
+		go func() { d6 <- labnet.Wait(60*time.Second, 10*time.Millisecond, reach("2001:db8:0:1::1")) }()
+	}
 	if err = <-d4; err != nil {
 		return 0, 0, 0, fmt.Errorf("the LAN host never reached the ISP over IPv4")
 	}
 	v4 = time.Since(t0)
+	if server4.start != nil {
+		return
+	}
 	if err = <-d6; err != nil {
 		return 0, 0, 0, fmt.Errorf("the LAN host never reached the ISP over IPv6:\n%s", netState(n))
 	}
@@ -252,17 +299,31 @@ interface wan
 	}
 	return func() {
 		for _, c := range []*exec.Cmd{dhcpcd, dnsmasq} {
-			c.Process.Kill()
-			c.Wait()
+			stopGently(c)
 		}
 	}, nil
+}
+
+// stopGently stops a daemon with SIGTERM, and SIGKILL if it is still
+// there after 5 s: dhcpcd takes its privilege-separated helpers down with
+// it on SIGTERM, and leaves them running on SIGKILL.
+func stopGently(c *exec.Cmd) {
+	c.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		c.Process.Kill()
+		<-done
+	}
 }
 
 // logTails is the end of each log in work, to say why a run failed.
 func logTails(work string) string {
 	var b strings.Builder
 	logs, _ := filepath.Glob(filepath.Join(work, "*.log"))
-	more, _ := filepath.Glob(filepath.Join(work, "*", "kea.log"))
+	more, _ := filepath.Glob(filepath.Join(work, "*", "*.log"))
 	for _, l := range append(logs, more...) {
 		data, _ := os.ReadFile(l)
 		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
