@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,10 +30,19 @@ import (
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/store"
+	"github.com/roostrouter/roost/updater/storepath"
 )
 
-// Exec runs a roostd command line inside the agent.
-type Exec func(ctx context.Context, a *Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+// Commands runs roostd's command lines inside the agent: those of SSH
+// clients and those of control socket callers come in through it alike.
+// cmd/roostd implements it with its command table. The agent is handed to
+// each call, as an http.Handler gets its request, rather than held: the
+// commands need the agent and the agent needs the commands, and this way
+// neither has to exist before the other. Commands act on the agent through
+// its methods only.
+type Commands interface {
+	Exec(ctx context.Context, a *Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int
+}
 
 // Options are the agent's dependencies.
 type Options struct {
@@ -41,7 +51,7 @@ type Options struct {
 	ConfigFile string // the config while no system runs (first boot, the lab); a running system's own wins
 	Log        *slog.Logger
 	Store      *store.Store
-	Exec       Exec
+	Commands   Commands
 	// Ready is called once the agent serves (for s6-style readiness).
 	Ready func()
 	// Self is roostd's own binary, which service hooks run (pppd's).
@@ -54,38 +64,58 @@ type Options struct {
 	Crash func(point string)
 }
 
-// Agent is a running roostd.
+// Agent is roostd's resident service. New makes the whole of it; Run, once,
+// serves until its context ends and returns only when everything it started
+// has ended. Reload, and every command, may come at any time: before Run,
+// while it starts, and after it returned.
 type Agent struct {
 	opts      Options
-	Activator *activate.Activator
+	activator *activate.Activator
 	ssh       *sshd.Server
 	sup       *supervisor.Supervisor
-	nl        *netlink.Handle
-	supDone   chan struct{} // set, under mu, once the supervisor runs
+	nl        *netlink.Handle // opened by New, closed when Run returns
 	ppp       *netconf.PPPHooks
+
+	// sessions is the SSH connections' context: they outlive the listener
+	// they came through (a reload that moves the endpoint must not cut the
+	// activation that caused it) and end when Run does.
+	sessions    context.Context
+	endSessions context.CancelFunc
+
+	// supMu makes the supervisor's life and reloads one sequence: the
+	// supervisor answers only while its loop runs, so it is called only
+	// while supervising, and never while Run starts or stops it.
+	supMu       sync.RWMutex
+	supervising bool
+	reloads     int // reloads applied: Run's first config yields to a newer one
 
 	mu            sync.Mutex
 	cfg           *config.Config
 	configProblem string
-	serveCtx      context.Context
 }
 
-// New prepares an agent; Run starts it.
+// New makes an agent; Run runs it.
 func New(opts Options) (*Agent, error) {
+	if opts.Commands == nil {
+		return nil, errors.New("agent: no Commands to run for SSH clients and the control socket")
+	}
 	if err := os.MkdirAll(opts.State, 0o700); err != nil {
 		// Not fatal: what needs the state folder fails alone (SSH's host
 		// key, leases), and says so.
 		opts.Log.Error("state folder", "err", err)
 	}
-	a := &Agent{opts: opts, ppp: netconf.NewPPPHooks()}
-	a.ssh = &sshd.Server{
-		Log:        opts.Log,
-		StagingDir: filepath.Join(opts.State, "staging"),
-		Exec: func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-			return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
-		},
+	// Only the routing family: NewHandle() with none opens XFRM and
+	// netfilter too, which routers' kernels may lack (xfrm_user is a module
+	// on Debian's MIPS kernels and absent on OpenWrt's without IPsec).
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink (NETLINK_ROUTE): %w; roostd needs a Linux kernel with rtnetlink", err)
 	}
-	a.Activator = &activate.Activator{
+	a := &Agent{opts: opts, nl: nl, ppp: netconf.NewPPPHooks(),
+		sup: supervisor.New(supervisor.Options{Log: opts.Log, OutputsDir: OutputsDir(opts.Root)})}
+	a.sessions, a.endSessions = context.WithCancel(context.Background())
+	a.ssh = &sshd.Server{Log: opts.Log, StagingDir: filepath.Join(opts.State, "staging"), Exec: a.exec}
+	a.activator = &activate.Activator{
 		Store:   opts.Store,
 		Profile: generations.System(opts.Root, nil),
 		State:   opts.State,
@@ -97,6 +127,16 @@ func New(opts Options) (*Agent, error) {
 	}
 	return a, nil
 }
+
+// exec runs a command line for an SSH client or a control socket caller:
+// the one way in for both.
+func (a *Agent) exec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return a.opts.Commands.Exec(ctx, a, args, stdin, stdout, stderr)
+}
+
+// OutputsDir is where the services' outputs are, below root (Liminix's
+// layout, so its scripts read them).
+func OutputsDir(root string) string { return filepath.Join(root, "run/services/outputs") }
 
 // LockStore takes the store's writer lock, logging if it must wait.
 func (a *Agent) LockStore(ctx context.Context) (*store.Txn, error) {
@@ -120,17 +160,27 @@ func (a *Agent) State() string { return a.opts.State }
 // Store is the router's store.
 func (a *Agent) Store() *store.Store { return a.opts.Store }
 
-// supervising reports whether the supervisor runs (the control socket
-// answers before it does).
-func (a *Agent) supervising() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.supDone != nil
+// Activate switches to system (see activate.Activator.Activate); by is the
+// connection the request came over.
+func (a *Agent) Activate(ctx context.Context, mode activate.Mode, system storepath.Path, timeout time.Duration, by string) (activate.Result, error) {
+	return a.activator.Activate(ctx, mode, system, timeout, by)
 }
 
-// Services returns the services' states and outputs.
+// Confirm keeps the activation awaiting confirmation with token; by is the
+// connection the confirmation came over.
+func (a *Agent) Confirm(token, by string) error { return a.activator.Confirm(token, by) }
+
+// Rollback runs the previous generation.
+func (a *Agent) Rollback(ctx context.Context) (generations.Generation, error) {
+	return a.activator.Rollback(ctx)
+}
+
+// Services returns the services' states and outputs (none while the
+// supervisor does not run: the control socket answers before it does).
 func (a *Agent) Services() []supervisor.Status {
-	if !a.supervising() {
+	a.supMu.RLock()
+	defer a.supMu.RUnlock()
+	if !a.supervising {
 		return nil
 	}
 	return a.sup.Status()
@@ -145,8 +195,8 @@ func (a *Agent) Config() *config.Config {
 
 // configFile is the running system's config, or else the bootstrap one.
 func (a *Agent) configFile() (string, bool) {
-	if sys, ok := a.Activator.Current(); ok {
-		return filepath.Join(a.opts.Store.PhysicalPath(sys), "etc/roost/config.json"), true
+	if sys, ok := a.activator.Current(); ok {
+		return activate.ConfigFile(a.opts.Store, sys), true
 	}
 	return a.opts.ConfigFile, a.opts.ConfigFile != ""
 }
@@ -154,117 +204,138 @@ func (a *Agent) configFile() (string, bool) {
 // markBooted records the system running when the agent first starts after
 // a boot (/run is empty then), as NixOS does: gc keeps it.
 func (a *Agent) markBooted() {
-	booted := filepath.Join(a.opts.Root, "run/booted-system")
+	booted := activate.BootedLink(a.opts.Root)
 	if _, err := os.Lstat(booted); err == nil {
 		return
 	}
-	if sys, ok := a.Activator.Current(); ok {
+	if sys, ok := a.activator.Current(); ok {
 		if err := atomicfile.Symlink(sys.String(), booted); err != nil {
 			a.opts.Log.Warn("record the booted system", "err", err)
 		}
 	}
 }
 
-// Run serves until ctx ends. It always comes up, whatever the config and
-// the kernel: a pending activation is recovered before any config is
-// loaded; a config that does not load falls back to the last good
-// generation's, loudly; a part that fails (SSH, the firewall, a kernel
-// feature) fails as a service, with the rest up.
+// Run serves until ctx ends, then stops the services (dependents first; the
+// network stays as it is) and returns once the control socket, the SSH
+// endpoint and every connection to them have closed. It always comes up,
+// whatever the config and the kernel: a pending activation is recovered
+// before any config is loaded; a config that does not load falls back to
+// the last good generation's, loudly; a part that fails (SSH, the
+// firewall, a kernel feature) fails as a service, with the rest up.
 func (a *Agent) Run(ctx context.Context) error {
-	a.mu.Lock()
-	a.serveCtx = ctx
-	a.mu.Unlock()
-	a.markBooted()
-	// Only the routing family: NewHandle() with none opens XFRM and
-	// netfilter too, which routers' kernels may lack (xfrm_user is a module
-	// on Debian's MIPS kernels and absent on OpenWrt's without IPsec).
-	var err error
-	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-		return fmt.Errorf("netlink (NETLINK_ROUTE): %w", err)
-	}
 	defer a.nl.Close()
-	a.sup = supervisor.New(supervisor.Options{Log: a.opts.Log, OutputsDir: filepath.Join(a.opts.Root, "run/services/outputs")})
+	a.markBooted()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	if cl, err := control.Listen(control.SocketPath(a.opts.Root)); err != nil {
-		a.opts.Log.Error("no control socket: roostd's commands work only over SSH", "err", err)
-	} else {
-		defer os.Remove(control.SocketPath(a.opts.Root))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			control.Serve(ctx, cl, func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-				return a.opts.Exec(ctx, a, args, stdin, stdout, stderr)
-			}, a.opts.Log)
-		}()
-	}
-	if err := a.Activator.Recover(ctx); err != nil {
+	a.serveControl(ctx, &wg)
+	if err := a.activator.Recover(ctx); err != nil {
 		a.opts.Log.Error("recovering a pending activation", "err", err)
 	}
-	cfg := a.startConfig(ctx)
-	a.lockdown(cfg)
-	initial, err := a.specs(cfg)
-	if err != nil {
-		a.opts.Log.Error("services refused: running none", "err", err)
-	}
-	supDone := make(chan struct{})
-	a.mu.Lock()
-	a.supDone = supDone
-	a.mu.Unlock()
-	go func() {
-		defer close(supDone)
-		if err := a.sup.Run(ctx, initial); err != nil {
-			a.opts.Log.Error("supervisor", "err", err)
-		}
-	}()
+	stopSupervisor := a.start(ctx, &wg)
 	a.opts.Log.Info("roostd running", "root", a.opts.Root, "state", a.opts.State)
 	if a.opts.Ready != nil {
 		a.opts.Ready()
 	}
 	<-ctx.Done()
-	<-supDone // services stop, dependents first; the network stays as it is
-	a.ssh.Wait()
+	a.endSessions()
+	stopSupervisor()
+	wg.Wait()
+	a.ssh.Wait() // the endpoint's listeners closed with its service: no new connection comes
 	return nil
 }
 
-// startConfig is the config the agent starts with: the running system's;
-// if it does not load, the system awaiting confirmation is rolled back now,
-// or else the newest generation whose config loads is used (the router
-// must come up, and its owner must reach it to fix the config).
-func (a *Agent) startConfig(ctx context.Context) *config.Config {
+// serveControl serves the control socket until ctx ends.
+func (a *Agent) serveControl(ctx context.Context, wg *sync.WaitGroup) {
+	path := control.SocketPath(a.opts.Root)
+	l, err := control.Listen(path)
+	if err != nil {
+		a.opts.Log.Error("no control socket: roostd's commands work only over SSH", "err", err)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer os.Remove(path)
+		if err := control.Serve(ctx, l, a.exec, a.opts.Log); err != nil {
+			a.opts.Log.Error("control socket: roostd's commands work only over SSH now", "err", err)
+		}
+	}()
+}
+
+// start loads the config the agent starts with (the first load: not a
+// Reload, which applies a change to services that run) and starts the
+// supervisor with its services. A reload that was applied while the first
+// config loaded (an activation over the control socket) read the config
+// later, and wins. It returns what stops the supervisor.
+func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup) (stop func()) {
+	a.supMu.RLock()
+	seen := a.reloads
+	a.supMu.RUnlock()
+	cfg, problem := a.startConfig(ctx)
+	a.supMu.Lock()
+	defer a.supMu.Unlock()
+	if a.reloads == seen {
+		a.setConfig(cfg, problem)
+	} else {
+		cfg = a.Config()
+	}
+	a.lockdown(cfg)
+	initial, err := a.specs(cfg)
+	if err != nil {
+		a.opts.Log.Error("services refused: running none", "err", err)
+	}
+	// Not ctx: the supervisor must answer whoever holds supMu until stop
+	// has taken it from them.
+	supCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.sup.Run(supCtx, initial); err != nil {
+			a.opts.Log.Error("supervisor", "err", err)
+		}
+	}()
+	a.supervising = true
+	return func() {
+		a.supMu.Lock()
+		a.supervising = false
+		a.supMu.Unlock()
+		cancel()
+	}
+}
+
+// startConfig is the config the agent starts with, and why it is not the
+// running system's if it is not: the running system's; if that does not
+// load, the system awaiting confirmation is rolled back now, or else the
+// newest generation whose config loads is used (the router must come up,
+// and its owner must reach it to fix the config).
+func (a *Agent) startConfig(ctx context.Context) (*config.Config, string) {
 	cfg, err := a.loadConfig()
 	if err == nil {
-		a.setConfig(cfg, "")
-		return cfg
+		return cfg, ""
 	}
 	a.opts.Log.Error("the running system's config does not load", "err", err)
-	if rolled, rerr := a.Activator.RollBackPending(ctx, err); rolled && rerr == nil {
+	if rolled, rerr := a.activator.RollBackPending(ctx, err); rolled && rerr == nil {
 		if cfg, err = a.loadConfig(); err == nil {
-			a.setConfig(cfg, "")
-			return cfg
+			return cfg, ""
 		}
 	}
-	cur, _ := a.Activator.Current()
-	gens, _, _ := a.Activator.Profile.List()
+	cur, _ := a.activator.Current()
+	gens, _, _ := a.activator.Profile.List()
 	for i := len(gens) - 1; i >= 0; i-- {
 		g := gens[i]
 		if g.Path == cur {
 			continue
 		}
-		c, gerr := config.Load(filepath.Join(a.opts.Store.PhysicalPath(g.Path), "etc/roost/config.json"), Kinds(a.ppp))
+		c, gerr := config.Load(activate.ConfigFile(a.opts.Store, g.Path), Kinds(a.ppp))
 		if gerr != nil {
 			continue
 		}
 		why := fmt.Sprintf("the running system's config does not load (%v): running generation %d's config instead; fix the config and rebuild, or roll back", err, g.Number)
 		a.opts.Log.Error("config fallback", "generation", g.Number, "why", why)
-		a.setConfig(c, why)
-		return c
+		return c, why
 	}
 	why := fmt.Sprintf("the running system's config does not load (%v), nor does any generation's: running no services, only SSH; fix the config and rebuild", err)
 	a.opts.Log.Error("config fallback", "why", why)
-	cfg = &config.Config{}
-	a.setConfig(cfg, why)
-	return cfg
+	return &config.Config{}, why
 }
 
 // loadConfig reads the running system's config, or the bootstrap one.
@@ -306,7 +377,7 @@ func (a *Agent) lockdown(cfg *config.Config) {
 		if !ok {
 			continue
 		}
-		fw := firewall.Service{Zones: d.Zones}
+		fw := firewall.Service{Zones: d.Zones, ProcSys: a.opts.ProcSys}
 		if err := fw.Lockdown(); err != nil {
 			a.opts.Log.Error("firewall: default policy not in force at start-up", "service", name, "err", err)
 		}
@@ -314,10 +385,14 @@ func (a *Agent) lockdown(cfg *config.Config) {
 	}
 }
 
-// Reload applies the running system's config: a bad config is refused and
-// the one in force stays. Before Run has started the services, it only
-// loads the config (a rollback while recovering calls it).
+// Reload applies the running system's config (after an activation, or on
+// SIGHUP): a bad config is refused and the one in force stays. While the
+// supervisor does not run (before Run has started it, or after it
+// stopped), it only loads the config and puts it in force for SSH; Run
+// starts the services with it.
 func (a *Agent) Reload(ctx context.Context) error {
+	a.supMu.Lock()
+	defer a.supMu.Unlock()
 	cfg, err := a.loadConfig()
 	if err != nil {
 		if a.Config() != nil {
@@ -328,7 +403,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 	if _, err := a.authorizedKeys(cfg); err != nil {
 		return err
 	}
-	if a.supervising() {
+	if a.supervising {
 		sp, err := a.specs(cfg)
 		if err != nil {
 			return err
@@ -338,6 +413,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		}
 	}
 	a.setConfig(cfg, "")
+	a.reloads++
 	return nil
 }
 

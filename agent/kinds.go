@@ -5,6 +5,7 @@ import (
 	"github.com/roostrouter/roost/dhcp/client4"
 	"github.com/roostrouter/roost/dhcp/client6"
 	"github.com/roostrouter/roost/dhcp/dhcpd4"
+	"github.com/roostrouter/roost/dhcp/dns"
 	"github.com/roostrouter/roost/dhcp/ra"
 	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/netconf"
@@ -26,5 +27,6 @@ func Kinds(ppp *netconf.PPPHooks) []kind.Kind {
 		client6.Kind,
 		dhcpd4.Kind,
 		ra.Kind,
+		dns.Kind,
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
@@ -26,6 +27,10 @@ type sshService struct {
 
 // sshSpec is the endpoint's service, named "ssh" unless the config uses
 // that name.
+
+// HostKey is the SSH service's output: its host key's SHA256 fingerprint.
+var HostKey = supervisor.StringOutput("host-key")
+
 func (a *Agent) sshSpec(cfg *config.Config) (supervisor.Spec, bool) {
 	if cfg.SSH.Disabled {
 		return supervisor.Spec{}, false
@@ -60,10 +65,21 @@ func (s *sshService) Run(ctx context.Context, env *supervisor.Env) error {
 		ls = append(ls, l)
 	}
 	env.Log.Info("ssh listening", "addrs", s.addrs, "hostKey", ssh.FingerprintSHA256(key.PublicKey()))
-	env.SetOutput("host-key", ssh.FingerprintSHA256(key.PublicKey()))
+	HostKey.Set(env, ssh.FingerprintSHA256(key.PublicKey()))
+	// The accept loops end with ctx, or with this run when one fails: it
+	// returns only once they all have, so that the listeners are closed
+	// when the supervisor has stopped the endpoint.
+	ctx, cancel := context.WithCancel(ctx)
+	var accepting sync.WaitGroup
+	defer accepting.Wait()
+	defer cancel()
 	errs := make(chan error, len(ls))
 	for _, l := range ls {
-		go func() { errs <- s.a.ssh.Accept(ctx, s.a.serveCtx, l) }()
+		accepting.Add(1)
+		go func() {
+			defer accepting.Done()
+			errs <- s.a.ssh.Accept(ctx, s.a.sessions, l)
+		}()
 	}
 	env.Ready()
 	select {

@@ -1,17 +1,23 @@
 package firewall
 
 import (
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+
+	"github.com/roostrouter/roost/agent/supervisor"
 )
+
+var update = flag.Bool("update", false, "write the golden files")
 
 // netns makes a network namespace for the test and returns an nftables
 // connection into it and the namespace's name.
@@ -57,7 +63,12 @@ func exampleRuleset() Ruleset {
 		Zones:    map[string][]string{"wan": {"wan", "ppp0"}, "lan": {"br-lan"}},
 		Open:     []Port{{Zone: "wan", Proto: "tcp", Port: 443}},
 		Forwards: []Forward{{Proto: "tcp", Port: 8080, To: netip.MustParseAddr("192.168.1.100"), ToPort: 80}},
-		Allow6:   []Allow6{{To: netip.MustParsePrefix("fd00:1::100/128"), Proto: "tcp", Port: 80}},
+		Allow6: []Allow6{
+			{To: netip.MustParsePrefix("fd00:1::100/128"), Proto: "tcp", Port: 80},
+			{RA: "lan-ra", Host: netip.MustParseAddr("::1234:5678:9abc:def0"), Proto: "tcp", Port: 443},
+			{RA: "guest-ra", Host: netip.MustParseAddr("::10"), Proto: "udp", Port: 5060}, // no prefix yet: absent
+		},
+		LANPrefixes: map[string]netip.Prefix{"lan-ra": netip.MustParsePrefix("2001:db8:100:1::/64")},
 	}
 }
 
@@ -123,7 +134,14 @@ func TestCheck(t *testing.T) {
 	rs.Open = append(rs.Open, Port{Zone: "dmz", Proto: "sctp", Port: 0})
 	rs.Forwards = append(rs.Forwards, Forward{Proto: "tcp", Port: 8080, To: netip.MustParseAddr("192.168.1.7")},
 		Forward{Proto: "udp", Port: 70000, To: netip.MustParseAddr("fd00::7")})
-	rs.Allow6 = append(rs.Allow6, Allow6{To: netip.MustParsePrefix("10.0.0.1/32"), Proto: "tcp", Port: 22})
+	host := netip.MustParseAddr("::1234")
+	rs.Allow6 = append(rs.Allow6, Allow6{To: netip.MustParsePrefix("10.0.0.1/32"), Proto: "tcp", Port: 22},
+		Allow6{To: netip.MustParsePrefix("2001:db8::1/128"), RA: "lan-ra", Host: host, Proto: "tcp", Port: 22},
+		Allow6{Host: host, Proto: "tcp", Port: 22},
+		Allow6{RA: "lan-ra", Proto: "tcp", Port: 22},
+		Allow6{RA: "lan-ra", Host: netip.MustParseAddr("2001:db8::1234"), Proto: "tcp", Port: 22},
+		Allow6{RA: "lan-ra", Host: netip.MustParseAddr("::"), Proto: "tcp", Port: 22},
+		Allow6{Proto: "tcp", Port: 22})
 	rs.Rules = append(rs.Rules, Rule{Chain: "output", Verdict: "reject"}, Rule{Chain: "input", To: "lan", Proto: "icmp", Port: 5, Verdict: "accept"},
 		Rule{Chain: "forward", Source: prefix("10.0.0.0/8"), Dest: prefix("fd00::/8"), Verdict: "drop"})
 	got := strings.Join(rs.Check(), "\n")
@@ -134,7 +152,13 @@ func TestCheck(t *testing.T) {
 		"forwards[1]: tcp port 8080 is already forwarded by forwards[0]",
 		"forwards[2]: port 70000",
 		`forwards[2]: to "fd00::7": want a LAN host's IPv4 address`,
-		`allow6[1]: to "10.0.0.1/32": want an IPv6 host or prefix`,
+		`allow6[3]: to "10.0.0.1/32": want an IPv6 host or prefix`,
+		`allow6[4]: to "2001:db8::1/128" and ra/host: want either a fixed to, or ra and host`,
+		"allow6[5].ra: host ::1234 needs the ra service whose prefix it is in",
+		`allow6[6].host: ra "lan-ra" needs the host's interface identifier`,
+		`allow6[7].host: "2001:db8::1234": want an interface identifier, the host's last 64 bits`,
+		`allow6[8].host: "::": want an interface identifier`,
+		"allow6[9]: want to (an IPv6 host or prefix), or ra and host",
 		`rules[4]: chain "output": want input or forward`,
 		`rules[4]: verdict "reject": want accept or drop`,
 		"rules[5].to: input rules have no outgoing zone",
@@ -259,5 +283,78 @@ func TestLargeRuleset(t *testing.T) {
 	rules, err := c.GetRules(table(), &nftables.Chain{Name: "prerouting", Table: table()})
 	if err != nil || len(rules) != 4000 {
 		t.Fatalf("prerouting has %d rules, want 4000 (%v)", len(rules), err)
+	}
+}
+
+// TestAllow6FollowsPrefix: a pinhole named by interface identifier opens
+// the host's address in the prefix its ra service announces now, moves
+// with it, and is absent, not wider, while there is none.
+func TestAllow6FollowsPrefix(t *testing.T) {
+	svc := &Service{
+		Zones: map[string]Zone{"wan": {Interfaces: []string{"wan"}}, "lan": {Interfaces: []string{"br-lan"}}},
+		Allow6: []Allow6{
+			{RA: "lan-ra", Host: netip.MustParseAddr("::1234:5678:9abc:def0"), Proto: "tcp", Port: 443},
+			{RA: "lan-ra", Host: netip.MustParseAddr("::a"), Proto: "udp", Port: 51820},
+			{RA: "ghost", Host: netip.MustParseAddr("::b"), Proto: "tcp", Port: 22}, // no such service: never a prefix
+		},
+	}
+	want := []supervisor.Ref{{Service: "lan-ra", Key: "prefix"}, {Service: "ghost", Key: "prefix"}}
+	if got := svc.Reads(); !slices.Equal(got, want) {
+		t.Errorf("Reads = %v, want %v: a renumbering must re-run the firewall", got, want)
+	}
+	if got := fmt.Sprint(svc.RARefs()); got != "[{allow6[0].ra lan-ra} {allow6[1].ra lan-ra} {allow6[2].ra ghost}]" {
+		t.Errorf("RARefs = %s", got)
+	}
+	pinholes := func(prefix string) string {
+		rs := svc.Ruleset(func(r supervisor.Ref) (string, bool) {
+			if r.Service != "lan-ra" || r.Key != "prefix" || prefix == "" {
+				return "", false
+			}
+			return prefix, true
+		})
+		if errs := rs.Check(); len(errs) > 0 {
+			t.Fatalf("Check: %v", errs)
+		}
+		var out []string
+		for _, r := range render(table(), rs, map[string]*nftables.Set{"wan": {Name: "zone_wan"}, "lan": {Name: "zone_lan"}}) {
+			if strings.Contains(r.text, "ip6 daddr") {
+				out = append(out, r.text)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	for _, tc := range []struct{ prefix, want string }{
+		{"2001:db8:100:1::/64", "iifname @zone_wan ip6 daddr 2001:db8:100:1:1234:5678:9abc:def0 tcp dport 443 accept\n" +
+			"iifname @zone_wan ip6 daddr 2001:db8:100:1::a udp dport 51820 accept"},
+		{"2001:db8:200:1::/64", "iifname @zone_wan ip6 daddr 2001:db8:200:1:1234:5678:9abc:def0 tcp dport 443 accept\n" +
+			"iifname @zone_wan ip6 daddr 2001:db8:200:1::a udp dport 51820 accept"},
+		{"", ""},
+		{"not a prefix", ""},
+		{"192.168.1.0/24", ""},
+	} {
+		if got := pinholes(tc.prefix); got != tc.want {
+			t.Errorf("with lan-ra announcing %q, the pinholes are\n%s\nwant\n%s", tc.prefix, got, tc.want)
+		}
+	}
+}
+
+// TestScriptGolden: the whole ruleset, as nft text, for the example; go
+// test ./firewall -run TestScriptGolden -update writes it.
+func TestScriptGolden(t *testing.T) {
+	got := Script(exampleRuleset())
+	golden := filepath.Join("testdata", "example.nft")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (go test ./firewall -run TestScriptGolden -update writes it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("Script differs from %s:\n%s", golden, got)
 	}
 }

@@ -44,6 +44,9 @@ func (d *Decl) Check(c *kind.Check) {
 			c.Ref(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, kind.Device)
 		}
 	}
+	for _, r := range s.RARefs() {
+		c.Ref(r.Path, r.Service, kind.Announcer)
+	}
 }
 
 func (d *Decl) Build(env kind.Env) (kind.Built, error) {

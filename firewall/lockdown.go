@@ -41,7 +41,11 @@ func (s *Service) Lockdown() error {
 func (s *Service) failSafe(c *nftables.Conn, rs Ruleset, cause error) error {
 	var errs []error
 	for _, k := range forwardingKeys {
-		file := filepath.Join(s.procSys(), k)
+		if s.ProcSys == "" {
+			errs = append(errs, fmt.Errorf("turn off %s: the service was given no ProcSys", k))
+			continue
+		}
+		file := filepath.Join(s.ProcSys, k)
 		if err := os.WriteFile(file, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("turn off %s: %w", k, err))
 		}
@@ -58,11 +62,4 @@ func (s *Service) failSafe(c *nftables.Conn, rs Ruleset, cause error) error {
 		return fmt.Errorf("%w; %s; %w", cause, msg, errors.Join(errs...))
 	}
 	return fmt.Errorf("%w; %s", cause, msg)
-}
-
-func (s *Service) procSys() string {
-	if s.ProcSys == "" {
-		return "/proc/sys"
-	}
-	return s.ProcSys
 }

@@ -9,6 +9,10 @@
 // SSH, DNS, DHCP and DHCPv6 from the LAN; IPv6 to LAN hosts closed unless
 // allowed per host and port (RFC 6092); IPv4 masqueraded from the LAN out
 // of the WAN; MSS clamped to the path MTU; port forwards with hairpin NAT.
+//
+// An IPv6 pinhole may name its host by interface identifier within the
+// prefix an ra service announces: it follows that prefix when the ISP
+// renumbers, and while the prefix is unknown it is absent, never wider.
 package firewall
 
 import (
@@ -28,6 +32,10 @@ type Ruleset struct {
 	Forwards []Forward
 	// Allow6 opens a LAN host's port to the WAN for IPv6.
 	Allow6 []Allow6
+	// LANPrefixes are the prefixes the ra services announce now, by
+	// service name: the allow6 entries that name a host by its interface
+	// identifier are in them. One missing leaves its entries out.
+	LANPrefixes map[string]netip.Prefix
 	// Rules are the user's own, added before the final count-and-drop of
 	// their chain.
 	Rules []Rule
@@ -61,11 +69,42 @@ type Forward struct {
 	ToPort int        `json:"toPort,omitempty"`
 }
 
-// Allow6 opens a port of a LAN host to the WAN, for IPv6.
+// Allow6 opens a port of a LAN host to the WAN, for IPv6. The host is
+// fixed (To), or it is Host within the /64 that the ra service RA
+// announces, so that the pinhole follows the delegated prefix when the
+// ISP renumbers.
 type Allow6 struct {
-	To    netip.Prefix `json:"to"` // a host (/128) or a prefix
-	Proto string       `json:"proto"`
-	Port  int          `json:"port"`
+	To netip.Prefix `json:"to,omitzero"`  // a host (/128) or a prefix
+	RA string       `json:"ra,omitempty"` // an ra service: the host is in the prefix it announces
+	// Host is the host's interface identifier, its last 64 bits, as it
+	// forms its addresses by SLAAC (ip token, or its MAC's EUI-64):
+	// ::1234:5678:9abc:def0.
+	Host  netip.Addr `json:"host,omitzero"`
+	Proto string     `json:"proto"`
+	Port  int        `json:"port"`
+}
+
+// dest is what the entry opens: To, or Host in the prefix its ra
+// service announces now; false while that prefix is unknown, so that a
+// pinhole is absent rather than open to more than its host.
+func (a Allow6) dest(lan map[string]netip.Prefix) (netip.Prefix, bool) {
+	if a.RA == "" {
+		return a.To, a.To.IsValid()
+	}
+	p, ok := lan[a.RA]
+	if !ok || !p.Addr().Is6() || p.Bits() > 64 || !validHost(a.Host) {
+		return netip.Prefix{}, false
+	}
+	net, host := p.Masked().Addr().As16(), a.Host.As16()
+	copy(net[8:], host[8:])
+	return netip.PrefixFrom(netip.AddrFrom16(net), 128), true
+}
+
+// validHost: an interface identifier, the last 64 bits of an address
+// and nothing before them.
+func validHost(h netip.Addr) bool {
+	b := h.As16()
+	return h.Is6() && h.Zone() == "" && [8]byte(b[:8]) == [8]byte{} && [8]byte(b[8:]) != [8]byte{}
 }
 
 // Check reports every problem of a ruleset.
@@ -119,7 +158,20 @@ func (r Ruleset) Check() []string {
 		w := fmt.Sprintf("allow6[%d]", i)
 		proto(w, a.Proto)
 		port(w, a.Port)
-		if !a.To.Addr().Is6() || a.To.Addr().Is4In6() {
+		follows := a.RA != "" || a.Host.IsValid()
+		switch {
+		case follows && a.To.IsValid():
+			errs = append(errs, fmt.Sprintf("%s: to %q and ra/host: want either a fixed to, or ra and host", w, a.To))
+		case follows && a.RA == "":
+			errs = append(errs, fmt.Sprintf("%s.ra: host %s needs the ra service whose prefix it is in", w, a.Host))
+		case follows && !a.Host.IsValid():
+			errs = append(errs, fmt.Sprintf("%s.host: ra %q needs the host's interface identifier, like ::1234:5678:9abc:def0", w, a.RA))
+		case follows && !validHost(a.Host):
+			errs = append(errs, fmt.Sprintf("%s.host: %q: want an interface identifier, the host's last 64 bits, like ::1234:5678:9abc:def0", w, a.Host))
+		case follows:
+		case !a.To.IsValid():
+			errs = append(errs, fmt.Sprintf("%s: want to (an IPv6 host or prefix), or ra and host (a host in a LAN's delegated prefix)", w))
+		case !a.To.Addr().Is6() || a.To.Addr().Is4In6():
 			errs = append(errs, fmt.Sprintf("%s: to %q: want an IPv6 host or prefix", w, a.To))
 		}
 	}

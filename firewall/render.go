@@ -403,7 +403,9 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 	b.add("forward", ifIn("iifname", lan), ifIn("oifname", wan), accept)
 	b.add("forward", ctStatusDNAT(), accept)
 	for _, a := range rs.Allow6 {
-		b.add("forward", ifIn("iifname", wan), ip6Daddr(a.To), dport(a.Proto, a.Port), accept)
+		if to, ok := a.dest(rs.LANPrefixes); ok {
+			b.add("forward", ifIn("iifname", wan), ip6Daddr(to), dport(a.Proto, a.Port), accept)
+		}
 	}
 	b.userRules("forward", rs.Rules)
 	b.add("forward", namedCounter("forward_drop"))

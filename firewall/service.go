@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/ra"
+	"github.com/roostrouter/roost/netconf"
 )
 
 // Zone lists a zone's members: services whose ifname output joins it (it
@@ -31,24 +35,56 @@ type Service struct {
 	ProcSys string
 }
 
-// Reads are the outputs the service follows.
+// Reads are the outputs the service follows: the zones' members' interface
+// names, and the prefixes of the ra services that allow6 entries name (a
+// renumbering re-runs the firewall, and their pinholes follow).
 func (s *Service) Reads() []supervisor.Ref {
 	var refs []supervisor.Ref
 	for _, z := range s.Zones {
 		for _, svc := range z.Services {
-			refs = append(refs, supervisor.Ref{Service: svc, Key: "ifname"})
+			refs = append(refs, netconf.IfName.Of(svc))
+		}
+	}
+	for _, r := range s.RARefs() {
+		ref := ra.PrefixOut.Of(r.Service)
+		if !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
 		}
 	}
 	return refs
 }
 
-// Ruleset is the model with the zones' current members.
+// ServiceRef is a service that the firewall's declaration names, with the
+// JSON path (within the firewall service) that names it.
+type ServiceRef struct{ Path, Service string }
+
+// RARefs are the ra services that allow6 entries name, for the config
+// check: each must be an ra service. One that is not never announces a
+// prefix, and its pinholes stay absent.
+func (s *Service) RARefs() []ServiceRef {
+	var out []ServiceRef
+	for i, a := range s.Allow6 {
+		if a.RA != "" {
+			out = append(out, ServiceRef{Path: fmt.Sprintf("allow6[%d].ra", i), Service: a.RA})
+		}
+	}
+	return out
+}
+
+// Ruleset is the model with the zones' current members and the LAN
+// prefixes the pinholes follow.
 func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
-	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6, Rules: s.Rules}
+	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6, Rules: s.Rules,
+		LANPrefixes: map[string]netip.Prefix{}}
+	for _, r := range s.RARefs() {
+		if p, ok, err := ra.PrefixOut.Get(inputFunc(input), r.Service); ok && err == nil {
+			rs.LANPrefixes[r.Service] = p
+		}
+	}
 	for name, z := range s.Zones {
 		members := append([]string{}, z.Interfaces...)
 		for _, svc := range z.Services {
-			if ifn, ok := input(supervisor.Ref{Service: svc, Key: "ifname"}); ok {
+			if ifn, ok := input(netconf.IfName.Of(svc)); ok {
 				members = append(members, ifn)
 			}
 		}
@@ -57,6 +93,11 @@ func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
 	}
 	return rs
 }
+
+// inputFunc is a function that reads outputs, as supervisor.Inputs.
+type inputFunc func(supervisor.Ref) (string, bool)
+
+func (f inputFunc) Input(r supervisor.Ref) (string, bool) { return f(r) }
 
 // Run applies the ruleset; the supervisor runs it again when a member's
 // interface name changes, and then only the sets change.
@@ -69,6 +110,11 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	res, err := Apply(c, rs)
 	if err != nil {
 		return s.failSafe(c, rs, err)
+	}
+	for _, a := range rs.Allow6 {
+		if _, ok := a.dest(rs.LANPrefixes); !ok && a.RA != "" {
+			env.Log.Info("firewall: an IPv6 pinhole waits for its LAN's prefix", "ra", a.RA, "host", a.Host, "proto", a.Proto, "port", a.Port)
+		}
 	}
 	switch {
 	case res.Rules:

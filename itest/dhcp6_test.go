@@ -1,6 +1,7 @@
 package itest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -159,16 +160,34 @@ func hostAddr6(t *testing.T, ns, dev, prefix string, ok func(flags string) bool)
 
 // TestRenumbering: the ISP delegates a different prefix; the LAN host sees
 // the old one deprecated at once (preferred lifetime 0, RFC 7084 L-13),
-// takes an address in the new one and uses it.
+// takes an address in the new one and uses it. The firewall's pinhole to
+// the host, named by its interface identifier in lan-ra's prefix, moves to
+// its new address: the ISP reaches the host's web server there, and only
+// on the port allowed.
 func TestRenumbering(t *testing.T) {
-	a := startAgentLab(t, []byte(lanPrefixConfig))
+	need(t, "nft", "/bin/busybox")
+	a := startAgentLab(t, []byte(renumberingConfig))
+	// The host forms its addresses from the identifier allow6 names.
+	mustRun(t, nil, "ip", "-n", a.net.LAN, "token", "set", "::1234:5678:9abc:def0", "dev", "eth0")
 	waitLinkLocal(t, a.net.ISP, "isp0")
+	// The router's IPv6 default route, for the host's replies to the ISP.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := isp.Advertise(ctx, a.net.ISP, "isp0", time.Second); err != nil {
+		t.Fatal(err)
+	}
 	k := startKea6(t, a.net.ISP)
 	waitLinkLocal(t, a.net.LAN, "eth0")
 	preferred := func(flags string) bool {
 		return !strings.Contains(flags, "deprecated") && !strings.Contains(flags, "tentative")
 	}
 	oldAddr, _ := hostAddr6(t, a.net.LAN, "eth0", "2001:db8:100:1:", preferred)
+	if oldAddr != "2001:db8:100:1:1234:5678:9abc:def0" {
+		t.Fatalf("the LAN host took %s, not its token's address", oldAddr)
+	}
+	serveHTTP(t, a.net.LAN, "80", "lan host")
+	serveHTTP(t, a.net.LAN, "8080", "not allowed")
+	a.pinholeTo(oldAddr)
 
 	// The ISP renumbers: a new delegation pool, the old leases forgotten.
 	k.Stop()
@@ -194,4 +213,44 @@ func TestRenumbering(t *testing.T) {
 	if !strings.Contains(a.log.String(), "deprecat") {
 		t.Fatalf("roostd did not say it deprecated the old prefix:\n%s", a.log.String())
 	}
+	// The pinhole followed: the new address is open, the old one's rule
+	// is gone.
+	ruleset := a.pinholeTo(newAddr)
+	if strings.Contains(ruleset, oldAddr) {
+		t.Errorf("the ruleset still opens the old address %s:\n%s", oldAddr, ruleset)
+	}
+}
+
+// renumberingConfig is lanPrefixConfig with a firewall that opens port 80
+// of the LAN host whose interface identifier is ::1234:5678:9abc:def0, in
+// whatever prefix lan-ra announces.
+var renumberingConfig = strings.Replace(lanPrefixConfig, `"forwarding":`, `"firewall": { "kind": "firewall",
+      "zones": { "wan": { "services": ["wan"] }, "lan": { "services": ["lan"] } },
+      "allow6": [ { "ra": "lan-ra", "host": "::1234:5678:9abc:def0", "proto": "tcp", "port": 80 } ] },
+    "forwarding":`, 1)
+
+// pinholeTo waits until the ISP reaches the LAN host's web server at addr
+// through the firewall (which follows lan-ra's prefix a moment after the
+// host does), checks that its other port stays closed, and returns the
+// ruleset.
+func (a *agentLab) pinholeTo(addr string) string {
+	a.t.Helper()
+	var page string
+	var ok bool
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && page != "lan host"; {
+		if page, ok = fetch(a.t, a.net.ISP, "http://["+addr+"]/"); !ok {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	ruleset := mustRun(a.t, nil, "ip", labnet.In(a.net.Router, "nft", "list", "table", "inet", "roost")[1:]...)
+	if page != "lan host" {
+		a.t.Fatalf("the ISP does not reach the LAN host at [%s]:80 (%q):\n%s\nroostd:\n%s", addr, page, ruleset, a.log.String())
+	}
+	if !strings.Contains(ruleset, "ip6 daddr "+addr+" tcp dport 80 accept") {
+		a.t.Fatalf("no pinhole to %s in the ruleset:\n%s", addr, ruleset)
+	}
+	if page, ok := fetch(a.t, a.net.ISP, "http://["+addr+"]:8080/"); ok {
+		a.t.Fatalf("the ISP reaches port 8080 of the LAN host, which allow6 does not open: %q", page)
+	}
+	return ruleset
 }

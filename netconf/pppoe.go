@@ -359,8 +359,7 @@ func (p *PPPoE) apply(env *supervisor.Env, ev PPPEvent, up4, up6 *bool) {
 	if *up4 || *up6 {
 		env.Ready()
 	} else {
-		IfName.Delete(env)
-		env.NotReady()
+		env.NotReady(IfName.Key)
 	}
 }
 

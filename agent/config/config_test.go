@@ -17,7 +17,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Hostname != "rotuer" || len(c.Services) != 12 {
+	if c.Hostname != "rotuer" || len(c.Services) != 13 {
 		t.Fatalf("example: hostname %q, %d services", c.Hostname, len(c.Services))
 	}
 	if got := strings.Join(c.Services["default"].Deps(), ","); got != "wan,wan-addr" {
@@ -63,12 +63,30 @@ func TestBadConfigs(t *testing.T) {
 		{"missing dependency", `{"services": {"addr": {"kind": "address", "link": "nowhere", "address": "10.0.0.1/24"}}}`,
 			[]string{`services.addr.link: there is no service "nowhere"`}},
 		{"wrong kind of dependency", `{"services": {"s": {"kind": "sysctl", "values": {"a.b": "1"}}, "addr": {"kind": "address", "link": "s", "address": "10.0.0.1/24"}}}`,
-			[]string{`services.addr.link: "s" is a sysctl service, want a link, bridge or vlan`}},
+			[]string{`services.addr.link: "s" is of kind sysctl, want a link, bridge or vlan`}},
 		{"duplicate names", `{"services": {"wan": {"kind": "link", "interface": "wan"}, "wan": {"kind": "link", "interface": "wan"}}}`,
 			[]string{"services.wan: declared twice"}},
 		{"board interface that does not exist", `{"board": "lab", "services": {"x": {"kind": "link", "interface": "eth7"}}}`,
 			[]string{`services.x.interface: board lab has no interface "eth7" (it has lan0, lan1, wan)`}},
 		{"unknown board", `{"board": "wrt54g"}`, []string{`board: unknown board "wrt54g"`}},
+		{"misspelt output", `{"services": {
+			"wan": {"kind": "link", "interface": "wan"},
+			"wan-dhcp": {"kind": "dhcp4-client", "link": "wan"},
+			"default": {"kind": "route", "link": "wan", "destination": "0.0.0.0/0", "gateway": {"service": "wan-dhcp", "output": "routr"}}}}`,
+			[]string{`services.default.gateway.service: a dhcp4-client service has no output "routr" (it has ifname, address, prefix-length, router,`}},
+		{"pinhole naming no ra", `{"services": {
+			"lan": {"kind": "bridge", "name": "br-lan"},
+			"fw": {"kind": "firewall", "zones": {"lan": {"services": ["lan"]}},
+				"allow6": [{"ra": "lan", "host": "::1234", "proto": "tcp", "port": 443}]}}}`,
+			[]string{`services.fw.allow6[0].ra: "lan" is of kind bridge, want an ra`}},
+		{"typed settings", `{"services": {
+			"lan": {"kind": "bridge", "name": "br-lan"},
+			"lan-addr": {"kind": "address", "link": "lan", "address": "192.168.1.1/24"},
+			"dhcp": {"kind": "dhcp4-server", "link": "lan", "address": "lan-addr", "leaseTime": "a while",
+				"pool": {"start": "192.168.1.300", "end": "192.168.1.50"}, "static": [{"mac": "nope", "address": "192.168.1.9"}]},
+			"ra": {"kind": "ra", "link": "lan", "prefixFrom": "lan-addr", "subnet": 1, "interval": "10ms"}}}`,
+			[]string{`services.dhcp.leaseTime: "a while" is not a duration, like 12h or 200s`, `services.dhcp.pool`,
+				`services.ra.prefixFrom: "lan-addr" is of kind address, want a dhcp6-client`, `services.ra.interval: 10ms: want a duration of a second or more`}},
 		{"bad values", `{"services": {
 			"a": {"kind": "address", "link": "v", "address": "10.0.0.300/24"},
 			"v": {"kind": "vlan", "parent": "b", "id": 5000, "name": "this-name-is-too-long"},

@@ -34,6 +34,9 @@ func (s *Service) Fingerprint() string { return string(s.raw) }
 func (s *Service) Deps() []string {
 	deps := append([]string(nil), s.After...)
 	for _, r := range s.refs {
+		if r.Follow {
+			continue // read while it runs, not waited for
+		}
 		deps = append(deps, r.Service)
 	}
 	sort.Strings(deps)
@@ -252,7 +255,7 @@ func checkRefs(svcs map[string]*Service, kinds map[string]kind.Kind, errs *Error
 			case !ok:
 				*errs = append(*errs, fmt.Sprintf("%s.%s: there is no service %q", path, r.Field, r.Service))
 			case !kinds[t.Kind].Plays(r.Want):
-				*errs = append(*errs, fmt.Sprintf("%s.%s: %q is a %s service, want %s", path, r.Field, r.Service, t.Kind, r.Want))
+				*errs = append(*errs, fmt.Sprintf("%s.%s: %q is of kind %s, want %s", path, r.Field, r.Service, t.Kind, r.Want))
 			case r.Output != "" && !slices.Contains(kinds[t.Kind].Outputs, r.Output):
 				*errs = append(*errs, fmt.Sprintf("%s.%s: a %s service has no output %q (it has %s)", path, r.Field, t.Kind, r.Output, strings.Join(kinds[t.Kind].Outputs, ", ")))
 			}

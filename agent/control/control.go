@@ -69,12 +69,14 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers requests on l until ctx ends.
+// Serve answers requests on l until ctx ends, then closes l and returns
+// once every request has ended (their commands get ctx, so they end with
+// it): a caller that waits for Serve leaves nothing running.
 func Serve(ctx context.Context, l net.Listener, exec Exec, log *slog.Logger) error {
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
+	defer context.AfterFunc(ctx, func() { l.Close() })()
+	defer l.Close()
+	var conns sync.WaitGroup
+	defer conns.Wait()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -83,12 +85,18 @@ func Serve(ctx context.Context, l net.Listener, exec Exec, log *slog.Logger) err
 			}
 			return err
 		}
-		go serveConn(ctx, c, exec, log)
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			serveConn(ctx, c, exec, log)
+		}()
 	}
 }
 
 func serveConn(ctx context.Context, c net.Conn, exec Exec, log *slog.Logger) {
 	defer c.Close()
+	// A caller that neither sends nor reads holds no shutdown up.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReaderSize(c, 64<<10).ReadBytes('\n')
 	if err != nil {

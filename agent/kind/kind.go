@@ -93,6 +93,10 @@ type Ref struct {
 	Service string
 	Want    Role
 	Output  string // an output the service must publish, if any
+	// Follow: the service only reads the output while it runs (it
+	// watches it), and is not a dependency: it starts, and goes on,
+	// without it (a DNS forwarder's upstreams, a LAN's DNS servers).
+	Follow bool
 }
 
 // Check collects a declaration's problems and references.
@@ -124,6 +128,12 @@ func (c *Check) Ref(field, service string, want Role) {
 // OutputRef records that field names service's output.
 func (c *Check) OutputRef(field, service, output string) {
 	c.refs = append(c.refs, Ref{Field: field, Service: service, Output: output})
+}
+
+// Follow records that field names service's output, which the service
+// follows while it runs (Built.Watches) without depending on it.
+func (c *Check) Follow(field, service, output string) {
+	c.refs = append(c.refs, Ref{Field: field, Service: service, Output: output, Follow: true})
 }
 
 // Problems are the problems found.

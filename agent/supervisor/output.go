@@ -61,8 +61,14 @@ func (o Output[T]) Set(env *Env, v T) { env.SetOutput(o.Key, o.format(v)) }
 // Delete withdraws it.
 func (o Output[T]) Delete(env *Env) { env.DeleteOutput(o.Key) }
 
+// Inputs are where a service reads other services' outputs: its Env
+// while it runs, its Stopped as it stops.
+type Inputs interface {
+	Input(r Ref) (string, bool)
+}
+
 // Get reads it from service; false if service has not published it.
-func (o Output[T]) Get(env *Env, service string) (T, bool, error) {
+func (o Output[T]) Get(env Inputs, service string) (T, bool, error) {
 	var zero T
 	s, ok := env.Input(o.Of(service))
 	if !ok {
@@ -76,7 +82,7 @@ func (o Output[T]) Get(env *Env, service string) (T, bool, error) {
 }
 
 // Require is Get for an output the reader cannot run without.
-func (o Output[T]) Require(env *Env, service string) (T, error) {
+func (o Output[T]) Require(env Inputs, service string) (T, error) {
 	v, ok, err := o.Get(env, service)
 	if err == nil && !ok {
 		err = fmt.Errorf("%s has no %s output", service, o.Key)

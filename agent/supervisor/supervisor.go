@@ -4,7 +4,11 @@
 // on, and on a config reload restarts only what changed and its dependents.
 //
 // All state belongs to one goroutine, the loop; services talk to it through
-// their Env, which sends events.
+// their Env, which sends events. Every event comes from one run of a
+// service (its generation): a late event of a run that ended is dropped.
+// A stopped service learns from its context's cause (Stopped) what it read
+// as of the moment the loop stopped it, never from files that change under
+// it while it stops.
 package supervisor
 
 import (
@@ -124,7 +128,7 @@ type instance struct {
 	restart  bool // an output it reads changed
 	changed  chan struct{}
 	gen      int
-	cancel   context.CancelFunc
+	cancel   context.CancelCauseFunc
 	done     chan struct{}
 	starts   int
 	failures int
@@ -152,9 +156,10 @@ type event interface{}
 
 type (
 	readyEv struct {
-		name  string
-		gen   int
-		ready bool
+		name     string
+		gen      int
+		ready    bool
+		withdraw []string // outputs that go in the same step (NotReady)
 	}
 	outputEv struct {
 		name       string
@@ -188,10 +193,16 @@ type Env struct {
 func (e *Env) Changed() <-chan struct{} { return e.changed }
 
 // Ready says the service is in effect: its dependents may start.
-func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true} }
+func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true, nil} }
 
-// NotReady says it no longer is (a link lost its carrier): its dependents stop.
-func (e *Env) NotReady() { e.s.events <- readyEv{e.name, e.gen, false} }
+// NotReady says it no longer is (a link lost its carrier, a DHCP binding
+// ended): its dependents stop. The outputs named in withdraw (keys or
+// tables, as DeleteOutput takes them) go in the same step, so that a
+// dependent stopped for it sees them gone in its Stopped, never their last
+// values.
+func (e *Env) NotReady(withdraw ...string) {
+	e.s.events <- readyEv{e.name, e.gen, false, withdraw}
+}
 
 // SetOutput publishes a value; "/" in key makes nested folders (tables).
 func (e *Env) SetOutput(key, value string) { e.s.events <- outputEv{e.name, e.gen, key, value, false} }
@@ -207,6 +218,39 @@ func (e *Env) Input(r Ref) (string, bool) {
 		return "", false
 	}
 	return string(b), true
+}
+
+// Stopped is the cause of a service's context (context.Cause) when the
+// supervisor stops it: roostd stopping, a reload, a dependency down, or an
+// output it reads changed or withdrawn. It holds the outputs the service
+// reads (Spec.Reads) as the loop had them when it decided to stop it, so
+// that a service can tell a lost input (an RA whose delegated prefix went)
+// from a mere restart (the prefix still there) without racing the loop,
+// which goes on changing the output files while the service stops.
+type Stopped struct {
+	// Inputs are those of its Reads that had a value; one withdrawn, or
+	// whose service was not running, is absent.
+	Inputs map[Ref]string
+}
+
+func (s *Stopped) Error() string { return "stopped by the supervisor" }
+
+// Input is r's value when the service was stopped, as Env.Input gives it
+// while it runs; false if it had none then. Only the service's Reads are
+// kept: any other r is false too.
+func (s *Stopped) Input(r Ref) (string, bool) {
+	v, ok := s.Inputs[r]
+	return v, ok
+}
+
+// StoppedBy is the Stopped that ended ctx, or nil if ctx ended otherwise
+// (a test that runs a service by itself).
+func StoppedBy(ctx context.Context) *Stopped {
+	var st *Stopped
+	if errors.As(context.Cause(ctx), &st) {
+		return st
+	}
+	return nil
 }
 
 // Require is Input for an output the service cannot run without.
@@ -268,7 +312,13 @@ func (s *Supervisor) handle(ev event) {
 	switch ev := ev.(type) {
 	case readyEv:
 		inst := s.insts[ev.name]
-		if inst == nil || inst.gen != ev.gen || !inst.running || inst.stopping {
+		if inst == nil || inst.gen != ev.gen || !inst.running {
+			return
+		}
+		for _, k := range ev.withdraw {
+			s.setOutput(ev.name, k, "", true)
+		}
+		if inst.stopping {
 			return
 		}
 		if ev.ready && inst.state != Up {
@@ -454,7 +504,7 @@ func (s *Supervisor) start(inst *instance) {
 	inst.running, inst.stopping, inst.restart = true, false, false
 	inst.state = Starting
 	inst.upSince = time.Time{}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	inst.cancel = cancel
 	inst.done = make(chan struct{})
 	inst.changed = make(chan struct{}, 1)
@@ -472,13 +522,20 @@ func (s *Supervisor) start(inst *instance) {
 	}()
 }
 
-// stop cancels a service and waits for it, handling other events meanwhile.
+// stop cancels a service, with what it reads as of now for its Stopped,
+// and waits for it, handling other events meanwhile.
 func (s *Supervisor) stop(inst *instance) {
 	if inst == nil || !inst.running {
 		return
 	}
 	inst.stopping = true
-	inst.cancel()
+	st := &Stopped{Inputs: map[Ref]string{}}
+	for _, r := range inst.spec.Reads {
+		if v, ok := s.outputs[r.Service][r.Key]; ok {
+			st.Inputs[r] = v
+		}
+	}
+	inst.cancel(st)
 	s.opts.Log.Info("service stopping", "service", inst.spec.Name)
 	for inst.running {
 		switch ev := (<-s.events).(type) {

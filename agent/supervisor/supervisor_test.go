@@ -38,6 +38,7 @@ type fake struct {
 	outputs map[string]string // published before Ready
 	reads   []Ref
 	control chan func(env *Env) // run on the service's goroutine
+	stopped chan<- *Stopped     // gets StoppedBy when it stops, if set
 }
 
 func (f *fake) Run(ctx context.Context, env *Env) error {
@@ -60,6 +61,9 @@ func (f *fake) Run(ctx context.Context, env *Env) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if f.stopped != nil {
+				f.stopped <- StoppedBy(ctx)
+			}
 			return nil
 		case fn := <-f.control:
 			fn(env)
@@ -416,5 +420,54 @@ func TestDroppedDependentsRemovedFirst(t *testing.T) {
 		if got := strings.Join(removes, " "); got != "remove:z-ra remove:m-address remove:a-bridge" {
 			t.Fatalf("removed in the order %s", got)
 		}
+	}
+}
+
+// TestStoppedSeesWhatWentWithNotReady: a dependency that withdraws an
+// output as it goes not ready (a DHCPv6 binding lost) stops its reader
+// with the output already gone, every time; roostd stopping, or the output
+// replaced, stops it with the value the loop held then.
+func TestStoppedSeesWhatWentWithNotReady(t *testing.T) {
+	h := newHarness(t, nil)
+	stops := make(chan *Stopped, 1)
+	prefix := Ref{"dhcp6", "prefix/0/prefix"}
+	h.run([]Spec{
+		h.spec("dhcp6", nil, "1", func(f *fake) { f.outputs = map[string]string{"prefix/0/prefix": "2001:db8:0::", "dns": "2001:db8::53"} }),
+		h.spec("ra", []string{"dhcp6"}, "1", func(f *fake) { f.reads, f.stopped = []Ref{prefix}, stops }),
+	})
+	h.waitState(Up, "ra")
+	for i := range 50 {
+		h.ctrl["dhcp6"] <- func(e *Env) { e.NotReady("prefix", "dns") }
+		st := <-stops
+		if st == nil {
+			t.Fatal("the supervisor stopped the reader without a Stopped cause")
+		}
+		if v, ok := st.Input(prefix); ok {
+			t.Fatalf("round %d: the reader, stopped as its dependency withdrew the prefix, saw %q", i, v)
+		}
+		h.waitState(Down, "ra")
+		if out := h.s.Status()[0].Outputs; len(out) != 0 {
+			t.Fatalf("round %d: outputs left after NotReady withdrew them: %v", i, out)
+		}
+		h.ctrl["dhcp6"] <- func(e *Env) {
+			e.SetOutput("prefix/0/prefix", fmt.Sprintf("2001:db8:%x::", i+1))
+			e.Ready()
+		}
+		h.waitState(Up, "ra")
+	}
+	// Replaced: the reader sees the new value.
+	h.ctrl["dhcp6"] <- func(e *Env) { e.SetOutput("prefix/0/prefix", "2001:db8:ff::") }
+	if st := <-stops; st == nil {
+		t.Fatal("no Stopped cause")
+	} else if v, _ := st.Input(prefix); v != "2001:db8:ff::" {
+		t.Fatalf("the reader, stopped for a new prefix, saw %q", v)
+	}
+	h.waitState(Up, "ra")
+	// roostd stopping: the prefix is still there.
+	h.stop()
+	if st := <-stops; st == nil {
+		t.Fatal("no Stopped cause")
+	} else if v, _ := st.Input(prefix); v != "2001:db8:ff::" {
+		t.Fatalf("the reader, stopped with roostd, saw %q", v)
 	}
 }

@@ -262,10 +262,7 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 			env.Log.Info("dhcp4: lease lost", "err", err)
 			c.withdraw(link, cur)
 			os.Remove(c.leaseFile(ifname))
-			env.NotReady()
-			for _, k := range outputKeys {
-				env.DeleteOutput(k)
-			}
+			env.NotReady(outputKeys...)
 			cur = nil
 			continue
 		}

@@ -20,10 +20,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -304,10 +304,9 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 		if err != nil {
 			env.Log.Info("dhcp6: binding lost", "err", err)
 			c.withdraw(link, cur)
-			env.NotReady()
-			for _, k := range []string{"address", "prefix", "dns", "server", "renewed"} {
-				env.DeleteOutput(k)
-			}
+			// The outputs go in the same step as the readiness: an RA
+			// stopped for it must see the prefix gone, to deprecate it.
+			env.NotReady(outputKeys...)
 			cur, published = nil, nil
 			continue
 		}
@@ -571,38 +570,40 @@ func (c *Client) release(nc *nclient6.Client, all *net.UDPAddr, link netlink.Lin
 // deleted first, so a renewal that changes nothing changes no output (and
 // re-runs no reader); entries beyond the binding's go.
 func publish(env *supervisor.Env, b, prev *binding) {
-	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Seconds())) }
+	secs := func(d time.Duration) int { return int(d.Seconds()) }
 	if prev != nil {
 		for i := len(b.addrs()); i < len(prev.addrs()); i++ {
-			env.DeleteOutput("address/" + strconv.Itoa(i))
+			env.DeleteOutput(Address(i).Table)
 		}
 		for i := len(b.prefixes()); i < len(prev.prefixes()); i++ {
-			env.DeleteOutput("prefix/" + strconv.Itoa(i))
+			env.DeleteOutput(Prefix(i).Table)
 		}
 	}
 	for i, a := range b.addrs() {
-		k := "address/" + strconv.Itoa(i) + "/"
-		env.SetOutput(k+"address", a.IPv6Addr.String())
-		env.SetOutput(k+"len", "128")
-		env.SetOutput(k+"preferred", secs(a.PreferredLifetime))
-		env.SetOutput(k+"valid", secs(a.ValidLifetime))
+		o := Address(i)
+		addr, _ := netip.AddrFromSlice(a.IPv6Addr)
+		o.Addr.Set(env, addr)
+		o.Len.Set(env, 128)
+		o.Preferred.Set(env, secs(a.PreferredLifetime))
+		o.Valid.Set(env, secs(a.ValidLifetime))
 	}
 	for i, p := range b.prefixes() {
-		k := "prefix/" + strconv.Itoa(i) + "/"
+		o := Prefix(i)
 		ones, _ := p.Prefix.Mask.Size()
-		env.SetOutput(k+"prefix", p.Prefix.IP.String())
-		env.SetOutput(k+"len", strconv.Itoa(ones))
-		env.SetOutput(k+"preferred", secs(p.PreferredLifetime))
-		env.SetOutput(k+"valid", secs(p.ValidLifetime))
+		addr, _ := netip.AddrFromSlice(p.Prefix.IP)
+		o.Addr.Set(env, addr)
+		o.Len.Set(env, ones)
+		o.Preferred.Set(env, secs(p.PreferredLifetime))
+		o.Valid.Set(env, secs(p.ValidLifetime))
 	}
 	var dns []string
 	for _, ip := range b.reply.Options.DNS() {
 		dns = append(dns, ip.String())
 	}
-	env.SetOutput("dns", strings.Join(dns, " "))
-	env.SetOutput("server", b.reply.Options.ServerID().String())
+	DNS.Set(env, strings.Join(dns, " "))
+	Server.Set(env, b.reply.Options.ServerID().String())
 	// When the lifetimes above were granted: readers count down from it.
-	env.SetOutput("renewed", strconv.FormatInt(b.acquired.Unix(), 10))
+	Renewed.Set(env, b.acquired.Unix())
 }
 
 // idAddr is the hardware address the exchange is keyed by (the IAID is its

@@ -26,10 +26,10 @@ func lease(table, addrKey string) LeaseOutputs {
 }
 
 // Address is the nth address (IA_NA) the client holds.
-func Address(n int) LeaseOutputs { return lease("address/"+strconv.Itoa(n), "address") }
+func Address(n int) LeaseOutputs { return lease(addressTables+"/"+strconv.Itoa(n), "address") }
 
 // Prefix is the nth prefix (IA_PD) delegated to it.
-func Prefix(n int) LeaseOutputs { return lease("prefix/"+strconv.Itoa(n), "prefix") }
+func Prefix(n int) LeaseOutputs { return lease(prefixTables+"/"+strconv.Itoa(n), "prefix") }
 
 // The client's other outputs.
 var (
@@ -37,6 +37,11 @@ var (
 	Server  = supervisor.StringOutput("server")
 	Renewed = supervisor.Int64Output("renewed") // Unix time the lifetimes count from
 )
+
+// outputKeys are the client's top-level outputs, tables included.
+var outputKeys = []string{addressTables, prefixTables, DNS.Key, Server.Key, Renewed.Key}
+
+const addressTables, prefixTables = "address", "prefix"
 
 // Kind gets addresses and delegated prefixes from the ISP.
 var Kind = kind.Kind{Name: "dhcp6-client", Roles: []kind.Role{kind.Delegator}, Outputs: []string{DNS.Key, Server.Key, Renewed.Key},

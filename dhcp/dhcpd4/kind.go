@@ -8,6 +8,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/kind"
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/dns/servers"
 	"github.com/roostrouter/roost/netconf"
 )
 
@@ -15,7 +16,7 @@ import (
 var PoolRange = supervisor.StringOutput("pool")
 
 // Kind serves addresses on a LAN.
-var Kind = kind.Kind{Name: "dhcp4-server", Outputs: []string{netconf.IfName.Key, PoolRange.Key}, New: func() kind.Decl { return &Decl{} }}
+var Kind = kind.Kind{Name: "dhcp4-server", Outputs: []string{netconf.IfName.Key, PoolRange.Key, Hosts.Key}, New: func() kind.Decl { return &Decl{} }}
 
 // Decl is a DHCPv4 server's declaration.
 type Decl struct {
@@ -23,9 +24,13 @@ type Decl struct {
 	Address   string        `json:"address"` // the router's address service on it (server id, router, subnet)
 	Pool      PoolDecl      `json:"pool"`
 	LeaseTime kind.Duration `json:"leaseTime,omitempty"` // like 12h; default 12h
-	DNS       []netip.Addr  `json:"dns,omitempty"`       // default: the router
-	Domain    string        `json:"domain,omitempty"`
-	Static    []StaticDecl  `json:"static,omitempty"`
+	// DNS are the servers handed out (option 6): addresses, or services
+	// whose dns output names them (the LAN's dns service, or the WAN's
+	// DHCP client when the router runs none), followed as they change.
+	// Default: the router.
+	DNS    servers.List `json:"dns,omitempty"`
+	Domain string       `json:"domain,omitempty"`
+	Static []StaticDecl `json:"static,omitempty"`
 }
 
 // PoolDecl is the dynamic range.
@@ -47,11 +52,12 @@ func (d *Decl) Check(c *kind.Check) {
 	if d.LeaseTime != 0 && time.Duration(d.LeaseTime) < time.Minute {
 		c.Errorf("leaseTime", "%s: want a duration of a minute or more, like 12h", time.Duration(d.LeaseTime))
 	}
-	for i, a := range d.DNS {
-		if !a.Is4() {
-			c.Errorf(fmt.Sprintf("dns[%d]", i), "%s is not an IPv4 address", a)
+	d.DNS.Check(c, "dns", func(a netip.AddrPort) string {
+		if !a.Addr().Is4() || a.Port() != 53 {
+			return "is not an IPv4 address (option 6 has no port)"
 		}
-	}
+		return ""
+	})
 	for i, st := range d.Static {
 		if !st.Address.Is4() {
 			c.Errorf(fmt.Sprintf("static[%d].address", i), "%s is not an IPv4 address", st.Address)
@@ -71,6 +77,6 @@ func (d *Decl) Build(env kind.Env) (kind.Built, error) {
 	for _, st := range d.Static {
 		srv.Pool.Static[net.HardwareAddr(st.MAC).String()] = st.Address
 	}
-	return kind.Built{Reads: []supervisor.Ref{link, netconf.Addr.Of(d.Address)},
+	return kind.Built{Reads: []supervisor.Ref{link, netconf.Addr.Of(d.Address)}, Watches: d.DNS.Refs(),
 		New: func() supervisor.Service { c := srv; return &c }}, nil
 }

@@ -184,6 +184,9 @@ func (db *DB) Grant(mac string, ip netip.Addr, hostname string, d time.Duration,
 	if !(p.contains(ip) || p.Static[mac] == ip) || !db.free(ip, mac, p) {
 		return Lease{}, fmt.Errorf("%s is not available to %s", ip, mac)
 	}
+	if old, ok := db.byMAC[mac]; ok && old.IP == ip && hostname == "" {
+		hostname = old.Hostname // a renewal need not name the host again
+	}
 	l := Lease{MAC: mac, IP: ip, Expires: db.now().Add(d), Hostname: hostname}
 	if err := db.append(l); err != nil {
 		return Lease{}, err

@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/dns/servers"
 	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/netconf"
 )
@@ -25,7 +28,7 @@ type Server struct {
 	AddressService string
 	Pool           Pool
 	LeaseTime      time.Duration
-	DNS            []netip.Addr // default: the router's address
+	DNS            servers.List // default: the router's address
 	Domain         string
 	StateDir       string
 	Now            func() time.Time
@@ -52,6 +55,10 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 	}
 	defer db.Close()
 	h := &handler{s: s, db: db, self: self, mask: net.CIDRMask(bits, 32), log: env.Log}
+	h.followDNS(env)
+	hosts := &hostsPublisher{env: env, db: db}
+	h.changed = hosts.publish
+	hosts.publish()
 	conn, err := server4.NewIPv4UDPConn(ifname, &net.UDPAddr{Port: dhcpv4.ServerPort})
 	if err != nil {
 		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
@@ -63,8 +70,21 @@ func (s *Server) Run(ctx context.Context, env *supervisor.Env) error {
 		return fmt.Errorf("dhcp server on %s: %w", ifname, err)
 	}
 	go func() {
-		<-ctx.Done()
-		srv.Close()
+		// Expired leases leave the hosts output; the DNS servers handed
+		// out follow their services.
+		tick := time.NewTicker(time.Minute)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				srv.Close()
+				return
+			case <-tick.C:
+				hosts.publish()
+			case <-env.Changed():
+				h.followDNS(env)
+			}
+		}
 	}()
 	netconf.IfName.Set(env, ifname)
 	PoolRange.Set(env, s.Pool.Start.String()+"-"+s.Pool.End.String())
@@ -89,6 +109,49 @@ type handler struct {
 	self netip.Addr
 	mask net.IPMask
 	log  *slog.Logger
+	// dns is what option 6 hands out; nil: the router.
+	dns     atomic.Pointer[[]net.IP]
+	changed func() // a lease was granted or released
+}
+
+// followDNS reads the DNS servers to hand out, as of now.
+func (h *handler) followDNS(env *supervisor.Env) {
+	if len(h.s.DNS) == 0 {
+		return
+	}
+	var ips []net.IP
+	for _, a := range h.s.DNS.Addrs(env.Input) {
+		if a.Addr().Is4() {
+			ips = append(ips, net.IP(a.Addr().AsSlice()))
+		}
+	}
+	if old := h.dns.Swap(&ips); old == nil || fmt.Sprint(*old) != fmt.Sprint(ips) {
+		env.Log.Info("dhcpd4: DNS servers handed out", "servers", ips)
+	}
+}
+
+func (h *handler) leasesChanged() {
+	if h.changed != nil {
+		h.changed()
+	}
+}
+
+// hostsPublisher keeps the hosts output in step with the leases.
+type hostsPublisher struct {
+	env  *supervisor.Env
+	db   *DB
+	mu   sync.Mutex
+	last string
+}
+
+func (p *hostsPublisher) publish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	hosts := p.db.Hosts()
+	if v := formatHosts(hosts); v != p.last {
+		Hosts.Set(p.env, hosts)
+		p.last = v
+	}
 }
 
 func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
@@ -122,12 +185,15 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 			resp, err = dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 				dhcpv4.WithServerIP(net.IP(h.self.AsSlice())), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(h.self.AsSlice()))))
 		} else {
+			h.leasesChanged()
 			resp, err = h.reply(m, dhcpv4.MessageTypeAck, ip)
 		}
 	case dhcpv4.MessageTypeRelease:
 		ip, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
 		if rerr := h.db.Release(mac, ip); rerr != nil {
 			h.log.Info("dhcpd4: release refused", "err", rerr)
+		} else {
+			h.leasesChanged()
 		}
 		return
 	default:
@@ -156,11 +222,8 @@ func (h *handler) leaseTime() time.Duration {
 func (h *handler) reply(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr) (*dhcpv4.DHCPv4, error) {
 	self := net.IP(h.self.AsSlice())
 	dns := []net.IP{self}
-	if len(h.s.DNS) > 0 {
-		dns = nil
-		for _, d := range h.s.DNS {
-			dns = append(dns, net.IP(d.AsSlice()))
-		}
+	if p := h.dns.Load(); p != nil {
+		dns = *p
 	}
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(typ),
@@ -169,8 +232,12 @@ func (h *handler) reply(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr)
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(self)),
 		dhcpv4.WithOption(dhcpv4.OptSubnetMask(h.mask)),
 		dhcpv4.WithOption(dhcpv4.OptRouter(self)),
-		dhcpv4.WithOption(dhcpv4.OptDNS(dns...)),
 		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(h.leaseTime())),
+	}
+	if len(dns) > 0 {
+		// None while the services named have none (the WAN is down):
+		// better than a server that is not there.
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(dns...)))
 	}
 	if h.s.Domain != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(h.s.Domain)))

@@ -4,7 +4,9 @@
 // solicitations) with the prefix, DNS, MTU and source link-layer options.
 // Lifetimes count down from the delegation's last renewal, and a prefix
 // that went away or was replaced is announced deprecated (RFC 7084 L-13)
-// until it expires, across restarts of roostd. Dropped from the config, it
+// until it expires, across restarts of roostd. Whether the prefix went is
+// what the supervisor held when it stopped the service (supervisor.Stopped),
+// not what the output files say a moment later. Dropped from the config, it
 // tells the LAN with a final advertisement and takes its addresses away
 // (Remove).
 package ra
@@ -18,8 +20,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mdlayher/ndp"
@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/dhcp/client6"
 	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/atomicfile"
@@ -133,46 +134,46 @@ func (s *Service) save(ifname string, list []announced) error {
 	return atomicfile.WriteFile(s.stateFile(ifname), b, 0o600)
 }
 
-func (s *Service) input(env *supervisor.Env, key string) (string, error) {
-	v, err := env.Require(supervisor.Ref{Service: s.PrefixFrom, Key: key})
-	return strings.TrimSpace(v), err
+// delegated are the outputs of the prefix the DHCPv6 client delegates.
+var delegated = client6.Prefix(0)
+
+// lan is this LAN's /64 of the prefix the DHCPv6 client holds.
+func (s *Service) lan(in supervisor.Inputs) (netip.Prefix, error) {
+	addr, err := delegated.Addr.Require(in, s.PrefixFrom)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	bits, err := delegated.Len.Require(in, s.PrefixFrom)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	p := netip.PrefixFrom(addr, bits)
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("delegated prefix %s/%d from %s is not a prefix", addr, bits, s.PrefixFrom)
+	}
+	return Subnet64(p, s.Subnet)
 }
 
 // delegation reads the prefix the DHCPv6 client holds and its /64 for this
 // LAN, with its lifetimes counted from the client's last renewal.
-func (s *Service) delegation(env *supervisor.Env) (announced, string, error) {
-	p, err := s.input(env, "prefix/0/prefix")
+func (s *Service) delegation(in supervisor.Inputs) (announced, int64, error) {
+	lan, err := s.lan(in)
 	if err != nil {
-		return announced{}, "", err
+		return announced{}, 0, err
 	}
-	l, err := s.input(env, "prefix/0/len")
-	if err != nil {
-		return announced{}, "", err
-	}
-	delegated, err := netip.ParsePrefix(p + "/" + l)
-	if err != nil {
-		return announced{}, "", fmt.Errorf("delegated prefix %s/%s from %s: %w", p, l, s.PrefixFrom, err)
-	}
-	lan, err := Subnet64(delegated, s.Subnet)
-	if err != nil {
-		return announced{}, "", err
-	}
-	seconds := func(key string) int64 {
-		v, _ := s.input(env, key)
-		n, _ := strconv.ParseInt(v, 10, 64)
-		return n
+	seconds := func(o supervisor.Output[int]) time.Duration {
+		n, _, _ := o.Get(in, s.PrefixFrom)
+		return time.Duration(n) * time.Second
 	}
 	now := s.now()
 	// The lifetimes run from the renewal; a renewal stamp in the future
 	// or none (a clock that jumped) counts from now.
-	renewed, _ := s.input(env, "renewed")
+	renewed, _, _ := client6.Renewed.Get(in, s.PrefixFrom)
 	since := now
-	if n, _ := strconv.ParseInt(renewed, 10, 64); n > 0 && time.Unix(n, 0).Before(now) {
-		since = time.Unix(n, 0)
+	if renewed > 0 && time.Unix(renewed, 0).Before(now) {
+		since = time.Unix(renewed, 0)
 	}
-	a := announced{Prefix: lan,
-		PreferredUntil: since.Add(time.Duration(seconds("prefix/0/preferred")) * time.Second),
-		ValidUntil:     since.Add(time.Duration(seconds("prefix/0/valid")) * time.Second)}
+	a := announced{Prefix: lan, PreferredUntil: since.Add(seconds(delegated.Preferred)), ValidUntil: since.Add(seconds(delegated.Valid))}
 	return a, renewed, nil
 }
 
@@ -215,8 +216,8 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	if err := s.save(ifname, list); err != nil {
 		return fmt.Errorf("save announced prefixes of %s: %w", ifname, err)
 	}
-	env.SetOutput("prefix", cur.Prefix.String())
-	env.SetOutput("address", cur.Prefix.Addr().Next().String())
+	PrefixOut.Set(env, cur.Prefix)
+	AddrOut.Set(env, cur.Prefix.Addr().Next())
 
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -249,7 +250,9 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 	for {
 		select {
 		case <-ctx.Done():
-			s.stop(env, ifname, link, cur, list, send)
+			if s.gone(supervisor.StoppedBy(ctx), cur.Prefix) {
+				s.deprecate(env, ifname, link, list, send)
+			}
 			return nil
 		case <-t.C:
 		case <-solicited:
@@ -317,15 +320,26 @@ func parseND(b []byte, hopLimit int) (ndp.Message, error) {
 	return ndp.ParseMessage(b)
 }
 
-// stop runs as the service ends: if the delegation is gone or replaced,
-// the LAN is told at once that its prefix is deprecated; if not (roostd or
-// the service restarting), hosts keep it as it was.
-func (s *Service) stop(env *supervisor.Env, ifname string, link netlink.Link, cur announced, list []announced, send func()) {
-	next, _, err := s.delegation(env)
-	if err == nil && next.Prefix == cur.Prefix {
-		return
+// gone says, as the service stops, whether the LAN's prefix cur went with
+// the delegation (lost, or replaced by another): so the supervisor's
+// Stopped says, which holds the client's prefix as it was when the
+// service was stopped (the prefix and its length are among the Reads that
+// Build declares). Stopped by roostd stopping, a reload or its link going
+// down, the prefix is still there, and hosts keep it as it was; stopped
+// by anything but the supervisor, nothing is known, and nothing is said.
+func (s *Service) gone(st *supervisor.Stopped, cur netip.Prefix) bool {
+	if st == nil {
+		return false
 	}
-	env.Log.Info("ra: the delegated prefix is gone; deprecating it", "link", ifname, "prefix", cur.Prefix)
+	next, err := s.lan(st)
+	return err != nil || next != cur
+}
+
+// deprecate tells the LAN at once that its prefix (list[0]) is deprecated
+// (RFC 7084 L-13: preferred lifetime 0, valid lifetime what is left, at
+// most two hours), and the router's own address in it too.
+func (s *Service) deprecate(env *supervisor.Env, ifname string, link netlink.Link, list []announced, send func()) {
+	env.Log.Info("ra: the delegated prefix is gone; deprecating it", "link", ifname, "prefix", list[0].Prefix)
 	list[0].Deprecated = true
 	if err := s.assign(link, list[:1], s.now()); err != nil {
 		env.Log.Info("ra: deprecate address", "link", ifname, "err", err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/roostrouter/roost/agent/supervisor"
 )
 
 func TestSubnet64(t *testing.T) {
@@ -79,6 +81,42 @@ func TestAdvertisementLifetimes(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGone: as the service stops, the prefix is gone when the supervisor
+// stopped it without the client's prefix (withdrawn with the binding) or
+// with another one; with the same one (roostd stopping, a reload, the
+// link down), or stopped by anything but the supervisor, it is not.
+func TestGone(t *testing.T) {
+	s := &Service{PrefixFrom: "wan-dhcp6", Subnet: 1}
+	cur := netip.MustParsePrefix("2001:db8:100:1::/64")
+	stopped := func(prefix, length string) *supervisor.Stopped {
+		st := &supervisor.Stopped{Inputs: map[supervisor.Ref]string{}}
+		if prefix != "" {
+			st.Inputs[delegated.Addr.Of("wan-dhcp6")] = prefix
+		}
+		if length != "" {
+			st.Inputs[delegated.Len.Of("wan-dhcp6")] = length
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		name string
+		st   *supervisor.Stopped
+		want bool
+	}{
+		{"still delegated", stopped("2001:db8:100::", "56"), false},
+		{"the same /64 in a shorter delegation", stopped("2001:db8:100::", "48"), false},
+		{"withdrawn", stopped("", ""), true},
+		{"half withdrawn", stopped("2001:db8:100::", ""), true},
+		{"replaced", stopped("2001:db8:200::", "56"), true},
+		{"too long to hold the subnet", stopped("2001:db8:100::", "64"), true},
+		{"not stopped by the supervisor", nil, false},
+	} {
+		if got := s.gone(tc.st, cur); got != tc.want {
+			t.Errorf("%s: gone = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -128,8 +128,23 @@ type Activator struct {
 	timer *time.Timer
 }
 
+// The router's layout below its root, as far as systems go: the rest of
+// roost asks these for the paths rather than spell them.
+
 // CurrentLink is the link to the running system below root.
 func CurrentLink(root string) string { return filepath.Join(root, "run/current-system") }
+
+// BootedLink is the link to the system the router booted, below root: gc
+// keeps it, as NixOS does.
+func BootedLink(root string) string { return filepath.Join(root, "run/booted-system") }
+
+// configPath is where a system keeps its config, below its store path.
+const configPath = "etc/roost/config.json"
+
+// ConfigFile is the config of system in s.
+func ConfigFile(s *store.Store, system storepath.Path) string {
+	return filepath.Join(s.PhysicalPath(system), configPath)
+}
 
 // Current returns the running system, if any.
 func (a *Activator) Current() (storepath.Path, bool) {
@@ -147,9 +162,8 @@ func (a *Activator) Check(txn *store.Txn, system storepath.Path) error {
 	if !txn.Valid(system) {
 		return fmt.Errorf("%s is not on the router: copy it first", system)
 	}
-	cfg := filepath.Join(a.Store.PhysicalPath(system), "etc/roost/config.json")
-	if _, err := os.Stat(cfg); err != nil {
-		return fmt.Errorf("%s is not a roost system: it has no etc/roost/config.json", system)
+	if _, err := os.Stat(ConfigFile(a.Store, system)); err != nil {
+		return fmt.Errorf("%s is not a roost system: it has no %s", system, configPath)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -143,11 +144,11 @@ func Collect(ctx context.Context, t *store.Txn, profile *generations.Profile, op
 func Roots(t *store.Txn, profile *generations.Profile, deleting []int, temp []store.TempRoot) ([]Root, error) {
 	var roots []Root
 	s := t.Store()
-	for _, link := range []string{"run/current-system", "run/booted-system"} {
-		if p, ok, err := linkedPath(filepath.Join(s.Root, link)); err != nil {
+	for _, link := range []string{activate.CurrentLink(s.Root), activate.BootedLink(s.Root)} {
+		if p, ok, err := linkedPath(link); err != nil {
 			return nil, err
 		} else if ok {
-			roots = append(roots, Root{"/" + link, p})
+			roots = append(roots, Root{link, p})
 		}
 	}
 	gens, _, err := profile.List()

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/roostrouter/roost/updater/nar"
@@ -177,6 +178,18 @@ func (c *conn) skipStrs(what string, per int) error {
 	return nil
 }
 
+// u64s reads consecutive integers into vs.
+func (c *conn) u64s(vs ...*uint64) error {
+	for _, v := range vs {
+		n, err := c.u64()
+		if err != nil {
+			return err
+		}
+		*v = n
+	}
+	return nil
+}
+
 func (c *conn) skipU64s(n int, what string) error {
 	for range n {
 		if _, err := c.u64(); err != nil {
@@ -209,28 +222,11 @@ func (c *conn) putPaths(ps []storepath.Path) {
 // exits 1.
 func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 	c := &conn{r: bufio.NewReaderSize(r, 256<<10), w: bufio.NewWriterSize(w, 256<<10)}
-	m, err := c.u64()
+	minor, err := handshake(c)
 	if err != nil {
-		return fmt.Errorf("serve: read greeting: %w", err)
-	}
-	if m != magic1 {
-		return errors.New("protocol mismatch (is this nix-store --serve's client?)")
-	}
-	c.putU64(magic2)
-	c.putU64(Version)
-	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	clientVersion, err := c.u64()
-	if err != nil {
-		return fmt.Errorf("serve: read client version: %w", err)
-	}
-	if clientVersion&0xff00 != 0x200 {
-		return fmt.Errorf("the client speaks serve protocol %d.%d, roostd only 2.x: use a Nix that speaks 2.x (every Nix since 2.0 does)",
-			clientVersion>>8, clientVersion&0xff)
-	}
-	// Both sides speak the lower version (Nix's BasicServerConnection::handshake).
-	sess := &session{s: s, c: c, minor: min(clientVersion&0xff, Version&0xff)}
+	sess := &session{s: s, c: c, minor: minor}
 	defer sess.close()
 	for {
 		cmd, err := c.u64()
@@ -247,6 +243,34 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 			return err
 		}
 	}
+}
+
+// handshake reads the client's magic, answers with the server's magic and
+// version, and reads the client's version, which must be 2.x. It returns
+// the minor version both sides then speak: the lower of the two (Nix's
+// BasicServerConnection::handshake).
+func handshake(c *conn) (minor uint64, err error) {
+	m, err := c.u64()
+	if err != nil {
+		return 0, fmt.Errorf("serve: read greeting: %w", err)
+	}
+	if m != magic1 {
+		return 0, errors.New("protocol mismatch (is this nix-store --serve's client?)")
+	}
+	c.putU64(magic2)
+	c.putU64(Version)
+	if err := c.w.Flush(); err != nil {
+		return 0, err
+	}
+	clientVersion, err := c.u64()
+	if err != nil {
+		return 0, fmt.Errorf("serve: read client version: %w", err)
+	}
+	if clientVersion&0xff00 != 0x200 {
+		return 0, fmt.Errorf("the client speaks serve protocol %d.%d, roostd only 2.x: use a Nix that speaks 2.x (every Nix since 2.0 does)",
+			clientVersion>>8, clientVersion&0xff)
+	}
+	return min(clientVersion&0xff, Version&0xff), nil
 }
 
 // session is one client's connection. Its store session holds what the
@@ -280,155 +304,215 @@ func (ss *session) close() {
 	}
 }
 
+// command reads the arguments of one command and writes its answer; the
+// caller flushes. An error ends the connection.
 func (ss *session) command(ctx context.Context, cmd uint64) error {
-	s, c, minor := ss.s, ss.c, ss.minor
 	switch cmd {
 	case cmdQueryValidPaths:
-		if _, err := c.u64(); err != nil { // lock
-			return err
-		}
-		if _, err := c.u64(); err != nil { // substitute: a router has no substituters
-			return err
-		}
-		ps, err := c.paths("paths")
-		if err != nil {
-			return err
-		}
-		reg, err := s.Store.Registry()
-		if err != nil {
-			return err
-		}
-		var valid []storepath.Path
-		for _, p := range ps {
-			if _, ok := reg.Get(p); ok {
-				valid = append(valid, p)
-			}
-		}
-		c.putPaths(valid)
+		return ss.queryValidPaths()
 	case cmdQueryPathInfos:
-		ps, err := c.paths("paths")
-		if err != nil {
-			return err
-		}
-		reg, err := s.Store.Registry()
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			info, ok := reg.Get(p)
-			if !ok {
-				continue
-			}
-			c.putStr(p.String())
-			deriver := ""
-			if info.Deriver != "" {
-				deriver = info.Deriver.String()
-			}
-			c.putStr(deriver)
-			c.putPaths(info.References)
-			c.putU64(info.NarSize) // download size
-			c.putU64(info.NarSize)
-			if minor >= 4 {
-				c.putStr(info.NarHash.String()) // sha256:<nix32>: the client wants the prefix
-				c.putStr("")                    // content address
-				// Nix 2.34 and later parse each signature and drop the
-				// connection on one that is not name:base64, which older
-				// clients may have sent: such a one verifies nothing.
-				var sigs []string
-				for _, sig := range info.Signatures {
-					if wellFormedSignature(sig) {
-						sigs = append(sigs, sig)
-					}
-				}
-				c.putU64(uint64(len(sigs)))
-				for _, sig := range sigs {
-					c.putStr(sig)
-				}
-			}
-		}
-		c.putStr("")
+		return ss.queryPathInfos()
 	case cmdDumpStorePath:
-		ps, err := c.str("path")
-		if err != nil {
-			return err
-		}
-		p, err := storepath.Parse(ps)
-		if err != nil {
-			return err
-		}
-		reg, err := s.Store.Registry()
-		if err != nil {
-			return err
-		}
-		return s.Store.Dump(c.w, reg, p)
+		return ss.dumpStorePath()
 	case cmdImportPaths:
-		w, err := ss.writer()
-		if err != nil {
-			return err
-		}
-		res, err := w.ImportExport(ctx, c.r, nil)
-		if err != nil {
-			return err
-		}
-		s.Log.Info("serve: imported", "paths", len(res.Added))
-		c.putU64(1)
+		return ss.importPaths(ctx)
 	case cmdExportPaths:
-		if _, err := c.u64(); err != nil { // obsolete
-			return err
-		}
-		ps, err := c.paths("paths")
-		if err != nil {
-			return err
-		}
-		return s.export(c, ps)
+		return ss.exportPaths()
 	case cmdQueryClosure:
-		if _, err := c.u64(); err != nil { // include outputs: there are no derivations here
-			return err
-		}
-		ps, err := c.paths("paths")
-		if err != nil {
-			return err
-		}
-		reg, err := s.Store.Registry()
-		if err != nil {
-			return err
-		}
-		var out []storepath.Path
-		for p := range store.Closure(reg, ps) {
-			if _, ok := reg.Get(p); ok {
-				out = append(out, p)
-			}
-		}
-		c.putPaths(registry.TopoSort(nil, out))
+		return ss.queryClosure()
 	case cmdAddToStoreNar:
 		return ss.addToStoreNar(ctx)
 	case cmdBuildPaths:
-		// Read the whole request, then answer as a failed build, so the
-		// client shows the reason and the connection stays usable.
-		if err := c.skipStrs("paths to build", 1); err != nil {
-			return err
-		}
-		if err := ss.skipBuildOptions(); err != nil {
-			return err
-		}
-		s.Log.Info("serve: refused a build")
-		c.putU64(statusMiscFailure)
-		c.putStr(noBuilds)
+		return ss.buildPaths()
 	case cmdBuildDerivation:
-		if err := c.skipStr("derivation path"); err != nil {
-			return err
-		}
-		if err := skipDerivation(c); err != nil {
-			return err
-		}
-		if err := ss.skipBuildOptions(); err != nil {
-			return err
-		}
-		s.Log.Info("serve: refused a build")
-		ss.putFailedBuildResult(noBuilds)
-	default:
-		return fmt.Errorf("unknown serve command %d", cmd)
+		return ss.buildDerivation()
 	}
+	return fmt.Errorf("unknown serve command %d", cmd)
+}
+
+// queryValidPaths reads a lock flag, a substitute flag (a router has no
+// substituters) and paths; it answers with those of them that are valid.
+func (ss *session) queryValidPaths() error {
+	c := ss.c
+	if _, err := c.u64(); err != nil { // lock
+		return err
+	}
+	if _, err := c.u64(); err != nil { // substitute
+		return err
+	}
+	ps, err := c.paths("paths")
+	if err != nil {
+		return err
+	}
+	reg, err := ss.s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	var valid []storepath.Path
+	for _, p := range ps {
+		if _, ok := reg.Get(p); ok {
+			valid = append(valid, p)
+		}
+	}
+	c.putPaths(valid)
+	return nil
+}
+
+// queryPathInfos reads paths and answers with the info of each valid one,
+// as the negotiated version has it, then an empty string.
+func (ss *session) queryPathInfos() error {
+	ps, err := ss.c.paths("paths")
+	if err != nil {
+		return err
+	}
+	reg, err := ss.s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if info, ok := reg.Get(p); ok {
+			ss.putPathInfo(info)
+		}
+	}
+	ss.c.putStr("")
+	return nil
+}
+
+// putPathInfo writes a path's info: path, deriver, references, download
+// and NAR size; from 2.4 the NAR hash, content address and signatures.
+func (ss *session) putPathInfo(info *registry.Info) {
+	c := ss.c
+	c.putStr(info.Path.String())
+	deriver := ""
+	if info.Deriver != "" {
+		deriver = info.Deriver.String()
+	}
+	c.putStr(deriver)
+	c.putPaths(info.References)
+	c.putU64(info.NarSize) // download size
+	c.putU64(info.NarSize)
+	if ss.minor < 4 {
+		return
+	}
+	c.putStr(info.NarHash.String()) // sha256:<nix32>: the client wants the prefix
+	c.putStr("")                    // content address
+	// Nix 2.34 and later parse each signature and drop the connection on
+	// one that is not name:base64, which older clients may have sent:
+	// such a one verifies nothing.
+	var sigs []string
+	for _, sig := range info.Signatures {
+		if wellFormedSignature(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	c.putU64(uint64(len(sigs)))
+	for _, sig := range sigs {
+		c.putStr(sig)
+	}
+}
+
+// dumpStorePath reads a path and answers with its NAR.
+func (ss *session) dumpStorePath() error {
+	ps, err := ss.c.str("path")
+	if err != nil {
+		return err
+	}
+	p, err := storepath.Parse(ps)
+	if err != nil {
+		return err
+	}
+	reg, err := ss.s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	return ss.s.Store.Dump(ss.c.w, reg, p)
+}
+
+// importPaths reads a nix-store --export stream, registers its paths and
+// answers 1.
+func (ss *session) importPaths(ctx context.Context) error {
+	w, err := ss.writer()
+	if err != nil {
+		return err
+	}
+	res, err := w.ImportExport(ctx, ss.c.r, nil)
+	if err != nil {
+		return err
+	}
+	ss.s.Log.Info("serve: imported", "paths", len(res.Added))
+	ss.c.putU64(1)
+	return nil
+}
+
+// exportPaths reads an obsolete flag and paths, and answers with them as
+// a nix-store --export stream.
+func (ss *session) exportPaths() error {
+	if _, err := ss.c.u64(); err != nil { // obsolete
+		return err
+	}
+	ps, err := ss.c.paths("paths")
+	if err != nil {
+		return err
+	}
+	return ss.s.export(ss.c, ps)
+}
+
+// queryClosure reads an include-outputs flag (there are no derivations
+// here) and paths, and answers with the valid paths of their closure, in
+// the order of Nix's StorePathSet: sorted.
+func (ss *session) queryClosure() error {
+	if _, err := ss.c.u64(); err != nil { // include outputs
+		return err
+	}
+	ps, err := ss.c.paths("paths")
+	if err != nil {
+		return err
+	}
+	reg, err := ss.s.Store.Registry()
+	if err != nil {
+		return err
+	}
+	var out []storepath.Path
+	for p := range store.Closure(reg, ps) {
+		if _, ok := reg.Get(p); ok {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	ss.c.putPaths(out)
+	return nil
+}
+
+// buildPaths reads the whole request (paths, build options), then answers
+// as a failed build, so the client shows the reason and the connection
+// stays usable.
+func (ss *session) buildPaths() error {
+	if err := ss.c.skipStrs("paths to build", 1); err != nil {
+		return err
+	}
+	if err := ss.skipBuildOptions(); err != nil {
+		return err
+	}
+	ss.s.Log.Info("serve: refused a build")
+	ss.c.putU64(statusMiscFailure)
+	ss.c.putStr(noBuilds)
+	return nil
+}
+
+// buildDerivation reads the whole request (derivation path, derivation,
+// build options), then answers with a failed BuildResult.
+func (ss *session) buildDerivation() error {
+	if err := ss.c.skipStr("derivation path"); err != nil {
+		return err
+	}
+	if err := skipDerivation(ss.c); err != nil {
+		return err
+	}
+	if err := ss.skipBuildOptions(); err != nil {
+		return err
+	}
+	ss.s.Log.Info("serve: refused a build")
+	ss.putFailedBuildResult(noBuilds)
 	return nil
 }
 
@@ -499,86 +583,89 @@ func wellFormedSignature(s string) bool {
 	return err == nil && len(b) > 0
 }
 
+// addToStoreNar reads a path's info and its NAR, registers it (or reads
+// the NAR through if the path is already valid, keeping what is there) and
+// answers 1.
 func (ss *session) addToStoreNar(ctx context.Context) error {
-	s, c := ss.s, ss.c
-	ps, err := c.str("path")
+	info, err := ss.readAddToStoreNar()
 	if err != nil {
 		return err
 	}
-	p, err := storepath.Parse(ps)
-	if err != nil {
-		return err
-	}
-	deriverS, err := c.str("deriver")
-	if err != nil {
-		return err
-	}
-	hashS, err := c.str("NAR hash")
-	if err != nil {
-		return err
-	}
-	hash, err := nixhash.ParseSHA256(hashS)
-	if err != nil {
-		return fmt.Errorf("%s: %w", p, err)
-	}
-	refs, err := c.paths("references")
-	if err != nil {
-		return err
-	}
-	if _, err := c.u64(); err != nil { // registration time: ours is when we register
-		return err
-	}
-	size, err := c.u64()
-	if err != nil {
-		return err
-	}
-	if _, err := c.u64(); err != nil { // ultimate
-		return err
-	}
-	sigs, err := c.strs("signatures")
-	if err != nil {
-		return err
-	}
-	if _, err := c.str("content address"); err != nil {
-		return err
-	}
-	if size == 0 || size > maxNARSize {
-		return fmt.Errorf("%s: NAR size %d is not acceptable", p, size)
-	}
-	info := registry.Info{Path: p, References: refs, Signatures: sigs}
-	if deriverS != "" {
-		if info.Deriver, err = storepath.Parse(deriverS); err != nil {
-			return err
-		}
-	}
+	size := info.NarSize
 	w, err := ss.writer()
 	if err != nil {
 		return err
 	}
-	reg, err := s.Store.Registry()
+	reg, err := ss.s.Store.Registry()
 	if err != nil {
 		return err
 	}
-	if _, ok := reg.Get(p); ok {
-		// Already here: read the NAR through and keep what we have.
-		if err := nar.Parse(io.LimitReader(c.r, int64(size)), nar.Discard{}, int64(size)); err != nil {
+	if _, ok := reg.Get(info.Path); ok {
+		if err := nar.Parse(io.LimitReader(ss.c.r, int64(size)), nar.Discard{}, int64(size)); err != nil {
 			return err
 		}
-		if err := w.Hold(p); err != nil {
+		if err := w.Hold(info.Path); err != nil {
 			return err
 		}
 	} else {
-		st, err := w.Restore(c.r, store.Expect{Path: p, NarHash: &hash, NarSize: size})
+		st, err := w.Restore(ss.c.r, store.Expect{Path: info.Path, NarHash: &info.NarHash, NarSize: size})
 		if err != nil {
 			return err
 		}
 		if _, err := w.Commit(ctx, []store.Item{{Staged: st, Info: info}}); err != nil {
 			return err
 		}
-		s.Log.Info("serve: added", "path", p, "narSize", size)
+		ss.s.Log.Info("serve: added", "path", info.Path, "narSize", size)
 	}
-	c.putU64(1)
+	ss.c.putU64(1)
 	return nil
+}
+
+// readAddToStoreNar reads AddToStoreNar's arguments up to the NAR: path,
+// deriver, NAR hash, references, registration time (ours is when we
+// register), NAR size, ultimate, signatures, content address.
+func (ss *session) readAddToStoreNar() (info registry.Info, err error) {
+	c := ss.c
+	ps, err := c.str("path")
+	if err != nil {
+		return info, err
+	}
+	if info.Path, err = storepath.Parse(ps); err != nil {
+		return info, err
+	}
+	deriver, err := c.str("deriver")
+	if err != nil {
+		return info, err
+	}
+	hash, err := c.str("NAR hash")
+	if err != nil {
+		return info, err
+	}
+	if info.NarHash, err = nixhash.ParseSHA256(hash); err != nil {
+		return info, fmt.Errorf("%s: %w", info.Path, err)
+	}
+	if info.References, err = c.paths("references"); err != nil {
+		return info, err
+	}
+	var regTime, ultimate uint64
+	if err := c.u64s(&regTime, &info.NarSize, &ultimate); err != nil {
+		return info, err
+	}
+	if info.Signatures, err = c.strs("signatures"); err != nil {
+		return info, err
+	}
+	if _, err := c.str("content address"); err != nil {
+		return info, err
+	}
+	if info.NarSize == 0 || info.NarSize > maxNARSize {
+		return info, fmt.Errorf("%s: NAR size %d is not acceptable", info.Path, info.NarSize)
+	}
+	if deriver != "" {
+		if info.Deriver, err = storepath.Parse(deriver); err != nil {
+			return info, err
+		}
+	}
+	return info, nil
 }
 
 // export writes the paths (references first) as a nix-store --export stream.

@@ -51,138 +51,198 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) (Summary, 
 	return sum, err
 }
 
+// serve runs the router's side of a transfer on c: the handshake, the
+// closure and the answer with what is missing, then the NARs up to the
+// laptop's finish frame, and the summary.
 func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
-	var sum Summary
-	var h hello
-	if err := c.readJSON(frameHello, &h); err != nil {
-		return sum, fmt.Errorf("handshake: %w", err)
-	}
-	if h.Protocol != Protocol {
-		return sum, fmt.Errorf("handshake: peer speaks %q, not %s", h.Protocol, Protocol)
-	}
-	if h.Version < 1 {
-		return sum, fmt.Errorf("handshake: peer speaks version %d, this roostd speaks %d", h.Version, Version)
-	}
-	if err := c.writeJSON(frameHelloReply, hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd"}, Agent: s.Agent}); err != nil {
-		return sum, err
+	h, err := s.handshake(c)
+	if err != nil {
+		return Summary{}, err
 	}
 	var cl closureMsg
 	if err := c.readClosure(&cl); err != nil {
-		return sum, fmt.Errorf("read closure: %w", err)
+		return Summary{}, fmt.Errorf("read closure: %w", err)
 	}
 	infos, err := checkClosure(cl.Paths)
 	if err != nil {
-		return sum, err
+		return Summary{}, err
 	}
 	// The session holds the closure and the delta bases from gc while the
 	// transfer lasts, and takes the store lock only to commit a batch: a
 	// stalled peer holds up no other writer (a rollback above all).
 	ss, err := s.Store.NewSession(s.Lock)
 	if err != nil {
-		return sum, err
+		return Summary{}, err
 	}
 	defer ss.Close()
 	missing, reply, reg, err := s.plan(ctx, ss, h.Version, infos)
 	if err != nil {
-		return sum, err
+		return Summary{}, err
 	}
 	if err := c.writeJSON(frameMissing, reply); err != nil {
-		return sum, err
+		return Summary{}, err
 	}
 	s.Log.Info("transfer started", "paths", len(infos), "missing", len(missing), "peer", h.Agent)
-
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {
-		return sum, err
+		return Summary{}, err
 	}
 	defer dec.Close()
-	var unacked []store.Item
-	var unackedBytes uint64
-	defer func() { store.Discard(unacked) }()
-	commit := func() error {
-		if len(unacked) == 0 {
-			return nil
-		}
-		batch := unacked
-		unacked = nil
-		if _, err := ss.Commit(ctx, batch); err != nil {
-			return err
-		}
-		var paths []storepath.Path
-		for _, it := range batch {
-			paths = append(paths, it.Info.Path)
-		}
-		sum.Received += len(batch)
-		sum.NARBytes += unackedBytes
-		unackedBytes = 0
-		return c.writeJSON(frameAck, ackMsg{Paths: paths})
+	rc := &receiver{s: s, c: c, ss: ss, reg: reg, infos: infos, missing: missing, bases: reply.Bases, dec: dec}
+	defer func() { store.Discard(rc.unacked) }()
+	if err := rc.receiveAll(ctx); err != nil {
+		return rc.sum, err
 	}
-	next := 0
+	return rc.finish(ctx)
+}
+
+// handshake reads the laptop's hello (H), which must speak this protocol
+// at version 1 or later, and answers with the router's (h).
+func (s *Server) handshake(c *conn) (hello, error) {
+	var h hello
+	if err := c.readJSON(frameHello, &h); err != nil {
+		return h, fmt.Errorf("handshake: %w", err)
+	}
+	if h.Protocol != Protocol {
+		return h, fmt.Errorf("handshake: peer speaks %q, not %s", h.Protocol, Protocol)
+	}
+	if h.Version < 1 {
+		return h, fmt.Errorf("handshake: peer speaks version %d, this roostd speaks %d", h.Version, Version)
+	}
+	return h, c.writeJSON(frameHelloReply, hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd"}, Agent: s.Agent})
+}
+
+// receiver is the router's side of a transfer once the missing paths are
+// known: it restores the NARs as they come and commits them in batches.
+type receiver struct {
+	s       *Server
+	c       *conn
+	ss      *store.Session
+	reg     *registry.Registry // as plan saw it: the delta bases are in it
+	infos   map[storepath.Path]*registry.Info
+	missing []storepath.Path
+	bases   map[storepath.Path]Base
+	dec     *zstd.Decoder // for NARs sent without a base
+
+	next         int          // index in missing of the NAR expected next
+	unacked      []store.Item // restored, not yet committed
+	unackedBytes uint64
+	sum          Summary
+}
+
+// receiveAll reads NARs, each a NAR frame, data frames and an end frame,
+// in the order of missing, until the laptop's finish frame (F). It
+// commits a batch when it is large, or when the laptop has sent nothing
+// more yet: it is waiting or slow, and acks let a cut transfer resume.
+func (rc *receiver) receiveAll(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
-			return sum, err
+			return err
 		}
-		t, payload, err := c.read()
+		t, payload, err := rc.c.read()
 		if err != nil {
-			return sum, err
+			return err
 		}
 		if t == frameFinish {
-			break
+			return nil
 		}
-		var nm narMsg
-		if err := decodeFrame(t, payload, frameNAR, &nm); err != nil {
-			return sum, err
-		}
-		if next >= len(missing) || nm.Path != missing[next] {
-			want := "nothing more"
-			if next < len(missing) {
-				want = missing[next].String()
-			}
-			return sum, fmt.Errorf("peer sent %s, expected %s (paths must come in the order given)", nm.Path, want)
-		}
-		if nm.Compression != "zstd" {
-			return sum, fmt.Errorf("NAR of %s: unsupported compression %q", nm.Path, nm.Compression)
-		}
-		info := infos[nm.Path]
-		d := dec
-		if nm.Base != "" {
-			if base, ok := reply.Bases[nm.Path]; !ok || base.Path != nm.Base {
-				return sum, fmt.Errorf("NAR of %s: a delta against %s, which the router did not offer", nm.Path, nm.Base)
-			}
-			var baseNAR bytes.Buffer
-			if err := s.Store.Dump(&baseNAR, reg, nm.Base); err != nil {
-				return sum, fmt.Errorf("delta base %s: %w", nm.Base, err)
-			}
-			dd, err := deltaReader(nil, baseNAR.Bytes(), info.NarSize)
-			if err != nil {
-				return sum, err
-			}
-			d = dd
-		}
-		st, err := s.receiveNAR(ss, c, d, info)
-		if d != dec {
-			d.Close()
-		}
+		nm, err := rc.expect(t, payload)
 		if err != nil {
-			return sum, err
+			return err
 		}
-		next++
-		unacked = append(unacked, store.Item{Staged: st, Info: *info})
-		unackedBytes += info.NarSize
-		if len(unacked) >= batchPaths || unackedBytes >= batchBytes || c.r.Buffered() == 0 {
-			// Also commit when the peer has nothing buffered for us: it is
-			// waiting or slow, and acks let a cut transfer resume from here.
-			if err := commit(); err != nil {
-				return sum, err
+		if err := rc.receive(nm); err != nil {
+			return err
+		}
+		if len(rc.unacked) >= batchPaths || rc.unackedBytes >= batchBytes || rc.c.r.Buffered() == 0 {
+			if err := rc.commit(ctx); err != nil {
+				return err
 			}
 		}
 	}
-	if err := commit(); err != nil {
-		return sum, err
+}
+
+// expect decodes a NAR frame and checks that it names the next missing
+// path, compressed with zstd, against a base only if the router offered it.
+func (rc *receiver) expect(t byte, payload []byte) (narMsg, error) {
+	var nm narMsg
+	if err := decodeFrame(t, payload, frameNAR, &nm); err != nil {
+		return nm, err
 	}
-	sum.Missing = len(missing) - next
-	s.Log.Info("transfer done", "received", sum.Received, "narBytes", sum.NARBytes, "stillMissing", sum.Missing)
-	return sum, c.writeJSON(frameSummary, sum)
+	if rc.next >= len(rc.missing) || nm.Path != rc.missing[rc.next] {
+		want := "nothing more"
+		if rc.next < len(rc.missing) {
+			want = rc.missing[rc.next].String()
+		}
+		return nm, fmt.Errorf("peer sent %s, expected %s (paths must come in the order given)", nm.Path, want)
+	}
+	if nm.Compression != "zstd" {
+		return nm, fmt.Errorf("NAR of %s: unsupported compression %q", nm.Path, nm.Compression)
+	}
+	if nm.Base != "" {
+		if base, ok := rc.bases[nm.Path]; !ok || base.Path != nm.Base {
+			return nm, fmt.Errorf("NAR of %s: a delta against %s, which the router did not offer", nm.Path, nm.Base)
+		}
+	}
+	return nm, nil
+}
+
+// receive restores the NAR that nm announced from the data frames that
+// follow, decoding a delta with its base's NAR as the dictionary, and
+// keeps it for the next commit.
+func (rc *receiver) receive(nm narMsg) error {
+	info := rc.infos[nm.Path]
+	dec := rc.dec
+	if nm.Base != "" {
+		var baseNAR bytes.Buffer
+		if err := rc.s.Store.Dump(&baseNAR, rc.reg, nm.Base); err != nil {
+			return fmt.Errorf("delta base %s: %w", nm.Base, err)
+		}
+		dd, err := deltaReader(nil, baseNAR.Bytes(), info.NarSize)
+		if err != nil {
+			return err
+		}
+		defer dd.Close()
+		dec = dd
+	}
+	st, err := rc.s.receiveNAR(rc.ss, rc.c, dec, info)
+	if err != nil {
+		return err
+	}
+	rc.next++
+	rc.unacked = append(rc.unacked, store.Item{Staged: st, Info: *info})
+	rc.unackedBytes += info.NarSize
+	return nil
+}
+
+// commit registers the NARs received since the last commit and
+// acknowledges them (A), so the laptop knows how far a transfer got.
+func (rc *receiver) commit(ctx context.Context) error {
+	if len(rc.unacked) == 0 {
+		return nil
+	}
+	batch := rc.unacked
+	rc.unacked = nil
+	if _, err := rc.ss.Commit(ctx, batch); err != nil {
+		return err
+	}
+	var paths []storepath.Path
+	for _, it := range batch {
+		paths = append(paths, it.Info.Path)
+	}
+	rc.sum.Received += len(batch)
+	rc.sum.NARBytes += rc.unackedBytes
+	rc.unackedBytes = 0
+	return rc.c.writeJSON(frameAck, ackMsg{Paths: paths})
+}
+
+// finish commits what is left and sends the summary (S), the last frame.
+func (rc *receiver) finish(ctx context.Context) (Summary, error) {
+	if err := rc.commit(ctx); err != nil {
+		return rc.sum, err
+	}
+	rc.sum.Missing = len(rc.missing) - rc.next
+	rc.s.Log.Info("transfer done", "received", rc.sum.Received, "narBytes", rc.sum.NARBytes, "stillMissing", rc.sum.Missing)
+	return rc.sum, rc.c.writeJSON(frameSummary, rc.sum)
 }
 
 // receiveNAR restores one NAR from data frames, for the next commit.

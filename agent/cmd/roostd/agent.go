@@ -40,7 +40,7 @@ func runAgent(e *env, args []string) error {
 	}
 	a, err := agent.New(agent.Options{
 		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self, ProcSys: "/proc/sys",
-		Store: e.openStore(*f.root), Exec: agentExec, Crash: e.crashHook(),
+		Store: e.openStore(*f.root), Commands: commands{}, Crash: e.crashHook(),
 		Ready: func() {
 			if *notifyFD >= 0 {
 				nf := os.NewFile(uintptr(*notifyFD), "notify")
@@ -52,16 +52,28 @@ func runAgent(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads, from now on: a reload before Run only loads the
+	// config, which Run then starts the services with.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloading := make(chan struct{})
 	go func() {
-		for range hup {
-			if err := a.Reload(e.ctx); err != nil {
-				e.log.Error("reload", "err", err)
+		defer close(reloading)
+		for {
+			select {
+			case <-hup:
+				if err := a.Reload(e.ctx); err != nil {
+					e.log.Error("reload", "err", err)
+				}
+			case <-e.ctx.Done():
+				return
 			}
 		}
 	}()
-	return a.Run(e.ctx)
+	err = a.Run(e.ctx)
+	<-reloading
+	return err
 }
 
 // viaAgent runs a command that needs the resident agent: in it if this is
@@ -98,12 +110,6 @@ func runReceive(e *env, args []string) error {
 	return err
 }
 
-// activation is what `roostd activate --json` prints.
-type activation struct {
-	activate.Result
-	Changes []closurediff.Change `json:"changes"`
-}
-
 func runActivate(e *env, args []string) error {
 	f := newFlags(e, "activate")
 	timeout := f.Duration("confirm-timeout", 90*time.Second, "roll back unless confirmed within this")
@@ -123,11 +129,11 @@ func runActivate(e *env, args []string) error {
 		return err
 	}
 	return viaAgent(e, *f.root, append([]string{"activate"}, args...), func(a *agent.Agent) error {
-		res, err := a.Activator.Activate(e.ctx, mode, system, *timeout, e.conn)
+		res, err := a.Activate(e.ctx, mode, system, *timeout, e.conn)
 		if err != nil {
 			return err
 		}
-		out := activation{Result: res, Changes: changes(a.Store(), res.Previous, system)}
+		out := activate.Report{Result: res, Changes: changes(a.Store(), res.Previous, system)}
 		if *f.json {
 			printJSON(e.stdout, out)
 			return nil
@@ -183,7 +189,7 @@ func runConfirm(e *env, args []string) error {
 		return errors.New("usage: roostd confirm TOKEN")
 	}
 	return viaAgent(e, *f.root, append([]string{"confirm"}, args...), func(a *agent.Agent) error {
-		if err := a.Activator.Confirm(pos[0], e.conn); err != nil {
+		if err := a.Confirm(pos[0], e.conn); err != nil {
 			return err
 		}
 		if *f.json {
@@ -240,15 +246,15 @@ func runStatus(e *env, args []string) error {
 		st.ConfigProblem = e.agent.ConfigProblem()
 		*state = e.agent.State()
 	}
-	link := func(name string) storepath.Path {
-		t, err := os.Readlink(*f.root + "/run/" + name)
+	link := func(file string) storepath.Path {
+		t, err := os.Readlink(file)
 		if err != nil {
 			return ""
 		}
 		p, _ := storepath.FromLink(t)
 		return p
 	}
-	st.Current, st.Booted = link("current-system"), link("booted-system")
+	st.Current, st.Booted = link(activate.CurrentLink(*f.root)), link(activate.BootedLink(*f.root))
 	gens, cur, err := generations.System(*f.root, nil).List()
 	if err != nil {
 		return err

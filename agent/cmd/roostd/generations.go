@@ -98,7 +98,7 @@ func runRollback(e *env, args []string) error {
 		return err
 	}
 	err := viaAgent(e, *f.root, append([]string{"rollback"}, args...), func(a *agent.Agent) error {
-		g, err := a.Activator.Rollback(e.ctx)
+		g, err := a.Rollback(e.ctx)
 		if err != nil {
 			return err
 		}

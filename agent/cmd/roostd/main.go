@@ -21,6 +21,7 @@ import (
 	"github.com/roostrouter/roost/agent/cmdflag"
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/nixsig"
 	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -105,9 +106,11 @@ func exitStatus(err error, stderr io.Writer) int {
 	return 1
 }
 
-// agentExec runs a command line from an SSH client or the control socket
-// inside the agent.
-func agentExec(ctx context.Context, a *agent.Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// commands is roostd's command table as the agent runs it, for SSH clients
+// and the control socket (agent.Commands).
+type commands struct{}
+
+func (commands) Exec(ctx context.Context, a *agent.Agent, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && filepath.Base(args[0]) == "roostd" {
 		args = args[1:]
 	}
@@ -192,34 +195,36 @@ func (f *flags) parse(args []string) ([]string, error) { return cmdflag.Parse(f.
 // openStore returns the store below --root, wired to the crash hook that
 // tests set with ROOST_CRASH_AT.
 func (e *env) openStore(root string) *store.Store {
-	return store.New(root, store.Options{Log: e.log, Crash: e.crashHook(), TrustedKeys: e.trustedKeys(root)})
+	var s *store.Store
+	s = store.New(root, store.Options{Log: e.log, Crash: e.crashHook(),
+		TrustedKeys: func() ([]nixsig.PublicKey, error) { return e.trustedKeys(s) }})
+	return s
 }
 
 // trustedKeys are the running system's trustedPublicKeys: from the agent
-// when this runs in it, else from the current system's config. A config
-// that cannot be read refuses every new path rather than trust them all.
-func (e *env) trustedKeys(root string) func() ([]nixsig.PublicKey, error) {
-	return func() ([]nixsig.PublicKey, error) {
-		if e.agent != nil {
-			if c := e.agent.Config(); c != nil {
-				return c.TrustedKeys(), nil
-			}
-			return nil, nil
+// when this runs in it, else from the current system's config in s. A
+// config that cannot be read refuses every new path rather than trust them
+// all.
+func (e *env) trustedKeys(s *store.Store) ([]nixsig.PublicKey, error) {
+	if e.agent != nil {
+		if c := e.agent.Config(); c != nil {
+			return c.TrustedKeys(), nil
 		}
-		target, err := os.Readlink(filepath.Join(root, "run/current-system"))
-		if err != nil {
-			return nil, nil // no system yet: nothing to trust or distrust
-		}
-		sys, err := storepath.FromLink(target)
-		if err != nil {
-			return nil, err
-		}
-		c, err := config.Load(filepath.Join(root, storepath.Dir, sys.Base(), "etc/roost/config.json"), agent.Kinds(nil))
-		if err != nil {
-			return nil, fmt.Errorf("the running system's trusted keys cannot be read: %w", err)
-		}
-		return c.TrustedKeys(), nil
+		return nil, nil
 	}
+	target, err := os.Readlink(activate.CurrentLink(s.Root))
+	if err != nil {
+		return nil, nil // no system yet: nothing to trust or distrust
+	}
+	sys, err := storepath.FromLink(target)
+	if err != nil {
+		return nil, err
+	}
+	c, err := config.Load(activate.ConfigFile(s, sys), agent.Kinds(nil))
+	if err != nil {
+		return nil, fmt.Errorf("the running system's trusted keys cannot be read: %w", err)
+	}
+	return c.TrustedKeys(), nil
 }
 
 // crashHook returns a hook that kills this process with SIGKILL at the named

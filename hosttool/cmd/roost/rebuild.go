@@ -167,12 +167,6 @@ type rebuildResult struct {
 	Confirmed  bool                 `json:"confirmed"`
 }
 
-// activation is `roostd activate --json`'s output.
-type activation struct {
-	activate.Result
-	Changes []closurediff.Change `json:"changes"`
-}
-
 func runRebuild(e *env, args []string) error {
 	f := newFlags(e, "rebuild")
 	systemFlag := f.String("system", "", "activate this built system `path` instead of building one")
@@ -228,7 +222,7 @@ func runRebuild(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("activate: %w", err)
 	}
-	var act activation
+	var act activate.Report
 	if err := json.Unmarshal(out, &act); err != nil {
 		return fmt.Errorf("the router's answer to activate is not what roost expects (%v): %s", err, out)
 	}
@@ -248,7 +242,7 @@ func runRebuild(e *env, args []string) error {
 
 // confirm reaches the router again, on a new connection: if the new system
 // broke SSH, this fails and the router rolls back by itself.
-func (e *env) confirm(f *flags, act activation) error {
+func (e *env) confirm(f *flags, act activate.Report) error {
 	client, err := e.dial(f)
 	if err != nil {
 		return fmt.Errorf("could not reach the router again to confirm the new system (%v): it rolls back by itself at %s", err, act.Deadline.Format(time.TimeOnly))

@@ -26,7 +26,7 @@ func main() {
 	}
 	bin := flag.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, ota, agent, addressing or firewall")
+	only := flag.String("only", "", "run only this table: store, ota, agent, addressing, firewall or dns")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
 	if *only == "" || *only == "store" {
@@ -52,6 +52,13 @@ func main() {
 	}
 	if *only == "" || *only == "firewall" {
 		if err := benchFirewall(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Println()
+	}
+	if *only == "" || *only == "dns" {
+		if err := benchDNS(roostd); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}

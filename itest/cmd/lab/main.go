@@ -87,7 +87,7 @@ func up(dir, bin, wan string) error {
 	if err := n.Up(); err != nil {
 		return err
 	}
-	pub, err := laptop(dir, "pids", "kea4", "kea6")
+	pub, err := laptop(dir, "pids", "kea4", "kea6", "nsd")
 	if err != nil {
 		return err
 	}
@@ -113,6 +113,9 @@ func up(dir, bin, wan string) error {
 		return err
 	}
 	fmt.Println("roostd is running in", nsRouter, "(log:", log.Name()+")", "with", example)
+	if err := dnsISP(dir, n); err != nil {
+		return err
+	}
 	if wan == "dhcp" {
 		if err := dhcpISP(dir, n, log.Name()); err != nil {
 			return err
@@ -135,6 +138,9 @@ func up(dir, bin, wan string) error {
 		addrs, _ := exec.Command("ip", "-n", nsLAN, "-br", "addr", "show", "dev", "eth0").Output()
 		fmt.Printf("the LAN host's addresses, from the router (DHCPv4, SLAAC): %s\n", strings.Join(strings.Fields(string(addrs))[2:], " "))
 	}
+	if err := resolves(wan == "dhcp"); err != nil {
+		return fmt.Errorf("%w: see %s", err, log.Name())
+	}
 	if err := rebuild(dir, bin, cfg); err != nil {
 		return err
 	}
@@ -143,6 +149,7 @@ func up(dir, bin, wan string) error {
 	env := fmt.Sprintf("HOME=%s NIX_REMOTE=%s", filepath.Join(dir, "home"), filepath.Join(dir, "nix"))
 	fmt.Printf(`The lab is up. Try:
   ip netns exec %[1]s ping 198.51.100.1                                  # the LAN host, through the router
+  ip netns exec %[1]s dig @192.168.1.1 www.isp.example                   # a name, through the router's DNS forwarder
   ip netns exec %[1]s env %[2]s %[3]s/roost status --host rotuer    # roost, from the LAN host
   ip netns exec %[4]s %[3]s/roostd status --root %[5]s/root         # on the router
   make lab-down
@@ -317,7 +324,7 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	if err != nil {
 		return err
 	}
-	udhcpc := exec.Command("ip", labnet.In(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script)[1:]...)
+	udhcpc := exec.Command("ip", labnet.In(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-t", "30", "-T", "1", "-s", script, "-x", "hostname:"+lanHostname)[1:]...)
 	out, err := os.Create(filepath.Join(dir, "udhcpc.log"))
 	if err != nil {
 		return err
@@ -332,6 +339,54 @@ func dhcpISP(dir string, n *labnet.Net, roostdLog string) error {
 	}); err != nil {
 		return fmt.Errorf("the LAN host got no DHCP lease from the router: see %s and %s", out.Name(), roostdLog)
 	}
+	return nil
+}
+
+// lanHostname is the name the LAN host gives the router's DHCP server,
+// and so its name in home.arpa.
+const lanHostname = "laptop"
+
+// dnsISP starts the ISP's DNS server, nsd, on the address its DHCP
+// servers hand out, serving the test zone isp.example.
+func dnsISP(dir string, n *labnet.Net) error {
+	s, err := isp.StartNSD(filepath.Join(dir, "nsd"), n.ISP, "isp", isp.DNS1, isp.DNS1v6)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pids", "nsd"), []byte(strconv.Itoa(s.Pid())), 0o644); err != nil {
+		return err
+	}
+	fmt.Println("the ISP runs nsd with the zone isp.example on", isp.DNS1, "and", isp.DNS1v6, "(log:", filepath.Join(dir, "nsd")+")")
+	return nil
+}
+
+// resolves shows the LAN host resolving through the router: a name at
+// the ISP, and with a DHCP lease its own name and address both ways.
+func resolves(dhcp bool) error {
+	digLAN := func(args ...string) string {
+		out, _ := exec.Command("ip", labnet.In(nsLAN, append([]string{"dig", "@192.168.1.1", "+short", "+time=1", "+tries=1"}, args...)...)[1:]...).Output()
+		var answers []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if l != "" && !strings.HasPrefix(l, ";") { // not dig's complaints
+				answers = append(answers, l)
+			}
+		}
+		return strings.Join(answers, " ")
+	}
+	var www string
+	if err := labnet.Wait(20*time.Second, 200*time.Millisecond, func() bool { www = digLAN("www.isp.example"); return www != "" }); err != nil {
+		return errors.New("the LAN host cannot resolve www.isp.example through the router")
+	}
+	fmt.Printf("the LAN host resolves www.isp.example through the router's DNS forwarder: %s (dig @192.168.1.1)\n", www)
+	if !dhcp {
+		return nil
+	}
+	name := lanHostname + ".home.arpa"
+	var addr string
+	if err := labnet.Wait(10*time.Second, 200*time.Millisecond, func() bool { addr = digLAN(name); return addr != "" }); err != nil {
+		return fmt.Errorf("the router does not resolve the LAN host's name %s", name)
+	}
+	fmt.Printf("and its own name from its DHCP lease: %s is %s, and %s is %s\n", name, addr, addr, digLAN("-x", addr))
 	return nil
 }
 
