@@ -45,7 +45,7 @@ func (d *Decl) Check(c *kind.Check) {
 		}
 	}
 	for _, r := range s.RARefs() {
-		c.Ref(r.Path, r.Service, kind.Announcer)
+		c.Watch(r.Path, r.Service, kind.Announcer)
 	}
 }
 

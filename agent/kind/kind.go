@@ -130,6 +130,14 @@ func (c *Check) OutputRef(field, service, output string) {
 	c.refs = append(c.refs, Ref{Field: field, Service: service, Output: output})
 }
 
+// Watch records that field names service, which must play want, and
+// whose outputs the service only reads: it does not wait for it (the
+// firewall follows an ra's prefix, but must be in force before the DHCPv6
+// client under that ra can hear its server).
+func (c *Check) Watch(field, service string, want Role) {
+	c.refs = append(c.refs, Ref{Field: field, Service: service, Want: want, Follow: true})
+}
+
 // Follow records that field names service's output, which the service
 // follows while it runs (Built.Watches) without depending on it.
 func (c *Check) Follow(field, service, output string) {
