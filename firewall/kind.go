@@ -41,7 +41,7 @@ func (d *Decl) Check(c *kind.Check) {
 			}
 		}
 		for i, svc := range d.Zones[z].Services {
-			c.Ref(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, kind.Device)
+			c.Watch(fmt.Sprintf("zones.%s.services[%d]", z, i), svc, kind.Device)
 		}
 	}
 	for _, r := range s.RARefs() {

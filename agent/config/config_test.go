@@ -36,6 +36,11 @@ func TestDHCPExampleConfig(t *testing.T) {
 	if got := strings.Join(c.Services["default"].Deps(), ","); got != "wan,wan-dhcp" {
 		t.Fatalf("the default route depends on %s, want the link and the DHCP client", got)
 	}
+	// The firewall only reads its zones' devices: it is in force before
+	// they are up, and stays while a WAN link is down.
+	if got := strings.Join(c.Services["firewall"].Deps(), ","); got != "" {
+		t.Fatalf("the firewall depends on %s, want nothing", got)
+	}
 	if got := strings.Join(c.Services["lan-ra"].Deps(), ","); got != "lan,wan-dhcp6" {
 		t.Fatalf("the LAN's prefix depends on %s, want the LAN and the DHCPv6 client", got)
 	}
