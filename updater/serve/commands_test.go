@@ -82,17 +82,12 @@ func TestQueryClosure(t *testing.T) {
 	c.u64(cmdQueryClosure)
 	c.u64(0)
 	c.strs(pkgs[1].Path.String(), storetest.NewPath("absent").String())
-	var out bytes.Buffer
-	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-		t.Fatal(err)
-	}
+	out := serveAll(t, s, c)
 	closure := []string{pkgs[0].Path.String(), pkgs[1].Path.String()}
 	slices.Sort(closure)
-	want := &client{}
-	want.u64(magic2)
-	want.u64(Version)
+	want := greeting()
 	want.strs(closure...)
-	if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+	if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 		t.Fatal(diff)
 	}
 }
@@ -189,16 +184,11 @@ func TestAddToStoreNarAgain(t *testing.T) {
 	c.u64(0)
 	c.u64(0)
 	c.strs(pkg.Path.String())
-	var out bytes.Buffer
-	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-		t.Fatal(err)
-	}
-	want := &client{}
-	want.u64(magic2)
-	want.u64(Version)
+	out := serveAll(t, s, c)
+	want := greeting()
 	want.u64(1)
 	want.strs(pkg.Path.String())
-	if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+	if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 		t.Fatal(diff)
 	}
 }

@@ -40,6 +40,26 @@ func hello() *client {
 	return c
 }
 
+// serveAll runs a server on s over everything c wrote, and returns what
+// it answered.
+func serveAll(t *testing.T, s *store.Store, c *client) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// greeting is the server's answer to hello: a test appends the answers it
+// wants after it.
+func greeting() *client {
+	want := &client{}
+	want.u64(magic2)
+	want.u64(Version)
+	return want
+}
+
 func server(s *store.Store) *Server {
 	return &Server{Store: s, Write: true, Log: slog.New(slog.DiscardHandler),
 		Lock: func(ctx context.Context) (*store.Txn, error) { return s.Lock(ctx, "serve", nil) }}
@@ -80,21 +100,16 @@ func TestAddQueryDump(t *testing.T) {
 	c.strs(pkgs[0].Path.String(), storetest.NewPath("absent").String())
 	c.u64(cmdDumpStorePath)
 	c.str(pkgs[1].Path.String())
-	var out bytes.Buffer
-	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-		t.Fatal(err)
-	}
+	out := serveAll(t, s, c)
 	// magic2, version, three acks, one valid path, then the NAR.
-	want := &client{}
-	want.u64(magic2)
-	want.u64(Version)
+	want := greeting()
 	for range pkgs {
 		want.u64(1)
 	}
 	want.strs(pkgs[0].Path.String())
 	want.b.Write(nars[1])
-	if !bytes.Equal(out.Bytes(), want.b.Bytes()) {
-		t.Fatalf("the server's answers differ from what Nix expects (%d vs %d bytes)", out.Len(), want.b.Len())
+	if !bytes.Equal(out, want.b.Bytes()) {
+		t.Fatalf("the server's answers differ from what Nix expects (%d vs %d bytes)", len(out), want.b.Len())
 	}
 }
 
@@ -247,10 +262,7 @@ func TestNewerClient(t *testing.T) {
 	c.u64(cmdDumpStorePath)
 	c.str(pkgs[1].Path.String())
 
-	var out bytes.Buffer
-	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-		t.Fatal(err)
-	}
+	out := serveAll(t, s, c)
 	want := &client{}
 	want.u64(magic2)
 	want.u64(0x207)
@@ -272,7 +284,7 @@ func TestNewerClient(t *testing.T) {
 	want.strs(sig)
 	want.str("") // end of infos: the absent path is left out
 	want.b.Write(nars[1])
-	if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+	if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 		t.Fatal(diff)
 	}
 }
@@ -318,16 +330,11 @@ func TestVersions(t *testing.T) {
 			c := helloAt(tc.client)
 			c.u64(cmdQueryPathInfos)
 			c.strs(pkg.Path.String())
-			var out bytes.Buffer
-			if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-				t.Fatal(err)
-			}
-			want := &client{}
-			want.u64(magic2)
-			want.u64(Version)
+			out := serveAll(t, s, c)
+			want := greeting()
 			want.pathInfo(tc.minor, pkg, hash, n.Len())
 			want.str("")
-			if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+			if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 				t.Fatal(diff)
 			}
 		})
@@ -395,13 +402,8 @@ func TestBuildRefused(t *testing.T) {
 			c.u64(0)
 			c.strs(drv)
 
-			var out bytes.Buffer
-			if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-				t.Fatal(err)
-			}
-			want := &client{}
-			want.u64(magic2)
-			want.u64(Version)
+			out := serveAll(t, s, c)
+			want := greeting()
 			// BuildPaths: the status, and with a failure the message.
 			want.u64(statusMiscFailure)
 			want.str(noBuilds)
@@ -418,7 +420,7 @@ func TestBuildRefused(t *testing.T) {
 				want.u64(0) // built outputs
 			}
 			want.strs() // QueryValidPaths, in step
-			if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+			if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 				t.Fatal(diff)
 			}
 		})
@@ -449,17 +451,12 @@ func TestSignaturesNewerClientsParse(t *testing.T) {
 	c.b.Write(n.Bytes())
 	c.u64(cmdQueryPathInfos)
 	c.strs(pkg.Path.String())
-	var out bytes.Buffer
-	if err := server(s).Serve(context.Background(), &c.b, &out); err != nil {
-		t.Fatal(err)
-	}
-	want := &client{}
-	want.u64(magic2)
-	want.u64(Version)
+	out := serveAll(t, s, c)
+	want := greeting()
 	want.u64(1)
 	want.pathInfo(5, pkg, hash, n.Len(), good)
 	want.str("")
-	if diff := firstDiff(out.Bytes(), want.b.Bytes()); diff != "" {
+	if diff := firstDiff(out, want.b.Bytes()); diff != "" {
 		t.Fatal(diff)
 	}
 }
