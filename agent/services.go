@@ -22,13 +22,25 @@ func (a *Agent) specs(cfg *config.Config) ([]supervisor.Spec, error) {
 	for _, names := range byKind {
 		sort.Strings(names)
 	}
+	kinds := map[string]kind.Kind{}
+	for _, k := range Kinds(a.ppp) {
+		kinds[k.Name] = k
+	}
+	services := map[string]kind.Kind{}
+	for name, s := range cfg.Services {
+		services[name] = kinds[s.Kind]
+	}
 	for name, s := range cfg.Services {
 		b, err := s.Decl.Build(kind.Env{Name: name, NL: a.nl, Board: cfg.BoardInfo(), State: a.opts.State,
-			Root: a.opts.Root, ProcSys: a.opts.ProcSys, Self: a.opts.Self})
+			Root: a.opts.Root, ProcSys: a.opts.ProcSys, Self: a.opts.Self, Services: services})
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", name, err)
 		}
-		sp := supervisor.Spec{Name: name, Kind: s.Kind, Deps: s.Deps(), Fingerprint: s.Fingerprint(),
+		// What it reads is part of what it is: a default drawn from the
+		// rest of the config (the DNS servers a LAN is handed) changes
+		// them, and must restart it as a changed setting would.
+		fingerprint := fmt.Sprint(s.Fingerprint(), b.Reads, b.Watches)
+		sp := supervisor.Spec{Name: name, Kind: s.Kind, Deps: s.Deps(), Fingerprint: fingerprint,
 			Reads: b.Reads, Watches: b.Watches, New: b.New}
 		for _, k := range b.AfterKinds {
 			sp.Deps = append(sp.Deps, byKind[k]...)

@@ -1,9 +1,11 @@
 package itest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,7 +99,9 @@ func waitLinkLocal(t *testing.T, ns, dev string) {
 
 // TestPrefixOnLAN: the prefix kea delegates is split, the LAN gets its /64
 // by router advertisement, and the LAN host sees it (rdisc6) and takes a
-// SLAAC address in it.
+// SLAAC address in it. Without a dns service the advertisements name the
+// ISP's DNS server (RDNSS); with one added by a reload, the router's own
+// address, and the ISP's server withdrawn (lifetime 0).
 func TestPrefixOnLAN(t *testing.T) {
 	need(t, "rdisc6")
 	a := startAgentLab(t, []byte(lanPrefixConfig))
@@ -112,18 +116,68 @@ func TestPrefixOnLAN(t *testing.T) {
 	// rdisc6 asks, the router answers with the prefix.
 	waitLinkLocal(t, a.net.LAN, "eth0")
 	out := mustRun(t, nil, "ip", labnet.In(a.net.LAN, "rdisc6", "-1", "-w", "2000", "eth0")[1:]...)
-	if !strings.Contains(out, strings.TrimSuffix(lan, "/64")) || !strings.Contains(out, "Recursive DNS server") {
+	if !strings.Contains(out, strings.TrimSuffix(lan, "/64")) {
 		t.Fatalf("rdisc6 on the LAN host:\n%s", out)
+	}
+	if got := rdnss(out); len(got) != 1 || got[isp.DNS1v6] == "" || got[isp.DNS1v6] == "0" {
+		t.Fatalf("without a dns service the RDNSS is %v, want the ISP's %s:\n%s", got, isp.DNS1v6, out)
 	}
 	// The LAN host configures an address in the prefix (SLAAC).
 	prefix := strings.TrimSuffix(lan, "::/64") + ":"
 	var addrs string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if addrs = mustRun(t, nil, "ip", "-n", a.net.LAN, "-6", "addr", "show", "dev", "eth0"); strings.Contains(addrs, prefix) {
-			return
+	if labnet.Wait(10*time.Second, 200*time.Millisecond, func() bool {
+		addrs = mustRun(t, nil, "ip", "-n", a.net.LAN, "-6", "addr", "show", "dev", "eth0")
+		return strings.Contains(addrs, prefix)
+	}) != nil {
+		t.Fatalf("the LAN host has no address in %s:\n%s", lan, addrs)
+	}
+
+	// A dns service added: the advertisements name the router, and tell
+	// hosts to stop asking the ISP's server. rdisc6 listens through the
+	// change.
+	listen := exec.Command("ip", labnet.In(a.net.LAN, "rdisc6", "-d", "-m", "-w", "8000", "eth0")[1:]...)
+	var heard bytes.Buffer
+	listen.Stdout, listen.Stderr = &heard, &heard
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.reload(strings.Replace(lanPrefixConfig, `"forwarding":`, `"lan-dns": { "kind": "dns", "link": "lan" },
+    "forwarding":`, 1))
+	listen.Wait()
+	own := strings.TrimSuffix(lan, "/64") + "1"
+	var withdrawn bool
+	var last map[string]string
+	for _, ra := range strings.Split(heard.String(), "Hop limit")[1:] {
+		last = rdnss(ra)
+		withdrawn = withdrawn || last[isp.DNS1v6] == "0"
+	}
+	if !withdrawn || last[own] == "" || last[own] == "0" || len(last) != 1 {
+		t.Fatalf("with a dns service: ISP's server withdrawn %v, last RDNSS %v, want only %s:\n%s\nroostd:\n%s", withdrawn, last, own, heard.String(), a.log.String())
+	}
+}
+
+// rdnss reads the DNS servers of rdisc6's output (one advertisement), each
+// with its lifetime in seconds.
+func rdnss(out string) map[string]string {
+	got := map[string]string{}
+	var pending []string
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch k {
+		case "Recursive DNS server":
+			pending = append(pending, v)
+		case "DNS server lifetime", "DNS servers lifetime":
+			for _, a := range pending {
+				got[a] = strings.Fields(v)[0]
+			}
+			pending = nil
 		}
 	}
-	t.Fatalf("the LAN host has no address in %s:\n%s", lan, addrs)
+	return got
 }
 
 // lanPrefixConfig is the WAN's DHCPv6 client and the LAN's /64 number 1,

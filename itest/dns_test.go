@@ -419,3 +419,47 @@ func floodIn(t *testing.T, ns, addr string, b []byte, count int) int {
 	}
 	return <-got
 }
+
+// TestDNSHandedOut: what the DHCPv4 server tells the LAN to use for DNS
+// follows whether the router runs a dns service. Without one it hands out
+// the ISP's servers as the WAN learns them (a LAN host is never pointed at
+// a router that does not answer); with one added by a reload, the router.
+func TestDNSHandedOut(t *testing.T) {
+	need(t, "ip", "kea-dhcp4", "/bin/busybox")
+	n := labnet.New(fmt.Sprintf("dh%d-", os.Getpid()%100000))
+	n.DynamicLAN = true
+	if err := n.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Down)
+	startKea(t, n.ISP, "kea-dhcp4", keaDNS(isp.DNS1+", "+isp.DNS2))
+	withoutDNS := regexp.MustCompile(`(?s),\n    "lan-dns": .*?\} \}`).ReplaceAllString(dnsLabConfig, "")
+	if withoutDNS == dnsLabConfig {
+		t.Fatal("the config without a dns service still has it")
+	}
+	a := startAgentLabOn(t, n, []byte(withoutDNS), nil)
+	a.waitServices("up", func(s map[string]serviceStatus) bool { return s["lan-dhcp"].State == "up" && allUp(s) })
+	script, err := labnet.UdhcpcScript(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handed := func() string {
+		t.Helper()
+		r := run(t, nil, nil, "ip", labnet.In(n.LAN, "/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", script)[1:]...)
+		m := regexp.MustCompile(`udhcpc: dns (.*)`).FindStringSubmatch(r.stdout)
+		if m == nil {
+			t.Fatalf("udhcpc on the LAN host:\n%s%s\nroostd:\n%s", r.stdout, r.stderr, a.log.String())
+		}
+		return strings.TrimSpace(m[1])
+	}
+	if got, want := handed(), isp.DNS1+" "+isp.DNS2; got != want {
+		t.Fatalf("without a dns service the LAN host was handed DNS %q, want the ISP's %q", got, want)
+	}
+	a.reload(dnsLabConfig)
+	a.waitServices("lan-dns up", func(s map[string]serviceStatus) bool {
+		return s["lan-dns"].State == "up" && s["lan-dhcp"].State == "up"
+	})
+	if got := handed(); got != "192.168.1.1" {
+		t.Fatalf("with a dns service the LAN host was handed DNS %q, want the router, 192.168.1.1", got)
+	}
+}

@@ -277,7 +277,7 @@ func (m MAC) MarshalText() ([]byte, error) { return []byte(net.HardwareAddr(m).S
 // PPPoEKind is a WAN over PPPoE: pppd with its PPPoE plugin on a link,
 // its hooks delivered through hooks.
 func PPPoEKind(hooks *PPPHooks) kind.Kind {
-	return kind.Kind{Name: "pppoe", Roles: []kind.Role{kind.Device},
+	return kind.Kind{Name: "pppoe", Roles: []kind.Role{kind.Device, kind.Learner},
 		Outputs: []string{IfName.Key, Addr.Key, PPPPeer.Key, PPPDNS.Key},
 		New:     func() kind.Decl { return &PPPoEDecl{hooks: hooks} }}
 }

@@ -40,7 +40,13 @@ const (
 	Address   Role = "an address"                    // a static address on a link
 	Delegator Role = "a dhcp6-client"                // it holds delegated prefixes
 	Announcer Role = "an ra"                         // it puts a subnet on a LAN and announces it
-	Anything  Role = ""                              // any service (after)
+	// Resolver: it answers DNS for a LAN (what the LAN is handed by
+	// default).
+	Resolver Role = "a dns"
+	// Learner: its dns output names the ISP's DNS servers, as the WAN
+	// learns them.
+	Learner  Role = "a dhcp4-client, dhcp6-client or pppoe"
+	Anything Role = "" // any service (after)
 )
 
 // Plays reports whether k's services play r.
@@ -75,6 +81,10 @@ type Env struct {
 	Root    string // the router's root
 	ProcSys string // /proc/sys
 	Self    string // roostd's binary, for hooks
+	// Services are every service of the config, by name, with its kind:
+	// for defaults that depend on what else runs (the DNS servers a LAN
+	// is handed).
+	Services map[string]Kind
 }
 
 // Built is a service as the supervisor runs it.

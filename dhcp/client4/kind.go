@@ -23,7 +23,7 @@ var outputKeys = []string{netconf.IfName.Key, netconf.Addr.Key, netconf.PrefixLe
 	Server.Key, LeaseTime.Key, RenewTime.Key, RebindTime.Key, Expires.Key}
 
 // Kind gets a link's IPv4 address from a DHCP server.
-var Kind = kind.Kind{Name: "dhcp4-client", Outputs: outputKeys, New: func() kind.Decl { return &Decl{} }}
+var Kind = kind.Kind{Name: "dhcp4-client", Roles: []kind.Role{kind.Learner}, Outputs: outputKeys, New: func() kind.Decl { return &Decl{} }}
 
 // Decl is a DHCPv4 client's declaration.
 type Decl struct {

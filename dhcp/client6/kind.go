@@ -44,7 +44,7 @@ var outputKeys = []string{addressTables, prefixTables, DNS.Key, Server.Key, Rene
 const addressTables, prefixTables = "address", "prefix"
 
 // Kind gets addresses and delegated prefixes from the ISP.
-var Kind = kind.Kind{Name: "dhcp6-client", Roles: []kind.Role{kind.Delegator}, Outputs: []string{DNS.Key, Server.Key, Renewed.Key},
+var Kind = kind.Kind{Name: "dhcp6-client", Roles: []kind.Role{kind.Delegator, kind.Learner}, Outputs: []string{DNS.Key, Server.Key, Renewed.Key},
 	New: func() kind.Decl { return &Decl{} }}
 
 // Decl is a DHCPv6 client's declaration.

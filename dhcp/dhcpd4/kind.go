@@ -27,7 +27,8 @@ type Decl struct {
 	// DNS are the servers handed out (option 6): addresses, or services
 	// whose dns output names them (the LAN's dns service, or the WAN's
 	// DHCP client when the router runs none), followed as they change.
-	// Default: the router.
+	// Default: the router when the config runs a dns service, and the
+	// servers the WAN's clients learn when it does not (servers.ForLAN).
 	DNS    servers.List `json:"dns,omitempty"`
 	Domain string       `json:"domain,omitempty"`
 	Static []StaticDecl `json:"static,omitempty"`
@@ -72,11 +73,15 @@ func (d *Decl) Check(c *kind.Check) {
 
 func (d *Decl) Build(env kind.Env) (kind.Built, error) {
 	link := netconf.IfName.Of(d.Link)
-	srv := Server{LinkRef: link, AddressService: d.Address, StateDir: env.State, Domain: d.Domain, DNS: d.DNS,
+	dns := d.DNS
+	if len(dns) == 0 {
+		dns = servers.ForLAN(env.Services)
+	}
+	srv := Server{LinkRef: link, AddressService: d.Address, StateDir: env.State, Domain: d.Domain, DNS: dns,
 		LeaseTime: time.Duration(d.LeaseTime), Pool: Pool{Start: d.Pool.Start, End: d.Pool.End, Static: map[string]netip.Addr{}}}
 	for _, st := range d.Static {
 		srv.Pool.Static[net.HardwareAddr(st.MAC).String()] = st.Address
 	}
-	return kind.Built{Reads: []supervisor.Ref{link, netconf.Addr.Of(d.Address)}, Watches: d.DNS.Refs(),
+	return kind.Built{Reads: []supervisor.Ref{link, netconf.Addr.Of(d.Address)}, Watches: dns.Refs(),
 		New: func() supervisor.Service { c := srv; return &c }}, nil
 }

@@ -27,7 +27,7 @@ import (
 var Upstreams = supervisor.StringOutput("upstreams")
 
 // Kind answers DNS for a LAN.
-var Kind = kind.Kind{Name: "dns", Outputs: []string{servers.Output.Key, Upstreams.Key},
+var Kind = kind.Kind{Name: "dns", Roles: []kind.Role{kind.Resolver}, Outputs: []string{servers.Output.Key, Upstreams.Key},
 	New: func() kind.Decl { return &Decl{} }}
 
 // The defaults, and the bounds of what the config may set.
@@ -40,7 +40,7 @@ const (
 // Decl is a dns service's declaration.
 type Decl struct {
 	Link       string                  `json:"link"`                 // the LAN's link, bridge or vlan service
-	Upstreams  servers.List            `json:"upstreams,omitempty"`  // addresses, or services whose dns output it follows
+	Upstreams  servers.List            `json:"upstreams,omitempty"`  // addresses, or services whose dns output it follows; default every WAN client's
 	LeasesFrom string                  `json:"leasesFrom,omitempty"` // a dhcp4-server whose hosts it names
 	Hostname   string                  `json:"hostname,omitempty"`   // the router's name in the domain
 	Domain     string                  `json:"domain,omitempty"`     // default home.arpa
@@ -95,11 +95,15 @@ func (d *Decl) Check(c *kind.Check) {
 
 func (d *Decl) Build(env kind.Env) (kind.Built, error) {
 	link := netconf.IfName.Of(d.Link)
-	watches := d.Upstreams.Refs()
+	upstreams := d.Upstreams
+	if len(upstreams) == 0 {
+		upstreams = servers.Learned(env.Services)
+	}
+	watches := upstreams.Refs()
 	if d.LeasesFrom != "" {
 		watches = append(watches, dhcpd4.Hosts.Of(d.LeasesFrom))
 	}
-	svc := Service{NL: env.NL, LinkRef: link, Upstreams: d.Upstreams, LeasesFrom: d.LeasesFrom,
+	svc := Service{NL: env.NL, LinkRef: link, Upstreams: upstreams, LeasesFrom: d.LeasesFrom,
 		Hostname: d.Hostname, Domain: d.Domain, Static: d.Hosts, CacheSize: d.CacheSize,
 		StaleFor: DefaultStaleFor, RateLimit: d.RateLimit}
 	if svc.CacheSize == 0 {

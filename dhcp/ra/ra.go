@@ -29,6 +29,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/client6"
+	"github.com/roostrouter/roost/dhcp/dns/servers"
 	"github.com/roostrouter/roost/dhcp/screen"
 	"github.com/roostrouter/roost/netconf"
 	"github.com/roostrouter/roost/updater/atomicfile"
@@ -46,8 +47,11 @@ type Service struct {
 	Subnet     int            // the LAN's /64 within the delegated prefix
 	Interval   time.Duration  // between unsolicited advertisements (default 200 s)
 	MTU        int            // announced if set
-	StateDir   string         // where the prefixes it announced are kept
-	Now        func() time.Time
+	// DNS are the servers announced; none: the router's own address
+	// in the LAN's prefix (a dns service answers there).
+	DNS      servers.List
+	StateDir string // where the prefixes it announced are kept
+	Now      func() time.Time
 }
 
 // Subnet64 returns the index-th /64 of delegated.
@@ -93,6 +97,14 @@ func (s *Service) now() time.Time {
 
 func (s *Service) stateFile(ifname string) string {
 	return filepath.Join(s.StateDir, "ra-"+ifname+".json")
+}
+
+// dnsFile keeps the DNS servers the config named that were last handed out.
+func (s *Service) dnsFile(ifname string) string {
+	if s.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(s.StateDir, "ra-"+ifname+"-dns.json")
 }
 
 // load reads the prefixes announced before; a missing or damaged file is an
@@ -235,8 +247,10 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 		return fmt.Errorf("join all-routers on %s: %w", ifname, err)
 	}
 	allNodes := netip.MustParseAddr("ff02::1")
+	dns := newRDNSS(s.DNS, s.dnsFile(ifname))
+	s.followDNS(env, ifname, dns)
 	send := func() {
-		if err := conn.WriteTo(s.advertisement(ifi.HardwareAddr, list, s.now()), nil, allNodes); err != nil {
+		if err := conn.WriteTo(s.advertisement(ifi.HardwareAddr, list, s.now(), dns), nil, allNodes); err != nil {
 			env.Log.Info("ra: send", "link", ifname, "err", err)
 		}
 	}
@@ -257,6 +271,7 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 		case <-t.C:
 		case <-solicited:
 		case <-env.Changed():
+			s.followDNS(env, ifname, dns)
 		}
 		// A renewal of the delegation moves the lifetimes on: the router's
 		// address and the hosts' get them at once.
@@ -270,6 +285,18 @@ func (s *Service) Run(ctx context.Context, env *supervisor.Env) error {
 			}
 		}
 		send()
+	}
+}
+
+// followDNS reads the servers to announce as of now; a change goes out
+// in the advertisement that follows at once.
+func (s *Service) followDNS(env *supervisor.Env, ifname string, dns *rdnss) {
+	changed, err := dns.follow(env.Input)
+	if err != nil {
+		env.Log.Warn("ra: save the DNS servers announced (a later run cannot withdraw them)", "link", ifname, "err", err)
+	}
+	if changed && len(s.DNS) > 0 {
+		env.Log.Info("ra: DNS servers announced", "link", ifname, "servers", dns.current)
 	}
 }
 
@@ -387,10 +414,12 @@ func hasAddr(addrs []netlink.Addr, a netip.Addr) bool {
 }
 
 // advertisement is the RA for the prefixes as of now: the current one,
-// and the replaced ones (preferred 0) until they expire.
-func (s *Service) advertisement(mac net.HardwareAddr, list []announced, now time.Time) *ndp.RouterAdvertisement {
+// and the replaced ones (preferred 0) until they expire. Its DNS servers
+// are dns's, or the router's own address in the current prefix when the
+// config names none (dns nil or with an empty list).
+func (s *Service) advertisement(mac net.HardwareAddr, list []announced, now time.Time, dns *rdnss) *ndp.RouterAdvertisement {
 	var opts []ndp.Option
-	var dns []netip.Addr
+	var own []netip.Addr
 	var dnsLifetime time.Duration
 	for _, a := range list {
 		preferred, valid := a.lifetimes(now)
@@ -400,12 +429,15 @@ func (s *Service) advertisement(mac net.HardwareAddr, list []announced, now time
 		opts = append(opts, &ndp.PrefixInformation{PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: true,
 			ValidLifetime: valid, PreferredLifetime: preferred, Prefix: a.Prefix.Addr()})
 		if !a.Deprecated && valid > 0 {
-			dns = append(dns, a.Prefix.Addr().Next())
+			own = append(own, a.Prefix.Addr().Next())
 			dnsLifetime = min(valid, 3*s.interval())
 		}
 	}
-	if len(dns) > 0 {
-		opts = append(opts, &ndp.RecursiveDNSServer{Lifetime: dnsLifetime, Servers: dns})
+	if len(own) > 0 && (dns == nil || len(dns.list) == 0) {
+		opts = append(opts, &ndp.RecursiveDNSServer{Lifetime: dnsLifetime, Servers: own})
+	}
+	if dns != nil {
+		opts = append(opts, dns.options(3*s.interval())...)
 	}
 	opts = append(opts, &ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac})
 	if s.MTU > 0 {

@@ -52,7 +52,7 @@ func TestAdvertisementLifetimes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Service{Interval: 10 * time.Second}
-			ra := s.advertisement(net.HardwareAddr{2, 0, 0, 0, 0, 1}, []announced{tc.a}, tc.at)
+			ra := s.advertisement(net.HardwareAddr{2, 0, 0, 0, 0, 1}, []announced{tc.a}, tc.at, nil)
 			var pio *ndp.PrefixInformation
 			var rdnss *ndp.RecursiveDNSServer
 			for _, o := range ra.Options {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/ndp"
@@ -53,8 +54,9 @@ func (s *Service) Remove(ctx context.Context) error {
 	var errs []error
 	list, err := s.read(ifname)
 	errs = append(errs, err)
+	named := readServers(s.dnsFile(ifname))
 	if link, err := s.NL.LinkByName(ifname); err == nil && len(list) > 0 {
-		errs = append(errs, s.sendFinal(ctx, ifname, list))
+		errs = append(errs, s.sendFinal(ctx, ifname, list, named))
 		for _, a := range list {
 			router := &net.IPNet{IP: a.Prefix.Addr().Next().AsSlice(), Mask: net.CIDRMask(64, 128)}
 			if err := s.NL.AddrDel(link, &netlink.Addr{IPNet: router}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -62,7 +64,7 @@ func (s *Service) Remove(ctx context.Context) error {
 			}
 		}
 	}
-	for _, f := range []string{s.stateFile(ifname), s.linkRecord()} {
+	for _, f := range []string{s.stateFile(ifname), s.dnsFile(ifname), s.linkRecord()} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("ra: remove %s: %w", f, err))
 		}
@@ -71,7 +73,7 @@ func (s *Service) Remove(ctx context.Context) error {
 }
 
 // sendFinal sends the final advertisements on ifname.
-func (s *Service) sendFinal(ctx context.Context, ifname string, list []announced) error {
+func (s *Service) sendFinal(ctx context.Context, ifname string, list []announced, named []netip.Addr) error {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return fmt.Errorf("ra: final advertisement on %s: %w", ifname, err)
@@ -81,7 +83,7 @@ func (s *Service) sendFinal(ctx context.Context, ifname string, list []announced
 		return fmt.Errorf("ra: final advertisement on %s: %w", ifname, err)
 	}
 	defer conn.Close()
-	ra := finalAdvertisement(ifi.HardwareAddr, list, s.now())
+	ra := finalAdvertisement(ifi.HardwareAddr, list, named, s.now())
 	for i := range finalAdvertisements {
 		if i > 0 {
 			select {
@@ -98,10 +100,11 @@ func (s *Service) sendFinal(ctx context.Context, ifname string, list []announced
 }
 
 // finalAdvertisement withdraws the router and every prefix of list still
-// valid at now, with the DNS servers announced in them.
-func finalAdvertisement(mac net.HardwareAddr, list []announced, now time.Time) *ndp.RouterAdvertisement {
+// valid at now, with the DNS servers announced: the router's addresses in
+// them, and the named servers handed out last.
+func finalAdvertisement(mac net.HardwareAddr, list []announced, named []netip.Addr, now time.Time) *ndp.RouterAdvertisement {
 	var opts []ndp.Option
-	var dns []netip.Addr
+	dns := slices.Clone(named)
 	for _, a := range list {
 		if !a.ValidUntil.After(now) {
 			continue // the hosts let it go already

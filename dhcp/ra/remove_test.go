@@ -17,7 +17,7 @@ func TestFinalAdvertisement(t *testing.T) {
 	gone := announced{Prefix: netip.MustParsePrefix("2001:db8:50:1::/64"), ValidUntil: now.Add(-time.Minute), Deprecated: true}
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 2}
 	// As it goes on the wire, and as a host parses it.
-	b, err := ndp.MarshalMessage(finalAdvertisement(mac, []announced{cur, old, gone}, now))
+	b, err := ndp.MarshalMessage(finalAdvertisement(mac, []announced{cur, old, gone}, nil, now))
 	if err != nil {
 		t.Fatal(err)
 	}

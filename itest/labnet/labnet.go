@@ -133,12 +133,14 @@ func (n *Net) Down() {
 func UdhcpcScript(dir string) (string, error) {
 	script := filepath.Join(dir, "udhcpc.sh")
 	return script, os.WriteFile(script, []byte(`#!/bin/sh
-# The LAN host's udhcpc script: configure what the router leased.
+# The LAN host's udhcpc script: configure what the router leased, and say
+# which DNS servers it was handed.
 case "$1" in
 bound|renew)
 	ip -4 addr flush dev "$interface"
 	ip addr add "$ip/$mask" dev "$interface"
 	ip route replace default via "$router" dev "$interface"
+	echo "udhcpc: dns $dns"
 	;;
 esac
 `), 0o755)

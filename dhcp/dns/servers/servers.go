@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -131,4 +132,30 @@ func (l List) Addrs(input func(supervisor.Ref) (string, bool)) []netip.AddrPort 
 		}
 	}
 	return out
+}
+
+// Learned is every service of the config whose dns output names the ISP's
+// servers (kind.Learner), in name order: a dns service's upstreams when
+// its config names none.
+func Learned(services map[string]kind.Kind) List {
+	var l List
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		if services[name].Plays(kind.Learner) {
+			l = append(l, Source{Service: name, Output: Output.Key})
+		}
+	}
+	return l
+}
+
+// ForLAN is what a LAN is handed when its dns setting is unset: nil,
+// meaning the router itself, when the config runs a dns service (or has
+// no WAN client to learn servers from); otherwise the servers the WAN
+// learns, so that no host is pointed at a server that is not there.
+func ForLAN(services map[string]kind.Kind) List {
+	for _, k := range services {
+		if k.Plays(kind.Resolver) {
+			return nil
+		}
+	}
+	return Learned(services)
 }

@@ -66,3 +66,28 @@ func TestCheckAndAddrs(t *testing.T) {
 		t.Fatalf("refs %v", r)
 	}
 }
+
+func TestForLAN(t *testing.T) {
+	learner := kind.Kind{Name: "dhcp4-client", Roles: []kind.Role{kind.Learner}}
+	resolver := kind.Kind{Name: "dns", Roles: []kind.Role{kind.Resolver}}
+	other := kind.Kind{Name: "link"}
+	for _, tc := range []struct {
+		name     string
+		services map[string]kind.Kind
+		want     string
+	}{
+		{"a dns service: the router", map[string]kind.Kind{"wan-dhcp": learner, "lan-dns": resolver}, "[]"},
+		{"none: what the WAN learns", map[string]kind.Kind{"wan-ppp": learner, "wan-dhcp6": learner, "lan": other}, "[wan-dhcp6's dns wan-ppp's dns]"},
+		{"none, and nothing learns: the router", map[string]kind.Kind{"lan": other}, "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, s := range ForLAN(tc.services) {
+				got = append(got, s.String())
+			}
+			if s := "[" + strings.Join(got, " ") + "]"; s != tc.want {
+				t.Errorf("ForLAN = %s, want %s", s, tc.want)
+			}
+		})
+	}
+}
