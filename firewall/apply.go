@@ -2,9 +2,11 @@ package firewall
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -57,13 +59,14 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 	for _, z := range rs.zoneList() {
 		zones[z] = zoneSet(t, z)
 	}
+	named := namedSets(t, rs, zones)
 	rules := render(t, rs, zones)
 	fp := fingerprint(rules, rs.zoneList())
 
 	live, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	exists := err == nil && live != nil
 	if exists && liveFingerprint(c, t) == fp {
-		changed, err := syncSets(c, t, rs)
+		changed, err := syncSets(c, named)
 		if err != nil {
 			return res, err
 		}
@@ -98,26 +101,25 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 			c.FlushChain(ch)
 		}
 	}
+	byName := map[string]*nftables.Set{}
+	for _, n := range named {
+		byName[n.set.Name] = n.set
+	}
 	for name, s := range liveSets {
-		if _, keep := zones[strings.TrimPrefix(name, "zone_")]; !keep && strings.HasPrefix(name, "zone_") {
+		if _, keep := byName[name]; !keep && !s.Anonymous {
 			c.DelSet(s)
 		}
 	}
-	for _, z := range rs.zoneList() {
-		var elems []nftables.SetElement
-		for _, ifn := range rs.Zones[z] {
-			elems = append(elems, nftables.SetElement{Key: ifnameKey(ifn)})
-		}
-		s := zones[z]
-		if _, ok := liveSets[s.Name]; ok {
-			c.FlushSet(s)
-			if len(elems) > 0 {
-				if err := c.SetAddElements(s, elems); err != nil {
+	for _, n := range named {
+		if _, ok := liveSets[n.set.Name]; ok {
+			c.FlushSet(n.set)
+			if len(n.elems) > 0 {
+				if err := c.SetAddElements(n.set, n.elems); err != nil {
 					return res, err
 				}
 			}
-		} else if err := c.AddSet(s, elems); err != nil {
-			return res, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+		} else if err := c.AddSet(n.set, n.elems); err != nil {
+			return res, fmt.Errorf("firewall: set %s: %w", n.set.Name, err)
 		}
 	}
 	for _, name := range counterNames {
@@ -132,7 +134,7 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 			}
 			linkAnon(r, a.set)
 		}
-		linkZones(r, zones)
+		linkSets(r, byName)
 		c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: r.userData(i == 0, fp)})
 	}
 	if err := c.Flush(); err != nil {
@@ -156,43 +158,70 @@ func liveFingerprint(c *nftables.Conn, t *nftables.Table) string {
 	return fp
 }
 
-// syncSets updates zone members in place; it reports whether anything changed.
-func syncSets(c *nftables.Conn, t *nftables.Table, rs Ruleset) (bool, error) {
-	changed := false
+// namedSet is one of the table's named sets or maps, with the elements
+// it should hold: a zone's members, a protocol's port forwards. Their
+// contents change in place; the rules only name them.
+type namedSet struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+}
+
+// namedSets are rs's named sets, zones first, each in a fixed order.
+func namedSets(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []namedSet {
+	var out []namedSet
 	for _, z := range rs.zoneList() {
-		s, err := c.GetSetByName(t, "zone_"+z)
-		if err != nil {
-			return false, fmt.Errorf("firewall: set zone_%s: %w", z, err)
+		n := namedSet{set: zones[z]}
+		for _, ifn := range rs.Zones[z] {
+			n.elems = append(n.elems, nftables.SetElement{Key: ifnameKey(ifn)})
 		}
-		elems, err := c.GetSetElements(s)
+		out = append(out, n)
+	}
+	for _, proto := range forwardProtos {
+		out = append(out, namedSet{set: forwardMap(t, proto), elems: rs.forwardElems(proto)})
+	}
+	return out
+}
+
+// elemKey identifies an element by its key and value as the kernel
+// returns them, which may lack the padding they were written with.
+func elemKey(e nftables.SetElement) string {
+	return string(bytes.TrimRight(e.Key, "\x00")) + "=" + string(bytes.TrimRight(e.Val, "\x00"))
+}
+
+// syncSets updates the named sets' elements in place; it reports whether
+// anything changed.
+func syncSets(c *nftables.Conn, named []namedSet) (bool, error) {
+	changed := false
+	for _, n := range named {
+		live, err := c.GetSetElements(n.set)
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("firewall: set %s: %w", n.set.Name, err)
 		}
 		have := map[string]bool{}
-		for _, e := range elems {
-			have[string(bytes.TrimRight(e.Key, "\x00"))] = true
+		for _, e := range live {
+			have[elemKey(e)] = true
 		}
 		want := map[string]bool{}
-		var add []nftables.SetElement
-		for _, ifn := range rs.Zones[z] {
-			want[ifn] = true
-			if !have[ifn] {
-				add = append(add, nftables.SetElement{Key: ifnameKey(ifn)})
+		var add, del []nftables.SetElement
+		for _, e := range n.elems {
+			want[elemKey(e)] = true
+			if !have[elemKey(e)] {
+				add = append(add, e)
 			}
 		}
-		var del []nftables.SetElement
-		for ifn := range have {
-			if !want[ifn] {
-				del = append(del, nftables.SetElement{Key: ifnameKey(ifn)})
+		for _, e := range live {
+			if !want[elemKey(e)] {
+				del = append(del, e)
 			}
 		}
-		if len(add) > 0 {
-			if err := c.SetAddElements(s, add); err != nil {
+		// Deleted first: a forward whose host changed keeps its key.
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(n.set, del); err != nil {
 				return false, err
 			}
 		}
-		if len(del) > 0 {
-			if err := c.SetDeleteElements(s, del); err != nil {
+		if len(add) > 0 {
+			if err := c.SetAddElements(n.set, add); err != nil {
 				return false, err
 			}
 		}
@@ -231,16 +260,13 @@ func Show(c *nftables.Conn, w io.Writer) error {
 			continue
 		}
 		elems, _ := c.GetSetElements(s)
-		var names []string
+		var texts []string
 		for _, e := range elems {
-			names = append(names, fmt.Sprintf("%q", string(bytes.TrimRight(e.Key, "\x00"))))
+			texts = append(texts, elemText(s, e))
 		}
-		sort.Strings(names)
-		fmt.Fprintf(w, "\tset %s {\n\t\ttype ifname\n", s.Name)
-		if len(names) > 0 {
-			fmt.Fprintf(w, "\t\telements = { %s }\n", strings.Join(names, ", "))
-		}
-		fmt.Fprintf(w, "\t}\n\n")
+		sort.Strings(texts)
+		writeSet(w, s, texts)
+		fmt.Fprintln(w)
 	}
 	objs, _ := c.GetNamedObjects(t)
 	for _, o := range objs {
@@ -276,6 +302,32 @@ func Show(c *nftables.Conn, w io.Writer) error {
 
 func counterExpr() *expr.Counter { return &expr.Counter{} }
 
+// writeSet writes a named set or map as nft declares it.
+func writeSet(w io.Writer, s *nftables.Set, elems []string) {
+	kind, typ := "set", "ifname"
+	if s.IsMap {
+		kind, typ = "map", s.KeyType.Name+" : "+s.DataType.Name
+	}
+	fmt.Fprintf(w, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+	if len(elems) > 0 {
+		fmt.Fprintf(w, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+	}
+	fmt.Fprintf(w, "\t}\n")
+}
+
+// elemText is a live element as nft writes it: an interface name, or a
+// forwarded port with its host and port.
+func elemText(s *nftables.Set, e nftables.SetElement) string {
+	if !s.IsMap {
+		return fmt.Sprintf("%q", string(bytes.TrimRight(e.Key, "\x00")))
+	}
+	if len(e.Key) < 2 || len(e.Val) < 6 {
+		return fmt.Sprintf("%x : %x", e.Key, e.Val)
+	}
+	addr := netip.AddrFrom4([4]byte(e.Val[:4]))
+	return fmt.Sprintf("%d : %s . %d", binary.BigEndian.Uint16(e.Key), addr, binary.BigEndian.Uint16(e.Val[4:6]))
+}
+
 // linkAnon points the rule's first unresolved lookup at its anonymous set,
 // which exists only once added to the batch.
 func linkAnon(r rule, set *nftables.Set) {
@@ -287,11 +339,11 @@ func linkAnon(r rule, set *nftables.Set) {
 	}
 }
 
-// linkZones gives the rule's zone lookups their sets' batch ids.
-func linkZones(r rule, zones map[string]*nftables.Set) {
+// linkSets gives the rule's lookups of named sets their batch ids.
+func linkSets(r rule, byName map[string]*nftables.Set) {
 	for _, e := range r.exprs {
-		if l, ok := e.(*expr.Lookup); ok && strings.HasPrefix(l.SetName, "zone_") {
-			l.SetID = zones[strings.TrimPrefix(l.SetName, "zone_")].ID
+		if l, ok := e.(*expr.Lookup); ok && byName[l.SetName] != nil {
+			l.SetID = byName[l.SetName].ID
 		}
 	}
 }
@@ -316,16 +368,12 @@ func Script(rs Ruleset) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
-	for _, z := range rs.zoneList() {
-		fmt.Fprintf(&b, "\tset zone_%s {\n\t\ttype ifname\n", z)
-		if len(rs.Zones[z]) > 0 {
-			var q []string
-			for _, m := range rs.Zones[z] {
-				q = append(q, fmt.Sprintf("%q", m))
-			}
-			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(q, ", "))
+	for _, n := range namedSets(t, rs, zones) {
+		var texts []string
+		for _, e := range n.elems {
+			texts = append(texts, elemText(n.set, e))
 		}
-		fmt.Fprintf(&b, "\t}\n")
+		writeSet(&b, n.set, texts)
 	}
 	for _, n := range counterNames {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n", n)

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "write the golden files")
 
 // netns makes a network namespace for the test and returns an nftables
 // connection into it and the namespace's name.
-func netns(t *testing.T) (*nftables.Conn, string) {
+func netns(t testing.TB) (*nftables.Conn, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -82,6 +82,11 @@ func TestEachRuleLoads(t *testing.T) {
 	for _, z := range rs.zoneList() {
 		zones[z] = zoneSet(tb, z)
 	}
+	named := namedSets(tb, rs, zones)
+	byName := map[string]*nftables.Set{}
+	for _, n := range named {
+		byName[n.set.Name] = n.set
+	}
 	for i, r := range render(tb, rs, zones) {
 		c.FlushRuleset()
 		c.Flush()
@@ -91,8 +96,8 @@ func TestEachRuleLoads(t *testing.T) {
 				p := cs.policy
 				c.AddChain(&nftables.Chain{Name: cs.name, Table: tb, Type: cs.typ, Hooknum: cs.hook, Priority: cs.priority, Policy: &p})
 			}
-			for _, z := range rs.zoneList() {
-				if err := c.AddSet(zones[z], nil); err != nil {
+			for _, n := range named {
+				if err := c.AddSet(n.set, n.elems); err != nil {
 					return err
 				}
 			}
@@ -105,7 +110,7 @@ func TestEachRuleLoads(t *testing.T) {
 				}
 				linkAnon(r, a.set)
 			}
-			linkZones(r, zones)
+			linkSets(r, byName)
 			c.AddRule(&nftables.Rule{Table: tb, Chain: &nftables.Chain{Name: r.chain, Table: tb}, Exprs: r.exprs, UserData: r.userData(i == 0, "0123456789abcdef")})
 			return c.Flush()
 		}
@@ -220,6 +225,25 @@ func TestApplyTwiceAndZoneUpdates(t *testing.T) {
 	if len(elems) != 3 {
 		t.Fatalf("zone_wan has %d members, want wan, ppp0, wwan0", len(elems))
 	}
+	// Port forwards added, changed and removed: only the maps change; the
+	// rules keep their handles.
+	rs.Forwards = append(rs.Forwards, Forward{Proto: "udp", Port: 51820, To: netip.MustParseAddr("192.168.1.9")})
+	rs.Forwards[0].To = netip.MustParseAddr("192.168.1.101")
+	if res, err := Apply(c, rs); err != nil || res.Rules || !res.Sets {
+		t.Fatalf("forward change: %+v, %v", res, err)
+	}
+	rs.Forwards = rs.Forwards[1:]
+	if res, err := Apply(c, rs); err != nil || res.Rules || !res.Sets {
+		t.Fatalf("forward removed: %+v, %v", res, err)
+	}
+	if got := handles(t, c); got != first {
+		t.Fatalf("a forward change rewrote rules: handles %s, were %s", got, first)
+	}
+	var forwards strings.Builder
+	Show(c, &forwards)
+	if s := forwards.String(); !strings.Contains(s, "51820 : 192.168.1.9 . 51820") || strings.Contains(s, "8080 :") {
+		t.Fatalf("after the forward changes, Show says:\n%s", s)
+	}
 	// A rule change rewrites the rules in one batch; named counters stay.
 	rs.Open = append(rs.Open, Port{Zone: "lan", Proto: "tcp", Port: 8443})
 	if res, err := Apply(c, rs); err != nil || !res.Rules {
@@ -268,8 +292,8 @@ func TestScriptMatchesNft(t *testing.T) {
 	}
 }
 
-// TestLargeRuleset: thousands of rules go in one batch, which is what keeps
-// an update atomic; the netlink socket must hold it and its acks.
+// TestLargeRuleset: thousands of forwards go in one batch, which is what
+// keeps an update atomic; the netlink socket must hold it and its acks.
 func TestLargeRuleset(t *testing.T) {
 	c, _ := netns(t)
 	rs := exampleRuleset()
@@ -280,9 +304,9 @@ func TestLargeRuleset(t *testing.T) {
 	if _, err := Apply(c, rs); err != nil {
 		t.Fatal(err)
 	}
-	rules, err := c.GetRules(table(), &nftables.Chain{Name: "prerouting", Table: table()})
-	if err != nil || len(rules) != 4000 {
-		t.Fatalf("prerouting has %d rules, want 4000 (%v)", len(rules), err)
+	elems, err := c.GetSetElements(forwardMap(table(), "udp"))
+	if err != nil || len(elems) != 2000 {
+		t.Fatalf("forward_udp has %d elements, want 2000 (%v)", len(elems), err)
 	}
 }
 

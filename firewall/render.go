@@ -62,6 +62,43 @@ func zoneSet(t *nftables.Table, zone string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: "zone_" + zone, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
 }
 
+// forwardProtos are the protocols port forwards are for: each has a
+// named map, present even while empty, so that a forward added or removed
+// changes the map's elements in place and never the rules.
+var forwardProtos = []string{"tcp", "udp"}
+
+// forwardMap sends a protocol's forwarded WAN ports to their LAN hosts:
+// one lookup per new connection however many forwards there are, where a
+// rule each would be matched one after another.
+func forwardMap(t *nftables.Table, proto string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: "forward_" + proto, IsMap: true, KeyType: nftables.TypeInetService,
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
+// forwardElems are the elements of proto's forward map: the WAN port, to
+// the host's address and port (each part of the value padded to the
+// kernel's 4-byte registers).
+func (r Ruleset) forwardElems(proto string) []nftables.SetElement {
+	var elems []nftables.SetElement
+	for _, f := range r.Forwards {
+		if f.Proto != proto {
+			continue
+		}
+		addr, to := f.To.As4(), f.toPort()
+		elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(uint16(f.Port)),
+			Val: append(addr[:], byte(to>>8), byte(to), 0, 0)})
+	}
+	return elems
+}
+
+// toPort is the LAN host's port: the WAN port unless given.
+func (f Forward) toPort() int {
+	if f.ToPort == 0 {
+		return f.Port
+	}
+	return f.ToPort
+}
+
 func ifnameKey(name string) []byte {
 	b := make([]byte, 16)
 	copy(b, name)
@@ -345,12 +382,19 @@ func fibDaddrLocal() frag {
 	}}
 }
 
-func dnat(to netip.Addr, port int) frag {
-	return frag{text: fmt.Sprintf("dnat ip to %s:%d", to, port), exprs: []expr.Any{
-		&expr.Immediate{Register: 1, Data: to.AsSlice()},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(uint16(port))},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-	}}
+// dnatMap sends a new connection to the host proto's forward map names
+// for its destination port; a port the map lacks is left alone.
+func dnatMap(proto string) frag {
+	f := l4proto(proto)
+	name := "forward_" + proto
+	f.text = fmt.Sprintf("dnat ip to %s dport map @%s", proto, name)
+	f.exprs = append(f.exprs,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		// The address lands in register 1, the port in the next 4-byte
+		// register (9, NFT_REG32_01), as nft lays out the concatenation.
+		&expr.Lookup{SourceRegister: 1, SetName: name, DestRegister: 1, IsDestRegSet: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 9, RegProtoMax: 9, Specified: true})
+	return f
 }
 
 func masquerade() frag {
@@ -412,13 +456,9 @@ func render(t *nftables.Table, rs Ruleset, zones map[string]*nftables.Set) []rul
 
 	// NAT: port forwards from the WAN and, for hairpin, from the LAN to
 	// the router's own address; masquerade out of the WAN.
-	for _, f := range rs.Forwards {
-		to := f.ToPort
-		if to == 0 {
-			to = f.Port
-		}
-		b.add("prerouting", ifIn("iifname", wan), nfproto(false), dport(f.Proto, f.Port), dnat(f.To, to))
-		b.add("prerouting", ifIn("iifname", lan), nfproto(false), fibDaddrLocal(), dport(f.Proto, f.Port), dnat(f.To, to))
+	for _, proto := range forwardProtos {
+		b.add("prerouting", ifIn("iifname", wan), nfproto(false), dnatMap(proto))
+		b.add("prerouting", ifIn("iifname", lan), nfproto(false), fibDaddrLocal(), dnatMap(proto))
 	}
 	b.add("postrouting", ifIn("oifname", wan), nfproto(false), masquerade())
 	b.add("postrouting", ifIn("iifname", lan), ifIn("oifname", lan), nfproto(false), ctStatusDNAT(), masquerade())

@@ -157,7 +157,7 @@ func TestFirewall(t *testing.T) {
 	// The live ruleset, as nft reads it, matches the golden file.
 	a.checkNftGolden(t)
 	show := mustRun(t, nil, "ip", labnet.In(a.net.Router, roostd, "firewall", "show")[1:]...)
-	for _, want := range []string{"chain input {", "policy drop;", "counter input_drop {", `elements = { "ppp0", "wan" }`, "dnat ip to 192.168.1.100:80"} {
+	for _, want := range []string{"chain input {", "policy drop;", "counter input_drop {", `elements = { "ppp0", "wan" }`, "dnat ip to tcp dport map @forward_tcp", "8080 : 192.168.1.100 . 80"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("roostd firewall show lacks %q:\n%s", want, show)
 		}
