@@ -63,9 +63,10 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 	rules := render(t, rs, zones)
 	fp := fingerprint(rules, rs.zoneList())
 
-	live, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
-	exists := err == nil && live != nil
-	if exists && liveFingerprint(c, t) == fp {
+	// The fingerprint is read first: when it matches (the common case, a
+	// zone member or a forward changed) the table exists, and the rules
+	// are not looked at again.
+	if liveFingerprint(c, t) == fp {
 		changed, err := syncSets(c, named)
 		if err != nil {
 			return res, err
@@ -73,6 +74,8 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 		res.Sets = changed
 		return res, nil
 	}
+	live, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	exists := err == nil && live != nil
 
 	// One batch: table, sets, counters, chains (flushed if they exist),
 	// rules. Flush sends it as one transaction.

@@ -14,9 +14,9 @@ import (
 	"github.com/roostrouter/roost/firewall"
 )
 
-// benchFirewall times applying a ruleset with 1,000 port forwards and then
-// adding an interface to the wan zone: roost's one netlink batch beside
-// nft -f of the same ruleset, and nft add element.
+// benchFirewall times applying a ruleset with 1,000 port forwards, then
+// adding an interface to the wan zone and a port forward: roost's one
+// netlink batch beside nft -f of the same ruleset, and nft add element.
 func benchFirewall() error {
 	rs := firewall.Ruleset{Zones: map[string][]string{"wan": {"wan"}, "lan": {"br-lan"}}}
 	for i := 0; i < 1000; i++ {
@@ -42,7 +42,7 @@ func benchFirewall() error {
 		if err != nil {
 			return err
 		}
-		var apply, update time.Duration
+		var apply, update, forward time.Duration
 		if tool == "roost (google/nftables)" {
 			start := time.Now()
 			if _, err := firewall.Apply(c, rs); err != nil {
@@ -56,6 +56,12 @@ func benchFirewall() error {
 				return fmt.Errorf("zone update: %+v %v", res, err)
 			}
 			update = time.Since(start)
+			more.Forwards = append(more.Forwards, firewall.Forward{Proto: "tcp", Port: 20000, To: netip.MustParseAddr("192.168.1.9"), ToPort: 80})
+			start = time.Now()
+			if res, err := firewall.Apply(c, more); err != nil || res.Rules {
+				return fmt.Errorf("port forward added: %+v %v", res, err)
+			}
+			forward = time.Since(start)
 		} else {
 			script := filepath.Join(os.TempDir(), ns+".nft")
 			os.WriteFile(script, []byte(firewall.Script(rs)), 0o644)
@@ -70,10 +76,16 @@ func benchFirewall() error {
 				return fmt.Errorf("nft add element: %v: %s", err, out)
 			}
 			update = time.Since(start)
+			start = time.Now()
+			if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "roost", "forward_tcp", `{ 20000 : 192.168.1.9 . 80 }`).CombinedOutput(); err != nil {
+				return fmt.Errorf("nft add element: %v: %s", err, out)
+			}
+			forward = time.Since(start)
 		}
 		f.Close()
 		exec.Command("ip", "netns", "del", ns).Run()
-		rows = append(rows, row{"apply 1,000 port forwards", tool, apply}, row{"add an interface to a zone", tool, update})
+		rows = append(rows, row{"apply 1,000 port forwards", tool, apply}, row{"add an interface to a zone", tool, update},
+			row{"add a port forward", tool, forward})
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "firewall\ttool\tms\t")
