@@ -23,7 +23,7 @@ const fingerprintMark = " # roost:"
 // them as modules. The kernel loads a missing one on first use, but it
 // does so by aborting the whole batch, running modprobe and replaying it,
 // once per module: a board's init should load them at boot.
-var KernelModules = []string{"nf_tables", "nft_ct", "nft_nat", "nft_masq", "nft_chain_nat", "nft_limit", "nft_fib_inet"}
+var KernelModules = []string{"nf_tables", "nft_ct", "nft_nat", "nft_masq", "nft_chain_nat", "nft_limit", "nft_fib_inet", "nft_objref"}
 
 // Result says what Apply changed.
 type Result struct {
@@ -67,7 +67,7 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 	// zone member or a forward changed) the table exists, and the rules
 	// are not looked at again.
 	if liveFingerprint(c, t) == fp {
-		changed, err := syncSets(c, named)
+		changed, err := syncSets(c, named, rs.keeps)
 		if err != nil {
 			return res, err
 		}
@@ -115,7 +115,9 @@ func Apply(c *nftables.Conn, rs Ruleset) (Result, error) {
 	}
 	for _, n := range named {
 		if _, ok := liveSets[n.set.Name]; ok {
-			c.FlushSet(n.set)
+			if !rs.keeps(n.set.Name) {
+				c.FlushSet(n.set)
+			}
 			if len(n.elems) > 0 {
 				if err := c.SetAddElements(n.set, n.elems); err != nil {
 					return res, err
@@ -191,9 +193,16 @@ func elemKey(e nftables.SetElement) string {
 	return string(bytes.TrimRight(e.Key, "\x00")) + "=" + string(bytes.TrimRight(e.Val, "\x00"))
 }
 
-// syncSets updates the named sets' elements in place; it reports whether
-// anything changed.
-func syncSets(c *nftables.Conn, named []namedSet) (bool, error) {
+// keeps reports whether the named set's live elements are kept: it is a
+// zone that is settling.
+func (r Ruleset) keeps(set string) bool {
+	z, ok := strings.CutPrefix(set, "zone_")
+	return ok && r.Settling[z]
+}
+
+// syncSets updates the named sets' elements in place, removing none from
+// a set that keep says to keep; it reports whether anything changed.
+func syncSets(c *nftables.Conn, named []namedSet, keep func(set string) bool) (bool, error) {
 	changed := false
 	for _, n := range named {
 		live, err := c.GetSetElements(n.set)
@@ -213,7 +222,7 @@ func syncSets(c *nftables.Conn, named []namedSet) (bool, error) {
 			}
 		}
 		for _, e := range live {
-			if !want[elemKey(e)] {
+			if !want[elemKey(e)] && !keep(n.set.Name) {
 				del = append(del, e)
 			}
 		}

@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
 
 	"github.com/roostrouter/roost/agent/supervisor"
+	"github.com/roostrouter/roost/netconf"
 )
 
 var update = flag.Bool("update", false, "write the golden files")
@@ -381,4 +383,51 @@ func TestScriptGolden(t *testing.T) {
 	if got != string(want) {
 		t.Errorf("Script differs from %s:\n%s", golden, got)
 	}
+}
+
+// TestZoneSettling: a zone service that has not named its interface yet
+// (roostd starting, or a new roostd taking over) leaves its zone's live
+// members in place; one that named it and then lost it takes it out.
+func TestZoneSettling(t *testing.T) {
+	c, _ := netns(t)
+	svc := &Service{Zones: map[string]Zone{"wan": {Services: []string{"wan"}, Interfaces: []string{"ppp0"}}, "lan": {Services: []string{"lan"}}},
+		Joined: &Joined{}}
+	outputs := map[supervisor.Ref]string{}
+	input := func(r supervisor.Ref) (string, bool) { v, ok := outputs[r]; return v, ok }
+	members := func() map[string]string {
+		out := map[string]string{}
+		for _, z := range []string{"wan", "lan"} {
+			elems, err := c.GetSetElements(zoneSet(table(), z))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range elems {
+				names = append(names, strings.TrimRight(string(e.Key), "\x00"))
+			}
+			sort.Strings(names)
+			out[z] = strings.Join(names, ",")
+		}
+		return out
+	}
+	apply := func(step string, want map[string]string) {
+		t.Helper()
+		if _, err := Apply(c, svc.Ruleset(input)); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if got := members(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: zones %v, want %v", step, got, want)
+		}
+	}
+	// The last roostd left the table with both links in their zones.
+	if _, err := Apply(c, Ruleset{Zones: map[string][]string{"wan": {"ppp0", "wan"}, "lan": {"br-lan"}}}); err != nil {
+		t.Fatal(err)
+	}
+	apply("starting, no link named yet", map[string]string{"wan": "ppp0,wan", "lan": "br-lan"})
+	outputs[netconf.IfName.Of("wan")] = "wan"
+	apply("the WAN named", map[string]string{"wan": "ppp0,wan", "lan": "br-lan"})
+	outputs[netconf.IfName.Of("lan")] = "br-lan2"
+	apply("the LAN named, renamed since", map[string]string{"wan": "ppp0,wan", "lan": "br-lan2"})
+	delete(outputs, netconf.IfName.Of("wan"))
+	apply("the WAN went away", map[string]string{"wan": "ppp0", "lan": "br-lan2"})
 }

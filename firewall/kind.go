@@ -51,5 +51,6 @@ func (d *Decl) Check(c *kind.Check) {
 
 func (d *Decl) Build(env kind.Env) (kind.Built, error) {
 	s := d.service(env.ProcSys)
+	s.Joined = &Joined{}
 	return kind.Built{Reads: s.Reads(), New: func() supervisor.Service { c := s; return &c }}, nil
 }

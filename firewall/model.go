@@ -26,6 +26,11 @@ type Ruleset struct {
 	// Zones map a zone's name to its interfaces. "wan" and "lan" have the
 	// default policy's meaning; others can be named by Open.
 	Zones map[string][]string
+	// Settling are zones with a member service that has not named its
+	// interface yet (roostd starting, or handing over to a new roostd):
+	// their live members are kept, only added to, so that a restart never
+	// takes the LAN out of its zone for the moment its links take.
+	Settling map[string]bool
 	// Open accepts traffic to the router itself from a zone.
 	Open []Port
 	// Forwards send a WAN port to a LAN host (IPv4 DNAT).

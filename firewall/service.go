@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/dhcp/ra"
@@ -33,6 +34,32 @@ type Service struct {
 	// ProcSys is /proc/sys: forwarding is turned off there while the
 	// ruleset cannot be applied.
 	ProcSys string
+	// Joined, if set, tells a zone service still starting from one that
+	// went away (Ruleset.Settling); it outlives each run.
+	Joined *Joined
+}
+
+// Joined remembers the zone services that have named their interface
+// since roostd started, across the firewall's runs: one that has not yet
+// is still starting, and its zone keeps its live members; one that had and
+// has no name now went away, and its interface leaves the zone.
+type Joined struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// saw notes that svc named its interface; it reports whether svc had.
+func (j *Joined) saw(svc string, now bool) (had bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	had = j.seen[svc]
+	if now {
+		if j.seen == nil {
+			j.seen = map[string]bool{}
+		}
+		j.seen[svc] = true
+	}
+	return had
 }
 
 // Reads are the outputs the service follows: the zones' members' interface
@@ -74,7 +101,7 @@ func (s *Service) RARefs() []ServiceRef {
 // Ruleset is the model with the zones' current members and the LAN
 // prefixes the pinholes follow.
 func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
-	rs := Ruleset{Zones: map[string][]string{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6, Rules: s.Rules,
+	rs := Ruleset{Zones: map[string][]string{}, Settling: map[string]bool{}, Open: s.Open, Forwards: s.Forwards, Allow6: s.Allow6, Rules: s.Rules,
 		LANPrefixes: map[string]netip.Prefix{}}
 	for _, r := range s.RARefs() {
 		if p, ok, err := ra.PrefixOut.Get(inputFunc(input), r.Service); ok && err == nil {
@@ -84,8 +111,12 @@ func (s *Service) Ruleset(input func(supervisor.Ref) (string, bool)) Ruleset {
 	for name, z := range s.Zones {
 		members := append([]string{}, z.Interfaces...)
 		for _, svc := range z.Services {
-			if ifn, ok := input(netconf.IfName.Of(svc)); ok {
+			ifn, ok := input(netconf.IfName.Of(svc))
+			if ok {
 				members = append(members, ifn)
+			}
+			if s.Joined != nil && !s.Joined.saw(svc, ok) && !ok {
+				rs.Settling[name] = true
 			}
 		}
 		sort.Strings(members)

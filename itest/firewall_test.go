@@ -1,6 +1,7 @@
 package itest
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -184,6 +185,25 @@ func TestFirewall(t *testing.T) {
 	}
 	if out := mustRun(t, nil, "ip", labnet.In(a.net.Router, "nft", "list", "table", "inet", "tailscale")[1:]...); !strings.Contains(out, "counter") {
 		t.Errorf("another table was changed:\n%s", out)
+	}
+
+	// A clean stop and start, as a hand-over to a new roostd is: the
+	// outputs are gone meanwhile, yet no zone loses a member while the
+	// links name themselves again (a LAN host's new connection would be
+	// dropped). nft monitor watches.
+	a.stop()
+	monitor := exec.Command("ip", labnet.In(a.net.Router, "stdbuf", "-oL", "nft", "monitor", "elements")[1:]...) // line-buffered: it is killed
+	var events bytes.Buffer
+	monitor.Stdout = &events
+	if err := monitor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	a.waitServices("up after a clean stop", allUp)
+	monitor.Process.Kill()
+	monitor.Wait()
+	if strings.Contains(events.String(), "delete element") {
+		t.Errorf("the restart took zone members out:\n%s", events.String())
 	}
 }
 
