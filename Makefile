@@ -10,8 +10,9 @@ FUZZTIME ?= 10000x
 DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server nsd bind9-dnsutils dnsperf
 
 # What the VM tier (make vmtest) adds: QEMU, Debian's kernel, pppd and
-# pppoe-server; and QEMU's MIPS boards, for a router's kernel (below).
-VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe qemu-system-mips
+# pppoe-server; QEMU's MIPS boards, for a router's kernel (below); mke2fs
+# for the router VM's disk.
+VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe qemu-system-mips e2fsprogs
 
 # A router's kernel for the VM tier: Debian's MIPS 4kc-malta, unpacked here
 # (not installed: another architecture) from the package that

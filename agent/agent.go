@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/agent/handover"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/firewall"
@@ -62,6 +64,14 @@ type Options struct {
 	// Crash, if set, is called at each named step of an activation (see
 	// store.Options.Crash).
 	Crash func(point string)
+	// Version is this roostd's version, for the log.
+	Version string
+	// Args are roostd's command line (os.Args): a hand-over to another
+	// roostd runs it with the same.
+	Args []string
+	// Inherited are the listening sockets a previous agent handed over to
+	// this one (nil if it was started afresh).
+	Inherited *handover.Inherited
 }
 
 // Agent is roostd's resident service. New makes the whole of it; Run, once,
@@ -92,6 +102,17 @@ type Agent struct {
 	mu            sync.Mutex
 	cfg           *config.Config
 	configProblem string
+
+	// The hand-over to another roostd (selfupgrade.go). recheck says that
+	// the running system changed: is its roostd another binary?
+	recheck     chan struct{}
+	handingOver atomic.Bool // the control socket's file stays for the next agent
+	liveMu      sync.Mutex
+	live        map[string]handover.Socket // the listening sockets, by network:address
+	frozen      bool                       // they accept no more: a hand-over is coming
+	calls       int                        // activations and rollbacks not yet answered
+	deferred    bool                       // a recheck waits for them
+	probed      string                     // the binary that last started fine
 }
 
 // New makes an agent; Run runs it.
@@ -112,7 +133,8 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("netlink (NETLINK_ROUTE): %w; roostd needs a Linux kernel with rtnetlink", err)
 	}
 	a := &Agent{opts: opts, nl: nl, ppp: netconf.NewPPPHooks(),
-		sup: supervisor.New(supervisor.Options{Log: opts.Log, OutputsDir: OutputsDir(opts.Root)})}
+		sup:     supervisor.New(supervisor.Options{Log: opts.Log, OutputsDir: OutputsDir(opts.Root)}),
+		recheck: make(chan struct{}, 1), live: map[string]handover.Socket{}}
 	a.sessions, a.endSessions = context.WithCancel(context.Background())
 	a.ssh = &sshd.Server{Log: opts.Log, StagingDir: filepath.Join(opts.State, "staging"), Exec: a.exec}
 	a.activator = &activate.Activator{
@@ -121,7 +143,7 @@ func New(opts Options) (*Agent, error) {
 		State:   opts.State,
 		Log:     opts.Log,
 		Now:     time.Now,
-		Reload:  a.Reload,
+		Reload:  a.systemChanged,
 		Lock:    a.LockStore,
 		Crash:   opts.Crash,
 	}
@@ -161,17 +183,26 @@ func (a *Agent) State() string { return a.opts.State }
 func (a *Agent) Store() *store.Store { return a.opts.Store }
 
 // Activate switches to system (see activate.Activator.Activate); by is the
-// connection the request came over.
+// connection the request came over. A system whose roostd is another
+// binary is handed over to once the caller has the answer; if that roostd
+// does not start, the activation is rolled back before Activate returns.
 func (a *Agent) Activate(ctx context.Context, mode activate.Mode, system storepath.Path, timeout time.Duration, by string) (activate.Result, error) {
-	return a.activator.Activate(ctx, mode, system, timeout, by)
+	defer a.holdRechecks(ctx)()
+	res, err := a.activator.Activate(ctx, mode, system, timeout, by)
+	if err != nil || res.Token == "" { // boot and dry-activate run nothing new
+		return res, err
+	}
+	return res, a.afterActivation(ctx)
 }
 
 // Confirm keeps the activation awaiting confirmation with token; by is the
 // connection the confirmation came over.
 func (a *Agent) Confirm(token, by string) error { return a.activator.Confirm(token, by) }
 
-// Rollback runs the previous generation.
+// Rollback runs the previous generation (and its roostd, once the caller
+// has the answer).
 func (a *Agent) Rollback(ctx context.Context) (generations.Generation, error) {
+	defer a.holdRechecks(ctx)()
 	return a.activator.Rollback(ctx)
 }
 
@@ -222,39 +253,70 @@ func (a *Agent) markBooted() {
 // before any config is loaded; a config that does not load falls back to
 // the last good generation's, loudly; a part that fails (SSH, the
 // firewall, a kernel feature) fails as a service, with the rest up.
+//
+// When the running system's roostd becomes another binary, Run hands over
+// to it (see selfupgrade.go): it stops as it would at the end, keeping the
+// listening sockets, and exec's that binary, so it returns only if the
+// exec failed.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.nl.Close()
 	a.markBooted()
 	var wg sync.WaitGroup
-	a.serveControl(ctx, &wg)
+	controlCtx, stopControl := context.WithCancel(ctx)
+	a.serveControl(controlCtx, &wg)
 	if err := a.activator.Recover(ctx); err != nil {
 		a.opts.Log.Error("recovering a pending activation", "err", err)
 	}
 	stopSupervisor := a.start(ctx, &wg)
-	a.opts.Log.Info("roostd running", "root", a.opts.Root, "state", a.opts.State)
+	a.opts.Log.Info("roostd running", "version", a.opts.Version, "pid", os.Getpid(), "root", a.opts.Root, "state", a.opts.State)
+	if since, ok := a.opts.Inherited.Since(); ok {
+		a.opts.Log.Info("took over in place from the previous roostd", "handover", time.Since(since).Round(time.Millisecond))
+	}
 	if a.opts.Ready != nil {
 		a.opts.Ready()
 	}
-	<-ctx.Done()
-	a.endSessions()
-	stopSupervisor()
-	wg.Wait()
-	a.ssh.Wait() // the endpoint's listeners closed with its service: no new connection comes
-	return nil
+	stop := func() {
+		a.endSessions()
+		stopControl()
+		stopSupervisor()
+		wg.Wait()
+		a.ssh.Wait() // the endpoint's listeners closed with its service: no new connection comes
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil
+		case <-a.recheck:
+			if held, next := a.handOverNow(ctx); held != nil {
+				stop()
+				return a.execNext(next, held)
+			}
+		}
+	}
 }
 
 // serveControl serves the control socket until ctx ends.
 func (a *Agent) serveControl(ctx context.Context, wg *sync.WaitGroup) {
 	path := control.SocketPath(a.opts.Root)
-	l, err := control.Listen(path)
-	if err != nil {
-		a.opts.Log.Error("no control socket: roostd's commands work only over SSH", "err", err)
-		return
+	l, ok := a.opts.Inherited.Take("unix", path)
+	if !ok {
+		var err error
+		if l, err = control.Listen(path); err != nil {
+			a.opts.Log.Error("no control socket: roostd's commands work only over SSH", "err", err)
+			return
+		}
 	}
+	forget := a.listening(handover.Socket{Network: "unix", Addr: path, L: l})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer os.Remove(path)
+		defer func() {
+			if !a.handingOver.Load() {
+				os.Remove(path)
+			}
+		}()
+		defer forget()
 		if err := control.Serve(ctx, l, a.exec, a.opts.Log); err != nil {
 			a.opts.Log.Error("control socket: roostd's commands work only over SSH now", "err", err)
 		}
@@ -282,6 +344,9 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup) (stop func()) {
 	initial, err := a.specs(cfg)
 	if err != nil {
 		a.opts.Log.Error("services refused: running none", "err", err)
+	}
+	if _, ok := a.sshSpec(cfg); !ok || err != nil {
+		a.closeUnclaimedSSH()
 	}
 	// Not ctx: the supervisor must answer whoever holds supMu until stop
 	// has taken it from them.

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/roostrouter/roost/agent/config"
+	"github.com/roostrouter/roost/agent/handover"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/agent/supervisor"
 )
@@ -57,14 +59,24 @@ func (s *sshService) Run(ctx context.Context, env *supervisor.Env) error {
 			l.Close()
 		}
 	}()
+	took := 0
 	for _, addr := range s.addrs {
-		l, err := listenFreebind(addr)
-		if err != nil {
+		// A previous agent's socket, handed over: its backlog holds the
+		// connections that came during the hand-over.
+		l, ok := s.a.opts.Inherited.Take("tcp", addr)
+		if ok {
+			took++
+		} else if l, err = listenFreebind(addr); err != nil {
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
 		ls = append(ls, l)
+		defer s.a.listening(handover.Socket{Network: "tcp", Addr: addr, L: l})()
 	}
+	s.a.closeUnclaimedSSH()
 	env.Log.Info("ssh listening", "addrs", s.addrs, "hostKey", ssh.FingerprintSHA256(key.PublicKey()))
+	if since, ok := s.a.opts.Inherited.Since(); ok && took > 0 {
+		env.Log.Info("ssh: took the listening sockets over from the previous roostd", "sockets", took, "handover", time.Since(since).Round(time.Millisecond))
+	}
 	HostKey.Set(env, ssh.FingerprintSHA256(key.PublicKey()))
 	// The accept loops end with ctx, or with this run when one fails: it
 	// returns only once they all have, so that the listeners are closed
@@ -87,6 +99,15 @@ func (s *sshService) Run(ctx context.Context, env *supervisor.Env) error {
 		return nil
 	case err := <-errs:
 		return fmt.Errorf("ssh: %w", err)
+	}
+}
+
+// closeUnclaimedSSH closes the SSH sockets a previous agent handed over
+// that no address of the config takes (it listens elsewhere now, or not at
+// all): nobody would accept their connections.
+func (a *Agent) closeUnclaimedSSH() {
+	if closed := a.opts.Inherited.CloseRest("tcp"); len(closed) > 0 {
+		a.opts.Log.Info("closed the previous roostd's SSH sockets: the config does not listen there", "sockets", closed)
 	}
 }
 

@@ -1,45 +1,159 @@
 // Package boards describes the hardware roost runs on: architecture, the
 // devices behind the logical interface names a config uses (wan, lan0, …),
-// storage and upgrade method, kexec, watchdog and RAM.
+// upgrade method, kexec, watchdog, RAM, kernel parameters and the parts of a
+// system the board needs.
+//
+// The data is boards.json, the one source of truth: Go embeds it, and the
+// Nix library (nix/boards.nix) reads the same file with builtins.fromJSON,
+// so that a board's GOARCH, interfaces and needs cannot differ between the
+// system Nix builds and the agent that runs it. It is parsed on first use
+// and validated strictly (unknown fields are errors); a unit test keeps the
+// embedded file valid.
 package boards
 
 import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
+
+//go:embed boards.json
+var data []byte
 
 // Board is one kind of router.
 type Board struct {
-	Name   string
-	GOARCH string
-	GOMIPS string // "softfloat" for MIPS boards without an FPU
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	GOARCH      string `json:"goarch"`
+	GOMIPS      string `json:"gomips,omitempty"` // "softfloat" for MIPS boards without an FPU
+	GOARM       string `json:"goarm,omitempty"`  // 5, 6 or 7 for 32-bit ARM
 	// Interfaces maps logical names to the kernel's device names.
-	Interfaces map[string]string
-	RAMMB      int
+	Interfaces map[string]string `json:"interfaces"`
+	RAMMB      int               `json:"ramMB"`
 	// Upgrade is how a system that replaces the running one is installed:
 	// "kexec" (a trial boot) or "pivot" (a read-only image rewritten from RAM).
-	Upgrade  string
-	Kexec    bool
-	Watchdog string // device, e.g. /dev/watchdog; "" if none
+	Upgrade  string `json:"upgrade"`
+	Kexec    bool   `json:"kexec"`
+	Watchdog string `json:"watchdog"` // device, e.g. /dev/watchdog; "" if none
+	// Cmdline is the kernel parameters the board needs (the console); the
+	// Nix library writes them to the system's cmdline.
+	Cmdline []string `json:"cmdline"`
+	// Needs is the parts a system for this board must have (see Parts):
+	// activation refuses a system that lacks one.
+	Needs []string `json:"needs"`
 }
 
-// known is every board roost supports.
-var known = map[string]Board{
-	// lab: network namespaces on the development machine (make lab, itest).
-	"lab": {
-		Name: "lab", GOARCH: "amd64", RAMMB: 512, Upgrade: "kexec",
-		Interfaces: map[string]string{"wan": "wan", "lan0": "lan0", "lan1": "lan1"},
-	},
-	// qemu-x86_64: a QEMU VM with three virtio NICs and an i6300esb watchdog.
-	"qemu-x86_64": {
-		Name: "qemu-x86_64", GOARCH: "amd64", RAMMB: 256, Upgrade: "kexec", Kexec: true, Watchdog: "/dev/watchdog",
-		Interfaces: map[string]string{"wan": "eth0", "lan0": "eth1", "lan1": "eth2"},
-	},
+// The parts of a system: paths below its store path (../shared/DESIGN.md).
+const (
+	PartConfig   = "etc/roost/config.json" // the agent's config
+	PartAgent    = "bin/roostd"            // a link into roostd's own store path
+	PartBoard    = "board"                 // the board's name
+	PartKernel   = "kernel"                // the kernel image
+	PartInitrd   = "initrd"                // whose /init is roostd init
+	PartCmdline  = "cmdline"               // kernel parameters, one line
+	PartModules  = "modules"               // kernel modules to load at boot
+	PartActivate = "activate"              // run on activation
+)
+
+// Parts lists every part a system can have.
+func Parts() []string {
+	return []string{PartConfig, PartAgent, PartBoard, PartKernel, PartInitrd, PartCmdline, PartModules, PartActivate}
+}
+
+// load parses the embedded data once, on first use.
+var load = sync.OnceValues(func() (map[string]Board, error) { return parse(data) })
+
+// parse decodes and validates board data.
+func parse(b []byte) (map[string]Board, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var list []Board
+	if err := dec.Decode(&list); err != nil {
+		return nil, fmt.Errorf("boards.json: %w", err)
+	}
+	known := map[string]Board{}
+	var errs []error
+	for i, bd := range list {
+		if _, dup := known[bd.Name]; dup {
+			errs = append(errs, fmt.Errorf("boards.json[%d]: board %q is defined twice", i, bd.Name))
+		}
+		if err := bd.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("boards.json[%d] (%s): %w", i, bd.Name, err))
+		}
+		known[bd.Name] = bd
+	}
+	return known, errors.Join(errs...)
+}
+
+func (b Board) validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if b.Name == "" || strings.ContainsAny(b.Name, " /\t\n") {
+		bad("name %q: want a word", b.Name)
+	}
+	switch b.GOARCH {
+	case "amd64", "arm64", "arm", "mips", "mipsle":
+	default:
+		bad("goarch %q: not an architecture roostd builds for", b.GOARCH)
+	}
+	mips := b.GOARCH == "mips" || b.GOARCH == "mipsle"
+	if (b.GOMIPS != "") != mips || (mips && b.GOMIPS != "softfloat" && b.GOMIPS != "hardfloat") {
+		bad("gomips %q: softfloat or hardfloat on mips and mipsle, absent elsewhere", b.GOMIPS)
+	}
+	if (b.GOARM != "") != (b.GOARCH == "arm") || (b.GOARM != "" && !slices.Contains([]string{"5", "6", "7"}, b.GOARM)) {
+		bad("goarm %q: 5, 6 or 7 on arm, absent elsewhere", b.GOARM)
+	}
+	if len(b.Interfaces) == 0 {
+		bad("interfaces: none")
+	}
+	if b.RAMMB <= 0 {
+		bad("ramMB %d: want the board's RAM in MiB", b.RAMMB)
+	}
+	if b.Upgrade != "kexec" && b.Upgrade != "pivot" {
+		bad("upgrade %q: want kexec or pivot", b.Upgrade)
+	}
+	if !slices.Contains(b.Needs, PartConfig) {
+		bad("needs: every system needs %s", PartConfig)
+	}
+	for _, n := range b.Needs {
+		if !slices.Contains(Parts(), n) {
+			bad("needs %q: not a part of a system (%s)", n, strings.Join(Parts(), ", "))
+		}
+	}
+	if len(b.Cmdline) > 0 && !slices.Contains(b.Needs, PartKernel) {
+		bad("cmdline: kernel parameters for a board whose systems have no kernel")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// All returns every known board, sorted by name.
+func All() ([]Board, error) {
+	known, err := load()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Board, 0, len(known))
+	for _, n := range Names() {
+		out = append(out, known[n])
+	}
+	return out, nil
 }
 
 // Lookup returns the board called name.
 func Lookup(name string) (Board, error) {
+	known, err := load()
+	if err != nil {
+		return Board{}, err
+	}
 	b, ok := known[name]
 	if !ok {
 		return Board{}, fmt.Errorf("unknown board %q (known: %s)", name, strings.Join(Names(), ", "))
@@ -49,6 +163,7 @@ func Lookup(name string) (Board, error) {
 
 // Names lists the known boards.
 func Names() []string {
+	known, _ := load()
 	var out []string
 	for n := range known {
 		out = append(out, n)

@@ -49,6 +49,47 @@ func Connection(ctx context.Context) string {
 	return c
 }
 
+type afterReplyKey struct{}
+
+// afterReply collects what is to run once a command's reply is sent.
+type afterReply struct {
+	mu sync.Mutex
+	fs []func()
+}
+
+// WithAfterReply is for the transports (this socket, the SSH endpoint): it
+// returns the context to run a command with, and the function to call once
+// the command's reply (its exit status) has been sent, which runs what the
+// command asked for with AfterReply.
+func WithAfterReply(ctx context.Context) (context.Context, func()) {
+	ar := &afterReply{}
+	return context.WithValue(ctx, afterReplyKey{}, ar), func() {
+		ar.mu.Lock()
+		fs := ar.fs
+		ar.fs = nil
+		ar.mu.Unlock()
+		for _, f := range fs {
+			f()
+		}
+	}
+}
+
+// AfterReply has f run once the reply to the command running with ctx has
+// been sent, or the caller has gone: the agent hands over to a new roostd
+// only once the activation that asked for it has been answered. It reports
+// false, and does not keep f, if nothing sends a reply (a caller in the
+// same process).
+func AfterReply(ctx context.Context, f func()) bool {
+	ar, ok := ctx.Value(afterReplyKey{}).(*afterReply)
+	if !ok {
+		return false
+	}
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	ar.fs = append(ar.fs, f)
+	return true
+}
+
 type reply struct {
 	Out  *string `json:"out,omitempty"`
 	Err  *string `json:"err,omitempty"`
@@ -83,6 +124,17 @@ func Serve(ctx context.Context, l net.Listener, exec Exec, log *slog.Logger) err
 			if ctx.Err() != nil {
 				return nil
 			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A deadline holds new callers in the backlog while the
+				// agent hands over to a new roostd, which accepts them.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
 			return err
 		}
 		conns.Add(1)
@@ -111,9 +163,12 @@ func serveConn(ctx context.Context, c net.Conn, exec Exec, log *slog.Logger) {
 	if req.Connection != "" {
 		ctx = WithConnection(ctx, req.Connection)
 	}
+	ctx, replied := WithAfterReply(ctx)
 	w := &replyWriter{enc: json.NewEncoder(c)}
 	code := exec(ctx, req.Args, eofReader{}, w.stream(false), w.stream(true))
 	w.send(reply{Exit: &code})
+	c.Close() // the caller has it all
+	replied()
 }
 
 type eofReader struct{}

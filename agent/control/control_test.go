@@ -258,3 +258,64 @@ func TestListen(t *testing.T) {
 		t.Errorf("the socket's folder has mode %v, want 0700", dir.Mode().Perm())
 	}
 }
+
+// TestAfterReply: what a command asks to run once answered runs after the
+// caller has its exit status, not before; a deadline on the listener (a
+// hand-over coming) holds callers in the backlog without ending Serve, and
+// they are answered once it is lifted.
+func TestAfterReply(t *testing.T) {
+	if AfterReply(context.Background(), func() {}) {
+		t.Fatal("AfterReply took a function with no transport to run it")
+	}
+	ran := make(chan struct{}, 2)
+	path := SocketPath(t.TempDir())
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, l, func(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) int {
+			if !AfterReply(ctx, func() { ran <- struct{}{} }) {
+				t.Error("AfterReply: no transport in the command's context")
+			}
+			fmt.Fprintln(stdout, "answer")
+			return 3
+		}, slog.New(slog.DiscardHandler))
+	}()
+	var out bytes.Buffer
+	code, err := Call(context.Background(), path, []string{"activate"}, "", &out, io.Discard)
+	if err != nil || code != 3 || out.String() != "answer\n" {
+		t.Fatalf("Call: %d, %q, %v", code, out.String(), err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the function asked for after the reply did not run")
+	}
+
+	l.(*net.UnixListener).SetDeadline(time.Unix(1, 0))
+	answered := make(chan int, 1)
+	go func() {
+		code, _ := Call(context.Background(), path, []string{"status"}, "", io.Discard, io.Discard)
+		answered <- code
+	}()
+	select {
+	case <-answered:
+		t.Fatal("a caller was answered while the listener was held")
+	case err := <-served:
+		t.Fatalf("Serve ended on its listener's deadline: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	l.(*net.UnixListener).SetDeadline(time.Time{})
+	select {
+	case code := <-answered:
+		if code != 3 {
+			t.Fatalf("held caller: exit %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held caller was never answered")
+	}
+}

@@ -162,7 +162,13 @@ func (s *Server) Accept(ctx, connCtx context.Context, l net.Listener) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(100 * time.Millisecond)
+				// Also a deadline set on purpose: while the agent hands
+				// over to a new roostd, connections wait in the backlog.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
 				continue
 			}
 			return err
@@ -241,11 +247,13 @@ const noShell = "roostd: there is no shell here; run a roostd command, e.g. ssh 
 func (s *Server) session(ctx context.Context, log *slog.Logger, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	replied := func() {} // what the command asked to run once answered (control.AfterReply)
 	defer func() {
 		ch.Close()
 		// Until the client acknowledges the close, its requests must
 		// still be read, or they would stall the connection.
 		go ssh.DiscardRequests(reqs)
+		replied()
 	}()
 	var done chan int // the running command's exit status; nil until one runs
 	for {
@@ -271,6 +279,8 @@ func (s *Server) session(ctx context.Context, log *slog.Logger, ch ssh.Channel, 
 				}
 				req.Reply(true, nil)
 				done = make(chan int, 1)
+				var cmdCtx context.Context
+				cmdCtx, replied = control.WithAfterReply(ctx)
 				go func() {
 					args, err := SplitCommand(cmd)
 					if err != nil {
@@ -280,7 +290,7 @@ func (s *Server) session(ctx context.Context, log *slog.Logger, ch ssh.Channel, 
 						return
 					}
 					log.Info("ssh exec", "command", cmd)
-					done <- s.Exec(ctx, args, ch, ch, ch.Stderr())
+					done <- s.Exec(cmdCtx, args, ch, ch, ch.Stderr())
 				}()
 			case "subsystem":
 				name, _ := parseString(req.Payload)

@@ -9,6 +9,10 @@
 // generation are gc roots (Pending.Holds), so that the rollback always has
 // somewhere to go.
 //
+// A system is refused before anything changes unless it has every part its
+// board needs (boards.json's needs: a lab system only etc/roost/config.json;
+// a board that boots, its kernel, initrd, cmdline, board and bin/roostd).
+//
 // The store's writer lock is held only while the profile changes, never
 // while a system runs its activate script or the agent reloads: a failed
 // activation rolls back at once, in the same call, and a rollback waits for
@@ -157,15 +161,12 @@ func (a *Activator) Current() (storepath.Path, bool) {
 }
 
 // Check refuses a path that is not a valid system: not registered, or
-// without etc/roost/config.json.
+// without a part its board needs (etc/roost/config.json at least).
 func (a *Activator) Check(txn *store.Txn, system storepath.Path) error {
 	if !txn.Valid(system) {
 		return fmt.Errorf("%s is not on the router: copy it first", system)
 	}
-	if _, err := os.Stat(ConfigFile(a.Store, system)); err != nil {
-		return fmt.Errorf("%s is not a roost system: it has no %s", system, configPath)
-	}
-	return nil
+	return checkParts(a.Store.PhysicalPath(system), system)
 }
 
 // Activate switches to system as mode says. For switch and test it returns a

@@ -16,6 +16,7 @@ import (
 
 	"github.com/roostrouter/roost/agent"
 	"github.com/roostrouter/roost/agent/control"
+	"github.com/roostrouter/roost/agent/handover"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/closurediff"
@@ -38,11 +39,21 @@ func runAgent(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("find roostd's own binary: %w", err)
 	}
+	// The sockets of the roostd that handed over to this one, if one did.
+	inherited, err := handover.FromEnv(e.getenv)
+	if err != nil {
+		e.log.Error("hand-over: sockets not taken over (they are listened on anew)", "err", err)
+	}
+	os.Unsetenv(handover.EnvFDs) // no child (activate scripts, pppd) is handed them
+	os.Unsetenv(handover.EnvSince)
 	a, err := agent.New(agent.Options{
 		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self, ProcSys: "/proc/sys",
 		Store: e.openStore(*f.root), Commands: commands{}, Crash: e.crashHook(),
+		Version: version, Args: os.Args, Inherited: inherited,
 		Ready: func() {
-			if *notifyFD >= 0 {
+			// Readiness is told once: after a hand-over the fd is closed,
+			// and its number may be a socket's now.
+			if *notifyFD >= 0 && inherited == nil {
 				nf := os.NewFile(uintptr(*notifyFD), "notify")
 				nf.Write([]byte("\n"))
 				nf.Close()
@@ -205,6 +216,7 @@ func runConfirm(e *env, args []string) error {
 type status struct {
 	Hostname   string            `json:"hostname,omitempty"`
 	Agent      string            `json:"agent"`
+	Version    string            `json:"version,omitempty"` // the running agent's, if it answered
 	Current    storepath.Path    `json:"currentSystem,omitempty"`
 	Booted     storepath.Path    `json:"bootedSystem,omitempty"`
 	Generation int               `json:"generation,omitempty"`
@@ -240,6 +252,7 @@ func runStatus(e *env, args []string) error {
 			st.Services = svcs
 		}
 		st.Agent = "roostd " + version + ", pid " + strconv.Itoa(os.Getpid())
+		st.Version = version
 		if c := e.agent.Config(); c != nil {
 			st.Hostname = c.Hostname
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roostrouter/roost/agent/handover"
 	"github.com/roostrouter/roost/updater/storetest"
 )
 
@@ -99,6 +100,11 @@ func TestJSON(t *testing.T) {
 		}},
 		{[]string{"rollback"}, nil, 0, nil},
 		{[]string{"status"}, nil, 0, nil},
+		{[]string{"version"}, nil, 0, func(t *testing.T, v any) {
+			if o := v.(object); o["version"] != version || o["handover"] != float64(handover.Protocol) {
+				t.Errorf("version: %v", o)
+			}
+		}},
 		{[]string{"gc", "--dry-run"}, nil, 0, nil},
 		{[]string{"gc", "--keep", "1"}, nil, 0, nil},
 	} {
@@ -134,14 +140,16 @@ func TestJSONCoversUsage(t *testing.T) {
 	tested := map[string]string{
 		"status": "TestJSON", "gc": "TestJSON", "generations": "TestJSON", "generations set": "TestJSON",
 		"rollback": "TestJSON", "store import": "TestJSON", "store dump-db": "TestJSON",
-		"store query-valid": "TestJSON", "store verify": "TestJSON",
+		"store query-valid": "TestJSON", "store verify": "TestJSON", "version": "TestJSON",
+		"config check": "TestConfigCheck", "boards": "TestBoards",
+		"reboot": "TestPowerAsksInit",
 		// These need the running agent or root: itest.
 		"activate": "itest TestRoostJSON (roost rebuild)", "confirm": "itest TestRoostJSON",
 		"firewall show": "itest TestRoostdJSONInAgent", "hook ppp": "itest TestRoostdJSONInAgent",
 	}
 	// Commands whose output is a stream or a log: their usage line must
 	// say there is no --json.
-	stream := []string{"run", "receive", "store dump"}
+	stream := []string{"run", "receive", "store dump", "init"}
 	for _, line := range strings.Split(usage, "\n") {
 		if !strings.HasPrefix(line, "  ") || line[2] < 'a' || line[2] > 'z' {
 			continue

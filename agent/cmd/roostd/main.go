@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/boot"
 	"github.com/roostrouter/roost/agent/cmdflag"
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/control"
@@ -32,6 +33,7 @@ const usage = `usage: roostd <command> [flags]
 commands:
   run [--state DIR] [--config FILE] [--notify-fd N]   the resident agent (it logs; no --json)
   status [--json]             the running system, generations, pending activation
+  version [--json]            this roostd's version
   receive                     the router's end of roost's transfer protocol, on stdio (a stream: no --json)
   activate switch|test|boot|dry-activate PATH [--confirm-timeout 90s] [--json]
   confirm TOKEN [--json]      keep the system activated with that token
@@ -46,6 +48,10 @@ commands:
   generations set PATH [--json]   make PATH the current system in a new generation
   rollback [--json]           switch to the previous generation
   hook ppp EVENT IFNAME TTY SPEED LOCAL REMOTE IPPARAM [--json]   pppd's hooks (ip-up, ip-down, ipv6-up, ipv6-down)
+  init                        PID 1 of the router, its initrd's /init (docs/boot.md; it logs, no --json)
+  reboot | poweroff [--json]  ask roostd init to stop every process, unmount, and reboot or power off
+  config check FILE [--board B] [--json]   validate a config for its board; exit 1 listing every problem
+  boards [--json]             the board data (boards/boards.json)
 
 Every command takes --root DIR (default /): the router's file system root; every
 command that prints takes --json: one JSON document on stdout, for scripts.
@@ -77,6 +83,11 @@ func main() {
 	e := &env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
 		log: slog.New(slog.NewTextHandler(os.Stderr, nil)), defaultRoot: "/", defaultState: "/persist/roost"}
 	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "init" {
+		// The initrd's /init, run by the kernel with the words of its
+		// command line that it does not know as arguments.
+		args = append([]string{"init"}, args...)
+	}
 	if filepath.Base(os.Args[0]) == "nix-store" {
 		// A link named nix-store: nix copy's ssh:// store runs
 		// "nix-store --serve --write" under any sshd.
@@ -140,6 +151,8 @@ func run(e *env, args []string) error {
 		return runAgent(e, args[1:])
 	case "status":
 		return runStatus(e, args[1:])
+	case "version", "--version":
+		return runVersion(e, args[1:])
 	case "receive":
 		return runReceive(e, args[1:])
 	case "activate":
@@ -164,6 +177,16 @@ func run(e *env, args []string) error {
 		return runRollback(e, args[1:])
 	case "hook":
 		return runHook(e, args[1:])
+	case "init":
+		return runInit(e, args[1:])
+	case "reboot":
+		return runPower(e, boot.Reboot, args[1:])
+	case "poweroff":
+		return runPower(e, boot.PowerOff, args[1:])
+	case "config":
+		return runConfig(e, args[1:])
+	case "boards":
+		return runBoards(e, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

@@ -1,0 +1,232 @@
+// Package boot is roostd init, PID 1 of the router: it mounts the kernel's
+// file systems and the persistent storage, loads kernel modules, picks the
+// generation to boot, runs that system's agent (roostd run) and keeps it
+// running, reaps orphans, and reboots or powers off cleanly on request.
+//
+// Invariants:
+//   - The agent it runs is the running system's: the bin/roostd of
+//     /run/current-system, read anew at each start, so that the agent an
+//     activation brought is the one restarted.
+//   - An agent that exits CrashLimit times within CrashWindow while an
+//     activation awaits confirmation is replaced by the previous system's:
+//     the activation is rolled back by updater/activate
+//     (Activator.RollBackPending), the one rollback there is.
+//   - Before reboot(2), the agent and every other process are stopped, the
+//     disks synced, and what init mounted is unmounted, last first, or
+//     remounted read-only if busy.
+//   - A boot that fails (no disk, no system) is logged and ends in a reboot
+//     after FailDelay: nobody may be at the router's console.
+//
+// Every file init touches is below Options.Root, and every system call
+// that acts on the machine (mounts, modules, signals, processes, reboot)
+// goes through Options, so that unit tests run it in a temporary folder.
+package boot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/roostrouter/roost/updater/activate"
+	"github.com/roostrouter/roost/updater/atomicfile"
+	"github.com/roostrouter/roost/updater/storepath"
+)
+
+// Timings.
+const (
+	CrashLimit  = 3                // agent exits …
+	CrashWindow = 60 * time.Second // … within this, with an activation pending, roll it back
+	StableAfter = 60 * time.Second // an agent that ran this long restarts at once
+	MinDelay    = time.Second      // restart backoff, doubling …
+	MaxDelay    = 30 * time.Second // … up to this
+	StopTimeout = 10 * time.Second // the agent's time to stop on SIGTERM
+	KillGrace   = 2 * time.Second  // other processes' time to stop on SIGTERM
+	DeviceWait  = 10 * time.Second // for the storage's device node
+	FailDelay   = 30 * time.Second // a failed boot reboots after this
+)
+
+// Kernel is what init asks of the kernel beyond mounts: unix system calls
+// as PID 1 (Linux), a fake in unit tests.
+type Kernel interface {
+	LoadModule(f *os.File, params string, flags int) error
+	LoopbackUp() error
+	Kill(pid int, sig syscall.Signal) error
+	Sync()
+	Reboot(cmd int) error
+}
+
+// Procs starts the agent and reports the exits of init's children, which
+// include every orphan (Reaper as PID 1, a fake in unit tests).
+type Procs interface {
+	// Start runs argv[0]; files become its fds 3, 4, …
+	Start(argv, env []string, files []*os.File) (pid int, err error)
+	Exits() <-chan Exit
+	// Running reports whether init has a child left.
+	Running() bool
+	// Hold stops reaping until release is called, for init's own code
+	// that waits for a child it started (a system's activate script).
+	Hold() (release func())
+}
+
+// Exit is a child's end.
+type Exit struct {
+	Pid    int
+	Status string // "exit status 2", "signal: killed"
+}
+
+// Clock is time as init sees it.
+type Clock interface {
+	Now() time.Time
+	After(time.Duration) <-chan time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+func (SystemClock) Now() time.Time                         { return time.Now() }
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options are init's dependencies.
+type Options struct {
+	Root     string // "/" as PID 1
+	Log      *slog.Logger
+	Mounter  Mounter
+	Kernel   Kernel
+	Procs    Procs
+	Clock    Clock
+	Requests <-chan Request // reboot, poweroff, halt (Signals as PID 1)
+}
+
+// Init is PID 1. New makes it; Run runs it, once.
+type Init struct {
+	opts    Options
+	log     *slog.Logger
+	mounted []mount
+	agent   int // the agent's pid; 0 if none runs
+}
+
+// New makes an init.
+func New(opts Options) *Init {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Init{opts: opts, log: opts.Log}
+}
+
+// Run boots and supervises the agent until a request comes, then shuts
+// down and reboots, powers off or halts as asked. As PID 1 it does not
+// return unless reboot(2) fails; it returns when ctx ends (tests).
+func (in *Init) Run(ctx context.Context) error {
+	var req Request
+	if err := in.boot(); err != nil {
+		in.log.Error("BOOT FAILED: rebooting", "in", FailDelay, "err", err)
+		if req = in.wait(ctx, FailDelay); req == 0 {
+			req = Reboot
+		}
+	} else {
+		req = in.supervise(ctx)
+	}
+	if ctx.Err() != nil {
+		in.stopAgent()
+		return ctx.Err()
+	}
+	return in.shutdown(req)
+}
+
+// boot makes the router's file system and picks the system to run.
+func (in *Init) boot() error {
+	if err := in.mountAll(earlyMounts); err != nil {
+		return err
+	}
+	p := in.cmdline()
+	if err := in.opts.Kernel.LoopbackUp(); err != nil {
+		in.log.Warn("loopback interface", "err", err)
+	}
+	in.loadModules("/modules") // the initrd's: what reaching the storage takes
+	if err := in.mountStorage(p); err != nil {
+		return err
+	}
+	c, skipped, err := in.choose(p)
+	for _, s := range skipped {
+		in.log.Error("GENERATION SKIPPED", "err", s)
+	}
+	if err != nil {
+		return err
+	}
+	in.log.Info("booting", "system", c.System, "generation", c.Generation, "chosen", c.Why, "trial", p.Trial)
+	in.loadModules(filepath.Join(c.System.String(), "modules"))
+	return in.links(c.System)
+}
+
+// cmdline reads the kernel command line's roost.* parameters.
+func (in *Init) cmdline() Params {
+	b, err := os.ReadFile(in.path("/proc/cmdline"))
+	if err != nil {
+		in.log.Warn("no kernel command line: booting on the defaults", "err", err)
+	}
+	p, errs := ParseCmdline(string(b))
+	for _, err := range errs {
+		in.log.Warn("kernel command line", "err", err)
+	}
+	return p
+}
+
+// mountStorage mounts the persistent storage that the command line names,
+// else the board's.
+func (in *Init) mountStorage(p Params) error {
+	board := p.Board
+	if board == "" {
+		board = readWord(in.path("/board")) // the initrd's board
+	}
+	st := BoardStorage(board)
+	if p.Disk != "" {
+		st.Device = p.Disk
+	}
+	if p.FSType != "" {
+		st.FSType = p.FSType
+	}
+	if st.Device == "" {
+		return fmt.Errorf("no persistent storage: board %q has no default disk; put roost.disk=/dev/... on the kernel command line", board)
+	}
+	if err := in.waitDevice(st.Device, DeviceWait); err != nil {
+		return err
+	}
+	if err := in.mountAll(storageMounts(st.Device, st.FSType)); err != nil {
+		return err
+	}
+	in.log.Info("storage mounted", "device", st.Device, "fstype", st.FSType, "on", StorageDir)
+	return nil
+}
+
+// Storage is where a board keeps its store and state folder: a disk with
+// nix/ and persist/ at its top.
+type Storage struct{ Device, FSType string }
+
+// BoardStorage is the storage a board has unless roost.disk= says
+// otherwise.
+func BoardStorage(board string) Storage {
+	switch board {
+	case "qemu-x86_64":
+		return Storage{Device: "/dev/vda", FSType: "ext4"}
+	}
+	return Storage{FSType: "ext4"}
+}
+
+// links makes /run/booted-system and /run/current-system the system, and
+// the marker that roostd reboot and poweroff look for.
+func (in *Init) links(system storepath.Path) error {
+	if err := os.MkdirAll(in.path("/run"), 0o755); err != nil {
+		return err
+	}
+	for _, link := range []string{activate.BootedLink(in.opts.Root), activate.CurrentLink(in.opts.Root)} {
+		if err := atomicfile.Symlink(system.String(), link); err != nil {
+			return fmt.Errorf("link the booted system: %w", err)
+		}
+	}
+	return os.WriteFile(MarkerFile(in.opts.Root), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConfigCheck: roostd config check validates a config as the agent
+// would load it, on the board it is built for, and lists every problem
+// with its JSON path; what the Nix library runs at build time.
+func TestConfigCheck(t *testing.T) {
+	const wan = `"wan": {"kind": "link", "interface": "wan"}`
+	for _, tc := range []struct {
+		name   string
+		config string
+		board  string
+		want   []string // problems; none: valid
+	}{
+		{"lab by default", `{"services": {` + wan + `}}`, "", nil},
+		{"board supplied", `{"services": {` + wan + `}}`, "qemu-x86_64", nil},
+		{"board supplied to an empty object", ` {  } `, "qemu-mipsel", nil},
+		{"board matches", `{"board": "qemu-x86_64", "services": {` + wan + `}}`, "qemu-x86_64", nil},
+		{"board differs", `{"board": "lab"}`, "qemu-x86_64", []string{`board: the config is for board "lab", but it is checked (and built) for qemu-x86_64`}},
+		{"unknown --board", `{}`, "wrt54g", []string{`--board: unknown board "wrt54g" (known: lab, qemu-mipsel, qemu-x86_64)`}},
+		{"interface the board lacks", `{"services": {"wan": {"kind": "link", "interface": "eth9"}}}`, "qemu-x86_64",
+			[]string{`services.wan.interface: board qemu-x86_64 has no interface "eth9" (it has lan0, lan1, wan)`}},
+		{"device name, not logical name", `{"board": "qemu-x86_64", "services": {"wan": {"kind": "link", "interface": "eth0"}}}`, "",
+			[]string{`services.wan.interface: board qemu-x86_64 has no interface "eth0"`}},
+		{"every problem", `{"colour": 1, "services": {"x": {"kind": "no-such-kind"}, "wan": {"kind": "link", "interface": "eth9"}}}`, "",
+			[]string{"colour: unknown field", `services.x.kind: unknown kind "no-such-kind"`, `services.wan.interface: board lab has no interface "eth9"`}},
+		{"not JSON", `{"services": `, "qemu-x86_64", []string{"invalid JSON"}},
+		{"not an object", `[1]`, "qemu-x86_64", []string{"the config must be a JSON object"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "config.json")
+			if err := os.WriteFile(file, []byte(tc.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"config", "check", file}
+			if tc.board != "" {
+				args = append(args, "--board", tc.board)
+			}
+			stdout, stderr, code := roostdRun(t, t.TempDir(), t.TempDir(), nil, args...)
+			if (code == 0) != (len(tc.want) == 0) {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			if len(tc.want) == 0 && !strings.Contains(stdout, "valid for board") {
+				t.Errorf("stdout: %q", stdout)
+			}
+
+			stdout, stderr, code = roostdRun(t, t.TempDir(), t.TempDir(), nil, append(args, "--json")...)
+			var res configCheck
+			if err := oneJSON(stdout, &res); err != nil {
+				t.Fatalf("--json: %v\n%s%s", err, stdout, stderr)
+			}
+			if res.Valid != (code == 0) || len(res.Problems) < len(tc.want) || res.File != file {
+				t.Errorf("--json: exit %d, %+v", code, res)
+			}
+			if len(tc.want) == 0 && tc.board != "" && res.Board != tc.board {
+				t.Errorf("--json: board %q, want %q", res.Board, tc.board)
+			}
+		})
+	}
+	if _, stderr, code := roostdRun(t, t.TempDir(), t.TempDir(), nil, "config", "check", "/nonexistent/config.json"); code != 1 || !strings.Contains(stderr, "no such file") {
+		t.Errorf("a missing file: exit %d, %s", code, stderr)
+	}
+	if _, stderr, code := roostdRun(t, t.TempDir(), t.TempDir(), nil, "config", "lint", "x"); code == 0 || !strings.Contains(stderr, "usage: roostd config check FILE") {
+		t.Errorf("config lint: exit %d, %s", code, stderr)
+	}
+}
+
+// TestBoards: roostd boards prints the embedded board data; --json is the
+// same data as boards.json.
+func TestBoards(t *testing.T) {
+	stdout, stderr, code := roostdRun(t, t.TempDir(), t.TempDir(), nil, "boards")
+	if code != 0 || !strings.Contains(stdout, "qemu-mipsel  mipsle (softfloat)  64 MB") {
+		t.Fatalf("boards: exit %d\n%s%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = roostdRun(t, t.TempDir(), t.TempDir(), nil, "boards", "--json")
+	var got []map[string]any
+	if err := oneJSON(stdout, &got); code != 0 || err != nil {
+		t.Fatalf("boards --json: exit %d, %v\n%s%s", code, err, stdout, stderr)
+	}
+	b, err := os.ReadFile("../../../boards/boards.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []map[string]any
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]map[string]any{}
+	for _, w := range want {
+		byName[w["name"].(string)] = w
+	}
+	if len(got) != len(want) {
+		t.Fatalf("boards --json lists %d boards, boards.json %d", len(got), len(want))
+	}
+	for _, g := range got {
+		gj, _ := json.Marshal(g)
+		wj, _ := json.Marshal(byName[g["name"].(string)])
+		if string(gj) != string(wj) {
+			t.Errorf("boards --json:\n%s\nboards.json:\n%s", gj, wj)
+		}
+	}
+}
