@@ -34,6 +34,16 @@ func (n *nixStore) opts() []string {
 // output path.
 func (n *nixStore) build(expr string, argstr ...string) string {
 	n.t.Helper()
+	r := n.tryBuild(expr, argstr...)
+	if r.code != 0 || r.killed {
+		n.t.Fatalf("nix-build: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// tryBuild runs nix-build on expr like build, for builds that may fail.
+func (n *nixStore) tryBuild(expr string, argstr ...string) result {
+	n.t.Helper()
 	file := filepath.Join(n.t.TempDir(), "default.nix")
 	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
 		n.t.Fatal(err)
@@ -42,7 +52,7 @@ func (n *nixStore) build(expr string, argstr ...string) string {
 	for i := 0; i+1 < len(argstr); i += 2 {
 		args = append(args, "--argstr", argstr[i], argstr[i+1])
 	}
-	return strings.TrimSpace(mustRun(n.t, nil, "nix-build", args...))
+	return run(n.t, nil, nil, "nix-build", args...)
 }
 
 // closure returns the paths p references, directly or not, and p.

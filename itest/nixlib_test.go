@@ -85,21 +85,6 @@ func newNixLibInputs(t *testing.T) nixLibInputs {
 	return in
 }
 
-// tryBuild runs nix-build on expr like nixStore.build, for builds that
-// may fail.
-func (n *nixStore) tryBuild(expr string, argstr ...string) result {
-	n.t.Helper()
-	file := filepath.Join(n.t.TempDir(), "default.nix")
-	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
-		n.t.Fatal(err)
-	}
-	args := append(n.opts(), "--no-out-link", file)
-	for i := 0; i+1 < len(argstr); i += 2 {
-		args = append(args, "--argstr", argstr[i], argstr[i+1])
-	}
-	return run(n.t, nil, nil, "nix-build", args...)
-}
-
 // TestNixLibSystems builds a qemu-x86_64 and a lab system with the library
 // and checks what is in them; configs with errors fail the build with
 // roostd's message, naming the JSON path.

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/roostrouter/roost/agent/handover"
 )
 
 // SocketPath is the control socket below root.
@@ -119,21 +121,10 @@ func Serve(ctx context.Context, l net.Listener, exec Exec, log *slog.Logger) err
 	var conns sync.WaitGroup
 	defer conns.Wait()
 	for {
-		c, err := l.Accept()
+		c, err := handover.Accept(ctx, l)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// A deadline holds new callers in the backlog while the
-				// agent hands over to a new roostd, which accepts them.
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
-				continue
 			}
 			return err
 		}

@@ -14,6 +14,7 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -238,4 +239,23 @@ func (in *Inherited) Since() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return in.since, true
+}
+
+// Accept waits for l's next connection. A deadline that has passed is the
+// listener frozen for a hand-over (callers wait in the backlog for the next
+// agent, which accepts them): Accept goes on waiting until ctx ends or the
+// listener thaws.
+func Accept(ctx context.Context, l net.Listener) (net.Conn, error) {
+	for {
+		c, err := l.Accept()
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() || ctx.Err() != nil {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

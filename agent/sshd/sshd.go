@@ -25,6 +25,8 @@ import (
 
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/updater/atomicfile"
+
+	"github.com/roostrouter/roost/agent/handover"
 )
 
 // Exec runs a roostd command line for a client and returns its exit status.
@@ -155,21 +157,10 @@ func (s *Server) Accept(ctx, connCtx context.Context, l net.Listener) error {
 		l.Close()
 	}()
 	for {
-		nc, err := l.Accept()
+		nc, err := handover.Accept(ctx, l)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Also a deadline set on purpose: while the agent hands
-				// over to a new roostd, connections wait in the backlog.
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
-				continue
 			}
 			return err
 		}
