@@ -401,15 +401,25 @@ func (s *Supervisor) setOutput(name, key, value string, del bool) {
 			}
 		}
 	}
+	s.touched(name, func(key string) bool { return changed[key] || hasPrefixKey(changed, key) })
+}
+
+// touched tells the running services that follow name's outputs that the
+// keys changed says changed (already in the files): readers re-run,
+// watchers are signalled.
+func (s *Supervisor) touched(name string, changed func(key string) bool) {
 	for _, n := range s.order {
 		inst := s.insts[n]
+		if !inst.running {
+			continue
+		}
 		for _, r := range inst.spec.Reads {
-			if r.Service == name && (changed[r.Key] || hasPrefixKey(changed, r.Key)) && inst.running {
+			if r.Service == name && changed(r.Key) {
 				inst.restart = true
 			}
 		}
 		for _, r := range inst.spec.Watches {
-			if r.Service == name && (changed[r.Key] || hasPrefixKey(changed, r.Key)) && inst.running {
+			if r.Service == name && changed(r.Key) {
 				select {
 				case inst.changed <- struct{}{}:
 				default: // one pending signal covers any number of changes
@@ -428,21 +438,16 @@ func hasPrefixKey(changed map[string]bool, prefix string) bool {
 	return false
 }
 
-// clearOutputs withdraws a stopped service's outputs; its running readers
-// re-run when it is back.
+// clearOutputs withdraws a stopped service's outputs: its running readers
+// re-run (and wait for it to be back), its watchers are signalled (a LAN
+// stops being handed the DNS servers of a WAN client that went down).
 func (s *Supervisor) clearOutputs(name string) {
-	if len(s.outputs[name]) > 0 {
-		for _, n := range s.order {
-			inst := s.insts[n]
-			for _, r := range inst.spec.Reads {
-				if r.Service == name && inst.running {
-					inst.restart = true
-				}
-			}
-		}
-	}
+	had := len(s.outputs[name]) > 0
 	delete(s.outputs, name)
 	os.RemoveAll(filepath.Join(s.opts.OutputsDir, name))
+	if had {
+		s.touched(name, func(string) bool { return true })
+	}
 }
 
 // reconcile stops what lost a dependency or must re-run, starts what can

@@ -393,6 +393,41 @@ func TestWatchSignalsWithoutRestart(t *testing.T) {
 	}
 }
 
+// TestWatchSignalsWhenTheServiceStops: a watcher hears of a watched
+// service's outputs withdrawn as it stops, and reads them gone.
+func TestWatchSignalsWhenTheServiceStops(t *testing.T) {
+	h := newHarness(t, nil)
+	dns := h.spec("dns", nil, "1", nil)
+	dns.Watches = []Ref{{"wan", "dns"}}
+	wan := h.spec("wan", nil, "1", func(f *fake) { f.outputs = map[string]string{"dns": "192.0.2.53"} })
+	h.run([]Spec{wan, dns})
+	h.waitState(Up, "wan", "dns")
+	h.ctrl["dns"] <- func(e *Env) {
+		select {
+		case <-e.Changed():
+		default:
+		}
+	}
+	// The WAN client is dropped (as it would stop for any reason).
+	if err := h.s.Reload([]Spec{dns}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	h.ctrl["dns"] <- func(e *Env) {
+		select {
+		case <-e.Changed():
+			v, ok := e.Input(Ref{"wan", "dns"})
+			got <- fmt.Sprintf("%q %v", v, ok)
+		case <-time.After(5 * time.Second):
+			got <- "no signal"
+		}
+	}
+	if v := <-got; v != `"" false` {
+		t.Fatalf("the watcher saw %q, want the output gone", v)
+	}
+	h.stop()
+}
+
 // Dropped together, dependents are removed before what they ran on (an
 // RA's last advertisement goes out before its bridge is deleted), however
 // the names sort.
