@@ -112,6 +112,7 @@ type Supervisor struct {
 	opts   Options
 	events chan event
 	ready  chan struct{}
+	ended  chan struct{} // closed when Run returns: nothing reads events then
 
 	// Owned by the loop.
 	order    []string // dependency order
@@ -148,7 +149,7 @@ func New(opts Options) *Supervisor {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Supervisor{opts: opts, events: make(chan event, 256), ready: make(chan struct{}),
+	return &Supervisor{opts: opts, events: make(chan event, 256), ready: make(chan struct{}), ended: make(chan struct{}),
 		insts: map[string]*instance{}, outputs: map[string]map[string]string{}}
 }
 
@@ -193,7 +194,7 @@ type Env struct {
 func (e *Env) Changed() <-chan struct{} { return e.changed }
 
 // Ready says the service is in effect: its dependents may start.
-func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true, nil} }
+func (e *Env) Ready() { e.s.send(readyEv{e.name, e.gen, true, nil}) }
 
 // NotReady says it no longer is (a link lost its carrier, a DHCP binding
 // ended): its dependents stop. The outputs named in withdraw (keys or
@@ -201,14 +202,14 @@ func (e *Env) Ready() { e.s.events <- readyEv{e.name, e.gen, true, nil} }
 // dependent stopped for it sees them gone in its Stopped, never their last
 // values.
 func (e *Env) NotReady(withdraw ...string) {
-	e.s.events <- readyEv{e.name, e.gen, false, withdraw}
+	e.s.send(readyEv{e.name, e.gen, false, withdraw})
 }
 
 // SetOutput publishes a value; "/" in key makes nested folders (tables).
-func (e *Env) SetOutput(key, value string) { e.s.events <- outputEv{e.name, e.gen, key, value, false} }
+func (e *Env) SetOutput(key, value string) { e.s.send(outputEv{e.name, e.gen, key, value, false}) }
 
 // DeleteOutput withdraws a value or a table.
-func (e *Env) DeleteOutput(key string) { e.s.events <- outputEv{e.name, e.gen, key, "", true} }
+func (e *Env) DeleteOutput(key string) { e.s.send(outputEv{e.name, e.gen, key, "", true}) }
 
 // Input reads another service's output, from the files, which the loop
 // writes before it re-runs readers.
@@ -269,19 +270,49 @@ func (s *Supervisor) Reload(specs []Spec) error {
 		return err
 	}
 	reply := make(chan error, 1)
-	s.events <- reloadEv{specs, reply}
-	return <-reply
+	if !s.send(reloadEv{specs, reply}) {
+		return ErrStopped
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-s.ended:
+		return ErrStopped
+	}
 }
 
-// Status lists the services in dependency order.
+// Status lists the services in dependency order; none once Run returned.
 func (s *Supervisor) Status() []Status {
 	reply := make(chan []Status, 1)
-	s.events <- statusEv{reply}
-	return <-reply
+	if !s.send(statusEv{reply}) {
+		return nil
+	}
+	select {
+	case st := <-reply:
+		return st
+	case <-s.ended:
+		return nil
+	}
+}
+
+// ErrStopped is what Reload says once Run has returned.
+var ErrStopped = errors.New("the supervisor has stopped")
+
+// send hands ev to the loop; false if Run has returned, so that a late
+// caller (a service that outlived its stop, a status request as roostd
+// exits) never blocks forever.
+func (s *Supervisor) send(ev event) bool {
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.ended:
+		return false
+	}
 }
 
 // Run supervises until ctx ends, then stops every service, dependents first.
 func (s *Supervisor) Run(ctx context.Context, specs []Spec) error {
+	defer close(s.ended)
 	if err := s.reload(specs); err != nil {
 		return err
 	}
@@ -522,7 +553,7 @@ func (s *Supervisor) start(inst *instance) {
 		if ctx.Err() != nil {
 			err = nil
 		}
-		s.events <- exitedEv{inst.spec.Name, gen, err}
+		s.send(exitedEv{inst.spec.Name, gen, err})
 		close(done)
 	}()
 }

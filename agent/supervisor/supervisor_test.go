@@ -506,3 +506,28 @@ func TestStoppedSeesWhatWentWithNotReady(t *testing.T) {
 		t.Fatalf("the reader, stopped with roostd, saw %q", v)
 	}
 }
+
+// TestAfterRun: once Run has returned, Status and Reload answer at once
+// (roostd's status request as it exits must not hang).
+func TestAfterRun(t *testing.T) {
+	h := newHarness(t, nil)
+	a := h.spec("a", nil, "1", nil)
+	h.run([]Spec{a})
+	h.waitState(Up, "a")
+	h.stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if st := h.s.Status(); st != nil {
+			t.Errorf("status after Run: %+v", st)
+		}
+		if err := h.s.Reload([]Spec{a}); !errors.Is(err, ErrStopped) {
+			t.Errorf("reload after Run: %v", err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Status or Reload hung after Run returned")
+	}
+}
