@@ -204,8 +204,11 @@ func (h *handler) serve(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		return
 	}
 	dest := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
-	if !m.ClientIPAddr.IsUnspecified() && m.ClientIPAddr != nil {
-		dest.IP = m.ClientIPAddr // a renewing host has its address: answer it there
+	// A renewing host has its address: answer it there. A NAK is always
+	// broadcast (RFC 2131 4.1): the host may no longer hold the address
+	// it asked about.
+	if m.ClientIPAddr != nil && !m.ClientIPAddr.IsUnspecified() && resp.MessageType() != dhcpv4.MessageTypeNak {
+		dest.IP = m.ClientIPAddr
 	}
 	if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
 		h.log.Warn("dhcpd4: send", "err", err)

@@ -11,16 +11,18 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
-// sink is a PacketConn that keeps what the server sends.
+// sink is a PacketConn that keeps what the server sends, and where to.
 type sink struct {
 	net.PacketConn
 	sent []*dhcpv4.DHCPv4
+	to   []net.Addr
 }
 
-func (s *sink) WriteTo(b []byte, _ net.Addr) (int, error) {
+func (s *sink) WriteTo(b []byte, to net.Addr) (int, error) {
 	m, err := dhcpv4.FromBytes(b)
 	if err == nil {
 		s.sent = append(s.sent, m)
+		s.to = append(s.to, to)
 	}
 	return len(b), nil
 }
@@ -61,6 +63,24 @@ func TestDiscoverRequest(t *testing.T) {
 	h.serve(c, nil, steal)
 	if c.sent[2].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("a request for another host's address got %s", c.sent[2].MessageType())
+	}
+	// A renewal goes back to the host's address; a NAK of one is
+	// broadcast (RFC 2131 4.1).
+	renew, _ := dhcpv4.NewRequestFromOffer(offer)
+	renew.ClientIPAddr = offer.YourIPAddr
+	renew.UpdateOption(dhcpv4.OptRequestedIPAddress(net.IPv4zero))
+	h.serve(c, nil, renew)
+	stale := *renew
+	stale.ClientHWAddr = other
+	h.serve(c, nil, &stale)
+	if len(c.sent) != 5 || c.sent[3].MessageType() != dhcpv4.MessageTypeAck || c.sent[4].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("renewals got %v", c.sent[3:])
+	}
+	if got := c.to[3].String(); got != offer.YourIPAddr.String()+":68" {
+		t.Errorf("the renewal's ACK went to %s, want the host at %s", got, offer.YourIPAddr)
+	}
+	if got := c.to[4].String(); got != "255.255.255.255:68" {
+		t.Errorf("the NAK went to %s, want broadcast", got)
 	}
 }
 
