@@ -404,3 +404,76 @@ func TestDHCP6RebindAndExpiry(t *testing.T) {
 	}
 	a.lanReaches6(s["lan-ra"].Outputs["prefix"])
 }
+
+// TestDHCP4InitReboot: the router comes back (its WAN link bare) with a
+// saved lease. The client asks the network to confirm it (INIT-REBOOT)
+// instead of using it blindly or starting over: the server's ACK keeps
+// the address without a DISCOVER; after the ISP renumbered while the
+// router was off, the client gets an address in the new subnet within
+// seconds, not at the old lease's renewal time half an hour later.
+func TestDHCP4InitReboot(t *testing.T) {
+	a := startAgentLab(t, []byte(dhcp4NATConfig))
+	k := startKea(t, a.net.ISP, "kea-dhcp4", isp.Kea4Server{Times: isp.Lab}.Config())
+	leased := func(prefix string) func(s map[string]serviceStatus) bool {
+		return func(s map[string]serviceStatus) bool {
+			return strings.HasPrefix(s["wan-dhcp"].Outputs["address"], prefix) && s["wan-dhcp"].State == "up" && s["default"].State == "up"
+		}
+	}
+	first := leaseOf(a.waitServices("leased", leased("192.0.2.1")))
+	// A reboot: roostd stops, the link comes back without its address.
+	reboot := func() {
+		a.stop()
+		mustRun(t, nil, "ip", "-n", a.net.Router, "addr", "flush", "dev", "wan")
+		a.start()
+	}
+
+	discovers := k.Count("DHCP4_LEASE_ADVERT")
+	reboot() // a.log is the new roostd's
+	again := leaseOf(a.waitServicesFor(10*time.Second, "confirmed", leased("192.0.2.1")))
+	if again.address != first.address || !logSays(a.log.String(), "lease confirmed (INIT-REBOOT)") {
+		t.Fatalf("after a reboot the lease is %+v, was %+v:\n%s", again, first, a.log.String())
+	}
+	if n := k.Count("DHCP4_LEASE_ADVERT"); n != discovers {
+		t.Fatalf("the confirmed lease cost a DISCOVER (%d offers, were %d)", n, discovers)
+	}
+	a.ping("198.51.100.1")
+
+	// The ISP renumbers while the router is off.
+	a.stop()
+	k.Stop()
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "addr", "del", "192.0.2.1/24", "dev", "isp0")
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "addr", "add", "198.18.0.1/24", "dev", "isp0")
+	if err := k.Configure(isp.Kea4Server{Times: isp.Lab, Net: "198.18.0"}.Config()); err != nil {
+		t.Fatal(err)
+	}
+	restart(t, k)
+	reboot()
+	// kea, not authoritative, stays silent about an address it does not
+	// serve: the client asks anew once the INIT-REBOOT goes unanswered.
+	a.waitServicesFor(30*time.Second, "leased in the new subnet", leased("198.18.0.1"))
+	if !logSays(a.log.String(), "no answer to INIT-REBOOT: asking anew") {
+		t.Fatalf("roostd does not say it asked anew:\n%s", a.log.String())
+	}
+	if addrs := mustRun(t, nil, "ip", "-n", a.net.Router, "-4", "addr", "show", "dev", "wan"); strings.Contains(addrs, first.address+"/") {
+		t.Fatalf("the old address is on wan:\n%s", addrs)
+	}
+	a.ping("198.51.100.1")
+
+	// Another ISP's server, dnsmasq, authoritative, on yet another subnet:
+	// it says NAK to an address that is not on its network, and the client
+	// asks anew at once.
+	a.stop()
+	k.Stop()
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "addr", "del", "198.18.0.1/24", "dev", "isp0")
+	mustRun(t, nil, "ip", "-n", a.net.ISP, "addr", "add", "198.19.0.1/24", "dev", "isp0")
+	srv, err := isp.StartServer4(isp.NewDnsmasq4(t.TempDir(), a.net.ISP), isp.V4{Times: isp.Lab, Net: "198.19.0", Authoritative: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	reboot()
+	a.waitServicesFor(15*time.Second, "leased from dnsmasq", leased("198.19.0.1"))
+	if !logSays(a.log.String(), "said NAK to the saved lease (INIT-REBOOT)") {
+		t.Fatalf("roostd does not say dnsmasq NAKed the saved lease:\n%s", a.log.String())
+	}
+}

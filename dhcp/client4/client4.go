@@ -210,29 +210,16 @@ func (c *Client) Run(ctx context.Context, env *supervisor.Env) error {
 	defer nc.Close()
 	backoff := retry.Backoff{First: c.Retry}
 	cur := c.load(ifname)
-	if cur != nil {
+	if cur != nil && c.onLink(link, cur) {
+		// roostd restarted: the address never left the link.
 		env.Log.Info("dhcp4: adopting the saved lease", "address", cur.prefix(), "expires", cur.expires())
+	} else if cur != nil {
+		cur = c.initReboot(ctx, env.Log, nc, ifi.HardwareAddr, cur)
 	}
 	for {
 		if cur == nil {
 			var ok bool
-			cur, ok = retry.Until(ctx, &backoff, func() (*lease, error) {
-				offer, err := nc.DiscoverOffer(ctx, c.modifiers()...)
-				if err != nil {
-					return nil, err
-				}
-				// The lease runs from the REQUEST (RFC 2131 4.4.1): counted
-				// from the ACK it would outlast the server's.
-				sent := c.now()
-				l, err := nc.RequestFromOffer(ctx, offer, c.modifiers()...)
-				if err != nil {
-					return nil, err
-				}
-				if err := checkACK(l.ACK); err != nil {
-					return nil, refusedACK{server: l.ACK.ServerIdentifier(), err: err}
-				}
-				return &lease{ack: l.ACK, acquired: sent}, nil
-			}, func(err error, wait time.Duration) {
+			cur, ok = retry.Until(ctx, &backoff, func() (*lease, error) { return c.acquire(ctx, nc) }, func(err error, wait time.Duration) {
 				var r refusedACK
 				if errors.As(err, &r) {
 					env.Log.Warn("dhcp4: refused the server's ACK", "server", r.server, "err", r.err, "retryIn", wait)
@@ -354,6 +341,89 @@ func (c *Client) maintain(ctx context.Context, log *slog.Logger, nc *nclient4.Cl
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// acquire gets a lease anew: DISCOVER, OFFER, REQUEST, ACK.
+func (c *Client) acquire(ctx context.Context, nc *nclient4.Client) (*lease, error) {
+	offer, err := nc.DiscoverOffer(ctx, c.modifiers()...)
+	if err != nil {
+		return nil, err
+	}
+	// The lease runs from the REQUEST (RFC 2131 4.4.1): counted from the
+	// ACK it would outlast the server's.
+	sent := c.now()
+	l, err := nc.RequestFromOffer(ctx, offer, c.modifiers()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkACK(l.ACK); err != nil {
+		return nil, refusedACK{server: l.ACK.ServerIdentifier(), err: err}
+	}
+	return &lease{ack: l.ACK, acquired: sent}, nil
+}
+
+// initRebootWait bounds the wait for an answer to INIT-REBOOT.
+const initRebootWait = 5 * time.Second
+
+// onLink reports whether l's address is on link: the agent restarted, as
+// opposed to the router booting (or the link coming back bare).
+func (c *Client) onLink(link netlink.Link, l *lease) bool {
+	addrs, err := c.NL.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(l.ack.YourIPAddr) {
+			return true
+		}
+	}
+	return false
+}
+
+// initReboot asks the network to confirm a saved lease whose address is
+// not on the link (RFC 2131 3.2, 4.3.2: the DHCPREQUEST of INIT-REBOOT,
+// broadcast, the address in the requested-address option, no server
+// identifier): an ACK renews it, a NAK (the ISP renumbered while the
+// router was off) drops it for a DISCOVER at once. Many servers stay
+// silent about an address that is not theirs (kea unless authoritative),
+// so no answer means one round of DISCOVER; only if no server answers that
+// either is the saved lease used until it ends, as RFC 2131 allows.
+func (c *Client) initReboot(ctx context.Context, log *slog.Logger, nc *nclient4.Client, mac net.HardwareAddr, l *lease) *lease {
+	log.Info("dhcp4: confirming the saved lease (INIT-REBOOT)", "address", l.prefix(), "expires", l.expires())
+	req, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac), dhcpv4.WithBroadcast(true),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainName, dhcpv4.OptionDomainNameServer),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(l.ack.YourIPAddr))}, c.modifiers()...)...)
+	if err != nil {
+		log.Warn("dhcp4: INIT-REBOOT request", "err", err)
+		return l
+	}
+	sent := c.now()
+	// A few seconds, as dhcpcd waits: a server that will answer does so
+	// at once, and the router should not stay offline for retransmissions.
+	rctx, cancel := context.WithTimeout(ctx, initRebootWait)
+	defer cancel()
+	resp, err := nc.SendAndRead(rctx, nclient4.DefaultServers, req, nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
+	switch {
+	case err != nil:
+		log.Info("dhcp4: no answer to INIT-REBOOT: asking anew", "err", err)
+		fresh, err := c.acquire(ctx, nc)
+		if err != nil {
+			log.Info("dhcp4: no server answers: using the saved lease until it ends", "err", err)
+			return l
+		}
+		log.Info("dhcp4: lease acquired", "address", fresh.prefix(), "server", fresh.ack.ServerIdentifier(), "for", fresh.duration())
+		return fresh
+	case resp.MessageType() == dhcpv4.MessageTypeNak:
+		log.Info("dhcp4: the server said NAK to the saved lease (INIT-REBOOT): asking anew", "server", resp.ServerIdentifier())
+		return nil
+	case checkACK(resp) != nil:
+		log.Warn("dhcp4: refused the server's ACK (INIT-REBOOT)", "err", checkACK(resp))
+		return l
+	}
+	next := &lease{ack: resp, acquired: sent}
+	log.Info("dhcp4: lease confirmed (INIT-REBOOT)", "address", next.prefix(), "server", resp.ServerIdentifier(), "for", next.duration())
+	return next
 }
 
 // renewal is the DHCPREQUEST that renews or rebinds l: the leased address

@@ -9,7 +9,8 @@ import (
 // NewDnsmasq4 is dnsmasq 2.90 (Debian's dnsmasq-base) as a DHCPv4 server
 // only: no DNS (port=0), no resolv.conf nor hosts read, only its own files
 // written (its config replaces /etc/dnsmasq.conf), in the foreground (-k),
-// logging each DHCP message. It is not authoritative (dnsmasq's default).
+// logging each DHCP message. It is not authoritative (dnsmasq's default)
+// unless V4.Authoritative.
 // dnsmasq raises a lease shorter than 2 minutes to that, so a test's short
 // timers come as T1 and T2, which it honours (less a random second).
 func NewDnsmasq4(dir, ns string) *Server4 {
@@ -33,6 +34,9 @@ func NewDnsmasq4(dir, ns string) *Server4 {
 				"dhcp-option=option:router," + n + ".1",
 				"dhcp-option=option:dns-server,192.0.2.53",
 				"dhcp-option=option:domain-name,isp.example",
+			}
+			if v.Authoritative {
+				lines = append(lines, "dhcp-authoritative")
 			}
 			if v.Times.Renew > 0 {
 				lines = append(lines, fmt.Sprintf("dhcp-option=option:T1,%d", v.Times.Renew))

@@ -19,6 +19,10 @@ type V4 struct {
 	// isp0's first address must be its .1 (a server picks the subnet of a
 	// broadcast by it, and names itself by it).
 	Net string
+	// Authoritative: the server says NAK to a request for an address it
+	// has no record of, or that is not on its network (dnsmasq only: the
+	// others are left as their defaults).
+	Authoritative bool
 }
 
 func (v V4) net() string {
