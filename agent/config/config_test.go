@@ -134,3 +134,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestFingerprintIgnoresLayout: the same declaration written out again
+// with other spacing and key order (by Nix, by hand) keeps its
+// fingerprint, so a reload restarts nothing; a changed setting changes it.
+func TestFingerprintIgnoresLayout(t *testing.T) {
+	parse := func(svc string) string {
+		t.Helper()
+		c, err := config.Parse([]byte(`{"board": "lab", "services": {"wan": `+svc+`}}`), agent.Kinds(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Services["wan"].Fingerprint()
+	}
+	a := parse(`{ "kind": "link", "interface": "wan", "mtu": 1500 }`)
+	if b := parse(`{"mtu":1500,"interface":"wan","kind":"link"}`); b != a {
+		t.Errorf("the same link, laid out otherwise: %s, was %s", b, a)
+	}
+	if c := parse(`{"kind": "link", "interface": "wan", "mtu": 1492}`); c == a {
+		t.Error("a changed MTU kept the fingerprint")
+	}
+}

@@ -28,7 +28,22 @@ type Service struct {
 
 // Fingerprint identifies a service's declaration: it changes when any
 // setting does, so a reload restarts exactly the services that changed.
-func (s *Service) Fingerprint() string { return string(s.raw) }
+// It is the declaration's JSON in one canonical form (keys sorted, no
+// spaces): a config written out again differently, by Nix rather than
+// by hand, restarts nothing.
+func (s *Service) Fingerprint() string {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(s.raw))
+	dec.UseNumber() // numbers as written: 1e3 and 1000 differ, as a setting may care
+	if dec.Decode(&v) != nil {
+		return string(s.raw)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return string(s.raw)
+	}
+	return string(b)
+}
 
 // Deps are the services it depends on: the ones its settings name, and After.
 func (s *Service) Deps() []string {
