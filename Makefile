@@ -19,6 +19,11 @@ VM_PACKAGES := qemu-system-x86 linux-image-amd64 ppp pppoe qemu-system-mips e2fs
 # linux-image-4kc-malta:mipsel names. itest/vm (MIPSKernelDir) looks here.
 MIPS_KERNEL_DIR := /var/cache/roost-vm/mipsel
 
+# Debian's armmp zImage and its device trees, for updater/kexec's tests of
+# the ARM loader (no VM: QEMU's ARM boards are not installed). Fetched with
+# apt lists of their own, so the host's dpkg gains no architecture.
+ARM_KERNEL_DIR := /var/cache/roost-vm/armhf
+
 # Boards' architectures: roostd must build for every one of them.
 CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
 
@@ -59,9 +64,25 @@ vmdeps: deps
 		dpkg-deb -x "$$tmp"/*.deb "$$tmp/root"; \
 		rm -rf $(MIPS_KERNEL_DIR); mv "$$tmp/root" $(MIPS_KERNEL_DIR); \
 	fi
+	@set -e; if ! ls $(ARM_KERNEL_DIR)/boot/vmlinuz-*-armmp >/dev/null 2>&1; then \
+		echo "unpacking Debian's armmp zImage and device trees into $(ARM_KERNEL_DIR)"; \
+		mkdir -p $(dir $(ARM_KERNEL_DIR)); \
+		tmp=$$(mktemp -d $(ARM_KERNEL_DIR).XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+		mkdir -p "$$tmp/lists/partial" "$$tmp/cache/archives/partial"; \
+		apt="-o Dir::State::Lists=$$tmp/lists -o Dir::Cache=$$tmp/cache -o Dir::State::status=/dev/null -o APT::Architectures::=armhf -o APT::Architecture=armhf -o APT::Sandbox::User=root"; \
+		apt-get $$apt update -qq; \
+		pkg=$$(apt-cache $$apt depends linux-image-armmp:armhf | sed -n 's/^ *Depends: \(linux-image-[0-9].*-armmp\)\(:armhf\)\?$$/\1/p' | head -n 1); \
+		[ -n "$$pkg" ] || { echo "no linux-image-*-armmp for armhf in apt's lists"; exit 1; }; \
+		(cd "$$tmp" && apt-get $$apt download -qq "$$pkg:armhf"); \
+		dpkg-deb -x "$$tmp"/*.deb "$$tmp/root"; \
+		mkdir -p "$$tmp/keep/boot" "$$tmp/keep/usr/lib"; \
+		cp "$$tmp"/root/boot/vmlinuz-* "$$tmp"/root/boot/config-* "$$tmp/keep/boot/"; \
+		cp -r "$$tmp"/root/usr/lib/linux-image-* "$$tmp/keep/usr/lib/"; \
+		rm -rf $(ARM_KERNEL_DIR); mv "$$tmp/keep" $(ARM_KERNEL_DIR); \
+	fi
 
 # test is the README's test command and what CI runs.
-test: deps lint cross fuzz unit itest vmtest
+test: deps vmdeps lint cross fuzz unit itest vmtest
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
@@ -103,16 +124,19 @@ cross:
 		echo "built roostd for $$target"; \
 	done
 
-bench: deps build
+bench: deps vmdeps build
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin $(BIN)
 
 # lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
 # a rebuild to the router from the LAN host. lab-down removes it all.
 # WAN=dhcp (kea at the ISP, the default), WAN=static, or WAN=pppoe (in the
-# QEMU test bed: needs make vmdeps).
+# QEMU test bed: needs make vmdeps). ROUTER=ns (roostd in a namespace, the
+# default) or ROUTER=vm (a QEMU VM booting its own disk). make lab on a lab
+# that is up rebuilds the router with the freshly built roostd.
 WAN ?= dhcp
-lab: deps build $(if $(filter pppoe,$(WAN)),vmdeps)
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin $(BIN) --wan $(WAN)
+ROUTER ?= ns
+lab: deps build $(if $(filter pppoe,$(WAN)),vmdeps) $(if $(filter vm,$(ROUTER)),vmdeps)
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab up --dir .lab --bin $(BIN) --wan $(WAN) --router $(ROUTER)
 
 lab-down:
 	CGO_ENABLED=0 $(GO) run ./itest/cmd/lab down --dir .lab

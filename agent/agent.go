@@ -58,6 +58,10 @@ type Options struct {
 	Ready func()
 	// Self is roostd's own binary, which service hooks run (pppd's).
 	Self string
+	// Running is the binary this process runs, whatever has since replaced
+	// the file at Self (/proc/self/exe): what a system's roostd is compared
+	// with to decide on a hand-over. Empty: Self.
+	Running string
 	// ProcSys is where the kernel's sysctls are (/proc/sys); tests may
 	// point it elsewhere.
 	ProcSys string
@@ -204,6 +208,12 @@ func (a *Agent) Confirm(token, by string) error { return a.activator.Confirm(tok
 func (a *Agent) Rollback(ctx context.Context) (generations.Generation, error) {
 	defer a.holdRechecks(ctx)()
 	return a.activator.Rollback(ctx)
+}
+
+// RollbackBoot makes the previous generation the boot default; the running
+// system and its agent stay until the next boot.
+func (a *Agent) RollbackBoot(ctx context.Context) (generations.Generation, error) {
+	return a.activator.RollbackBoot(ctx)
 }
 
 // Services returns the services' states and outputs (none while the

@@ -135,9 +135,14 @@ func (a *Agent) nextAgent() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// An error reading this binary (replaced under it) counts as another:
-	// the probe and the new agent show whether that one runs.
-	if same, err := handover.Same(bin, a.opts.Self); err == nil && same {
+	// Compared with what runs, not with the file at Self, which a build may
+	// have replaced. An error reading either counts as another binary: the
+	// probe and the new agent show whether that one runs.
+	running := a.opts.Running
+	if running == "" {
+		running = a.opts.Self
+	}
+	if same, err := handover.Same(bin, running); err == nil && same {
 		return "", nil
 	}
 	return bin, nil

@@ -1,7 +1,7 @@
 // Package boards describes the hardware roost runs on: architecture, the
 // devices behind the logical interface names a config uses (wan, lan0, …),
-// upgrade method, kexec, watchdog, RAM, kernel parameters and the parts of a
-// system the board needs.
+// upgrade method, kexec, watchdog, RAM, kernel parameters, the persistent
+// storage roostd init mounts, and the parts of a system the board needs.
 //
 // The data is boards.json, the one source of truth: Go embeds it, and the
 // Nix library (nix/boards.nix) reads the same file with builtins.fromJSON,
@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -44,9 +45,21 @@ type Board struct {
 	// Cmdline is the kernel parameters the board needs (the console); the
 	// Nix library writes them to the system's cmdline.
 	Cmdline []string `json:"cmdline"`
+	// Storage is the disk that holds the store and the state folder, which
+	// roostd init mounts at boot; nil on a board that init does not boot
+	// (the lab) or whose storage is not settled (roost.disk= names one).
+	Storage *Storage `json:"storage"`
 	// Needs is the parts a system for this board must have (see Parts):
 	// activation refuses a system that lacks one.
 	Needs []string `json:"needs"`
+}
+
+// Storage is a board's persistent storage: a block device and the file
+// system on it, whose nix/ and persist/ folders are the router's /nix and
+// /persist.
+type Storage struct {
+	Device string `json:"device"` // e.g. /dev/vda
+	FSType string `json:"fstype"` // e.g. ext4
 }
 
 // The parts of a system: paths below its store path (../shared/DESIGN.md).
@@ -128,6 +141,17 @@ func (b Board) validate() error {
 	}
 	if len(b.Cmdline) > 0 && !slices.Contains(b.Needs, PartKernel) {
 		bad("cmdline: kernel parameters for a board whose systems have no kernel")
+	}
+	if st := b.Storage; st != nil {
+		if !strings.HasPrefix(st.Device, "/dev/") || path.Clean(st.Device) != st.Device {
+			bad("storage.device %q: want a device below /dev, like /dev/vda", st.Device)
+		}
+		if st.FSType == "" || strings.ContainsAny(st.FSType, " /,") {
+			bad("storage.fstype %q: want a file system type, like ext4", st.FSType)
+		}
+		if !slices.Contains(b.Needs, PartKernel) {
+			bad("storage: persistent storage for a board whose systems have no kernel (roostd init does not boot it)")
+		}
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))

@@ -20,10 +20,11 @@ func TestEmbedded(t *testing.T) {
 		ramMB                int
 		kernel               bool
 		wan                  string
+		storage              *Storage
 	}{
-		{"lab", "amd64", "", 512, false, "wan"},
-		{"qemu-x86_64", "amd64", "", 256, true, "eth0"},
-		{"qemu-mipsel", "mipsle", "softfloat", 64, true, "eth0"},
+		{"lab", "amd64", "", 512, false, "wan", nil},
+		{"qemu-x86_64", "amd64", "", 256, true, "eth0", &Storage{Device: "/dev/vda", FSType: "ext4"}},
+		{"qemu-mipsel", "mipsle", "softfloat", 64, true, "eth0", nil},
 	} {
 		b, err := Lookup(tc.name)
 		if err != nil {
@@ -36,6 +37,9 @@ func TestEmbedded(t *testing.T) {
 		}
 		if b.Name != tc.name || b.GOARCH != tc.goarch || b.GOMIPS != tc.gomips || b.RAMMB != tc.ramMB || kernel != tc.kernel || dev != tc.wan {
 			t.Errorf("board %s: %+v", tc.name, b)
+		}
+		if (b.Storage == nil) != (tc.storage == nil) || b.Storage != nil && *b.Storage != *tc.storage {
+			t.Errorf("board %s: storage %+v, want %+v", tc.name, b.Storage, tc.storage)
 		}
 	}
 	if _, err := Lookup("nope"); err == nil || !strings.Contains(err.Error(), "known: lab, qemu-mipsel, qemu-x86_64") {
@@ -65,6 +69,13 @@ func TestParseRefuses(t *testing.T) {
 		{"no config", `[{` + good + `, "needs": ["kernel"]}]`, "every system needs etc/roost/config.json"},
 		{"unknown part", `[{` + good + `, "needs": ["etc/roost/config.json", "dtb"]}]`, `needs "dtb"`},
 		{"cmdline without kernel", `[{` + good + `, "cmdline": ["console=ttyS0"]}]`, "cmdline: kernel parameters"},
+		{"storage", `[{` + good + `, "needs": ["etc/roost/config.json", "kernel"], "storage": {"device": "/dev/vda", "fstype": "ext4"}}]`, ""},
+		{"no storage", `[{` + good + `, "storage": null}]`, ""},
+		{"storage not in /dev", `[{` + good + `, "needs": ["etc/roost/config.json", "kernel"], "storage": {"device": "vda", "fstype": "ext4"}}]`, `storage.device "vda"`},
+		{"storage device unclean", `[{` + good + `, "needs": ["etc/roost/config.json", "kernel"], "storage": {"device": "/dev/../vda", "fstype": "ext4"}}]`, `storage.device "/dev/../vda"`},
+		{"storage without fstype", `[{` + good + `, "needs": ["etc/roost/config.json", "kernel"], "storage": {"device": "/dev/vda"}}]`, `storage.fstype ""`},
+		{"storage field unknown", `[{` + good + `, "storage": {"device": "/dev/vda", "fstype": "ext4", "size": 8}}]`, `unknown field "size"`},
+		{"storage without kernel", `[{` + good + `, "storage": {"device": "/dev/vda", "fstype": "ext4"}}]`, "storage: persistent storage for a board whose systems have no kernel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse([]byte(tc.data))

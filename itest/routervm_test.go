@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roostrouter/roost/firewall"
 	"github.com/roostrouter/roost/itest/isp"
 	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/vm"
@@ -77,10 +77,14 @@ type routerVMLab struct {
 	kea6       *isp.Kea
 	disk       *vm.RouterDisk
 	key, known string // the LAN host's SSH key and known_hosts
+	// lap is the LAN host as a laptop: its home (that SSH key and
+	// known_hosts, ~/.ssh/config naming the router rotuer) and Nix store,
+	// for roost.
+	lap *laptop
 }
 
 func startRouterVMLab(t *testing.T) *routerVMLab {
-	need(t, "qemu-system-x86_64", "mke2fs", "kea-dhcp4", "kea-dhcp6", "ssh", "ssh-keygen", "ping", "/bin/busybox")
+	need(t, "qemu-system-x86_64", "mke2fs", "kea-dhcp4", "kea-dhcp6", "ssh", "ssh-keygen", "ping", "dig", "/bin/busybox", "nix-build")
 	if _, _, err := vm.Kernel(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
@@ -97,7 +101,10 @@ func startRouterVMLab(t *testing.T) *routerVMLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &routerVMLab{t: t, net: n, nics: nics, known: filepath.Join(t.TempDir(), "known_hosts")}
+	lap := newLaptop(t)
+	l := &routerVMLab{t: t, net: n, nics: nics, lap: lap,
+		key: filepath.Join(lap.home, ".ssh/id_ed25519"), known: filepath.Join(lap.home, ".ssh/known_hosts")}
+	os.WriteFile(filepath.Join(lap.home, ".ssh/config"), []byte("Host rotuer\n  HostName 192.168.1.1\n  User root\n  IdentityFile ~/.ssh/id_ed25519\n"), 0o600)
 	waitLinkLocal(t, n.ISP, "isp0")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -106,14 +113,16 @@ func startRouterVMLab(t *testing.T) *routerVMLab {
 	}
 	startKea4(t, n.ISP)
 	l.kea6 = startKea6(t, n.ISP)
-	l.key = filepath.Join(t.TempDir(), "id_ed25519")
-	mustRun(t, nil, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lan-host", "-f", l.key)
 	return l
 }
 
 // config is the lab's DHCP config (docs/rotuer-dhcp.json) on the VM's
 // board, letting the LAN host's key in.
-func (l *routerVMLab) config() []byte {
+func (l *routerVMLab) config() []byte { return l.configWith(nil) }
+
+// configWith is config with hosts that the LAN's DNS forwarder answers
+// for (lan-dns's hosts): a config change a user sees from the LAN.
+func (l *routerVMLab) configWith(hosts map[string][]string) []byte {
 	var cfg map[string]any
 	b, err := os.ReadFile("../docs/rotuer-dhcp.json")
 	if err == nil {
@@ -125,6 +134,9 @@ func (l *routerVMLab) config() []byte {
 	}
 	cfg["board"] = "qemu-x86_64"
 	cfg["ssh"].(map[string]any)["authorizedKeys"] = []string{strings.TrimSpace(string(pub))}
+	if hosts != nil {
+		cfg["services"].(map[string]any)["lan-dns"].(map[string]any)["hosts"] = hosts
+	}
 	b, _ = json.MarshalIndent(cfg, "", "  ")
 	return b
 }
@@ -161,12 +173,27 @@ func (l *routerVMLab) ssh(strict bool, args ...string) result {
 
 // vmStatus is what roostd status --json says over SSH.
 type vmStatus struct {
+	Hostname   string          `json:"hostname"`
 	Agent      string          `json:"agent"`
+	Version    string          `json:"version"`
 	Current    string          `json:"currentSystem"`
 	Booted     string          `json:"bootedSystem"`
 	Generation int             `json:"generation"`
 	Services   []serviceStatus `json:"services"`
+	Pending    *struct {
+		System         string    `json:"system"`
+		Deadline       time.Time `json:"deadline"`
+		PrevSystem     string    `json:"previousSystem"`
+		PrevGeneration int       `json:"previousGeneration"`
+	} `json:"pendingActivation"`
+	LastRollback *struct {
+		System string `json:"system"`
+		To     string `json:"to"`
+		Why    string `json:"why"`
+	} `json:"lastRollback"`
 }
+
+func (s vmStatus) pid() string { return agentStatus{Agent: s.Agent}.pid() }
 
 func (s vmStatus) service(name string) serviceStatus {
 	for _, x := range s.Services {
@@ -203,6 +230,33 @@ func (l *routerVMLab) waitAllUp(strict bool) vmStatus {
 	}
 	l.t.Fatalf("the router's services never all came up: %+v", st.Services)
 	return st
+}
+
+// roost runs roost on the LAN host, the laptop, with its home and Nix
+// store.
+func (l *routerVMLab) roost(args ...string) result {
+	l.t.Helper()
+	return run(l.t, nil, l.lap.env(), "ip", labnet.In(l.net.LAN, append([]string{roost}, args...)...)[1:]...)
+}
+
+func (l *routerVMLab) mustRoost(args ...string) string {
+	l.t.Helper()
+	r := l.roost(args...)
+	if r.code != 0 {
+		l.t.Fatalf("roost %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// lookup asks the router's DNS forwarder for name's IPv4 addresses, from
+// the LAN host.
+func (l *routerVMLab) lookup(name string) string {
+	l.t.Helper()
+	r := run(l.t, nil, nil, "ip", labnet.In(l.net.LAN, "dig", "+short", "+time=2", "+tries=3", "@192.168.1.1", name, "A")[1:]...)
+	if r.code != 0 {
+		l.t.Fatalf("dig %s from the LAN host: exit %d\n%s%s", name, r.code, r.stdout, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
 }
 
 // lanAddresses gets the LAN host an IPv4 lease from the router (udhcpc)
@@ -247,26 +301,22 @@ func (l *routerVMLab) duids() (duids []string, lines int) {
 }
 
 // TestBootGenerationInVM: the router is a QEMU VM booting its generation
-// from its own disk (roostd init, PID 1): roostd runs the disk's system
-// and config; the LAN host gets IPv4 from the router's DHCP server and
-// IPv6 in the prefix kea delegates, and reaches the ISP over both;
-// `roostd reboot` over SSH reboots cleanly (QEMU ends with status 0, the
-// console shows the disk unmounted); the second boot of the same disk
-// runs the same generation with the same SSH host key (known_hosts
-// checked strictly) and DHCPv6 DUID; `roostd poweroff` powers it off.
+// from its own disk (roostd init, PID 1), a system the Nix library built:
+// roostd runs the disk's system and config; the LAN host gets IPv4 from
+// the router's DHCP server and IPv6 in the prefix kea delegates, and
+// reaches the ISP over both; `roostd reboot` over SSH reboots cleanly
+// (QEMU ends with status 0, the console shows the disk unmounted); the
+// second boot of the same disk runs the same generation with the same SSH
+// host key (known_hosts checked strictly), DHCPv6 DUID, WAN address and
+// delegated prefix. Then what a reboot is for: `roost rebuild boot`
+// changes nothing until `roost reboot`, after which the new system runs;
+// `roostd rollback --boot` changes nothing until the next reboot, which
+// runs the previous generation; `roostd poweroff` powers it off.
 func TestBootGenerationInVM(t *testing.T) {
 	l := startRouterVMLab(t)
-	var err error
-	l.disk, err = vm.BuildRouterDisk(t.TempDir(), vm.RouterSystem{Roostd: roostd, Config: l.config(),
-		Cmdline: "console=ttyS0 panic=-1 quiet",
-		// nft_objref: the firewall's named counters; firewall.KernelModules
-		// lacks it (the kernel loads it by itself only where it can run
-		// modprobe, which a router's initrd has not).
-		Modules: slices.Concat([]string{"virtio_net", "bridge", "nft_objref"}, firewall.KernelModules)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys := l.disk.System.String()
+	systems := newVMSystems(t, l.lap.nix)
+	sys := systems.build("roost-system-dev", l.config(), roostd)
+	l.disk = systems.disk(sys)
 
 	r, c := l.boot()
 	up := c.waitFor(t, "agent ready", 2*time.Minute)
@@ -278,8 +328,12 @@ func TestBootGenerationInVM(t *testing.T) {
 		t.Fatalf("status after the first boot: %+v; want %s, generation 1", st, sys)
 	}
 	hostKey := st.service("ssh").Outputs["host-key"]
+	wan, prefix := st.wanLeases()
+	if wan == "" || !strings.HasPrefix(prefix, "2001:db8:") {
+		t.Fatalf("the router's WAN has %q and %q: wan-dhcp %v, wan-dhcp6 %v", wan, prefix, st.service("wan-dhcp").Outputs, st.service("wan-dhcp6").Outputs)
+	}
 	duids, leases := l.duids()
-	t.Logf("first boot: agent ready %.1fs, LAN host has %s and %s %.1fs after QEMU started", up.Seconds(), v4, v6, both.Seconds())
+	t.Logf("first boot: agent ready %.1fs, LAN host has %s and %s %.1fs after QEMU started; the router's WAN has %s and %s", up.Seconds(), v4, v6, both.Seconds(), wan, prefix)
 
 	if res := l.ssh(true, "roostd", "reboot"); res.code != 0 && res.code != 255 {
 		t.Fatalf("roostd reboot: exit %d\n%s%s", res.code, res.stdout, res.stderr)
@@ -305,6 +359,9 @@ func TestBootGenerationInVM(t *testing.T) {
 	if k := st.service("ssh").Outputs["host-key"]; k != hostKey || k == "" {
 		t.Fatalf("host key %q after the reboot, was %q", k, hostKey)
 	}
+	if w, p := st.wanLeases(); w != wan || p != prefix {
+		t.Fatalf("the WAN has %s and %s after the reboot, had %s and %s", w, p, wan, prefix)
+	}
 	// The router renews within seconds (isp.Short6): what it sends
 	// after the reboot is in kea's lease file.
 	var d []string
@@ -318,6 +375,50 @@ func TestBootGenerationInVM(t *testing.T) {
 	}
 	t.Logf("second boot: agent ready %.1fs, LAN host reaches the ISP over both %.1fs after QEMU started", up.Seconds(), back.Seconds())
 
+	// roost rebuild boot: the new system is the next boot's, and nothing
+	// changes before (the LAN's DNS does not know the new name).
+	nas := map[string][]string{"nas": {"192.168.1.10"}}
+	sys2 := systems.build("roost-system-dev", l.configWith(nas), roostd)
+	res, took := l.rebuild("boot", "--system", sys2)
+	if res.Mode != "boot" || res.Generation != 2 || res.Confirmed {
+		t.Fatalf("roost rebuild boot: %+v", res)
+	}
+	before := st
+	st = l.waitAllUp(true)
+	if st.Current != sys || st.Booted != sys || st.Generation != 2 || st.pid() != before.pid() || st.Pending != nil || l.lookup("nas.home.arpa") != "" {
+		t.Fatalf("after roost rebuild boot: %+v, nas.home.arpa %q; want %s running as before (pid %s), generation 2 the default", st, l.lookup("nas.home.arpa"), sys, before.pid())
+	}
+	t.Logf("roost rebuild boot: %.1fs (sent %d of %d paths); nothing changed until the reboot", took.Seconds(), res.SentPaths, res.ClosurePaths)
+
+	r, c = l.reboot(r, c, hostKey)
+	st = l.waitAllUp(true)
+	if st.Current != sys2 || st.Booted != sys2 || st.Generation != 2 || l.lookup("nas.home.arpa") != "192.168.1.10" {
+		t.Fatalf("after the reboot: %+v, nas.home.arpa %q; want %s, generation 2", st, l.lookup("nas.home.arpa"), sys2)
+	}
+
+	// roostd rollback --boot: the previous generation is the next boot's;
+	// the running system stays until then.
+	before = st
+	var rolled struct {
+		Generation int    `json:"generation"`
+		System     string `json:"system"`
+		Running    bool   `json:"running"`
+	}
+	out := l.ssh(true, "roostd", "rollback", "--boot", "--json")
+	mustJSON(t, "roostd rollback --boot --json", out.stdout, &rolled)
+	if out.code != 0 || rolled.Generation != 1 || rolled.System != sys || rolled.Running {
+		t.Fatalf("roostd rollback --boot: exit %d, %+v\n%s", out.code, rolled, out.stderr)
+	}
+	st = l.waitAllUp(true)
+	if st.Current != sys2 || st.Booted != sys2 || st.Generation != 1 || st.pid() != before.pid() || l.lookup("nas.home.arpa") != "192.168.1.10" {
+		t.Fatalf("after roostd rollback --boot: %+v; want %s still running (pid %s), generation 1 the default", st, sys2, before.pid())
+	}
+	r, c = l.reboot(r, c, hostKey)
+	st = l.waitAllUp(true)
+	if st.Current != sys || st.Booted != sys || st.Generation != 1 || l.lookup("nas.home.arpa") != "" {
+		t.Fatalf("after the reboot: %+v; want %s, generation 1", st, sys)
+	}
+
 	if res := l.ssh(true, "roostd", "poweroff"); res.code != 0 && res.code != 255 {
 		t.Fatalf("roostd poweroff: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
@@ -325,4 +426,59 @@ func TestBootGenerationInVM(t *testing.T) {
 		t.Fatalf("the VM after roostd poweroff: %v", err)
 	}
 	c.waitFor(t, "system down: poweroff", time.Second)
+}
+
+// wanLeases are what the router's WAN holds from the ISP: its DHCPv4
+// address and its delegated prefix.
+func (s vmStatus) wanLeases() (address, prefix string) {
+	v6 := s.service("wan-dhcp6").Outputs
+	return s.service("wan-dhcp").Outputs["address"], v6["prefix/0/prefix"] + "/" + v6["prefix/0/len"]
+}
+
+// reboot reboots the router with roost reboot from the LAN host, boots
+// the VM again once QEMU ends (the bootloader's part), and checks what
+// roost reboot says: the times, and the host key it had before.
+func (l *routerVMLab) reboot(r *vm.Router, c *console, hostKey string) (*vm.Router, *console) {
+	t := l.t
+	t.Helper()
+	done := make(chan result, 1)
+	go func() {
+		cmd := exec.Command("ip", labnet.In(l.net.LAN, roost, "reboot", "--host", "rotuer", "--json")[1:]...)
+		cmd.Env = append(os.Environ(), l.lap.env()...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		code := -1 // did not run
+		if err := cmd.Run(); err == nil || cmd.ProcessState != nil {
+			code = cmd.ProcessState.ExitCode()
+		}
+		done <- result{stdout: out.String(), stderr: errb.String(), code: code}
+	}()
+	if err := r.Wait(time.Minute); err != nil {
+		t.Fatalf("the VM after roost reboot: %v", err)
+	}
+	c.waitFor(t, "system down: reboot", time.Second)
+	r, c = l.boot()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("roost reboot did not return within 3 minutes of the VM's new start")
+	}
+	if res.code != 0 {
+		t.Fatalf("roost reboot: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	var rb struct {
+		DownSeconds float64 `json:"downSeconds"`
+		UpSeconds   float64 `json:"upSeconds"`
+		Waited      bool    `json:"waited"`
+		HostKey     string  `json:"hostKey"`
+		Generation  int     `json:"generation"`
+	}
+	mustJSON(t, "roost reboot --json", res.stdout, &rb)
+	if !rb.Waited || rb.HostKey != hostKey || rb.UpSeconds <= rb.DownSeconds {
+		t.Fatalf("roost reboot: exit %d, %+v (host key was %s)\n%s", res.code, rb, hostKey, res.stderr)
+	}
+	t.Logf("roost reboot: down after %.1fs, SSH answering with the same host key after %.1fs (agent ready %.1fs after QEMU started)",
+		rb.DownSeconds, rb.UpSeconds, c.waitFor(t, "agent ready", time.Minute).Seconds())
+	return r, c
 }

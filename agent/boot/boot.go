@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roostrouter/roost/boards"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -179,19 +180,9 @@ func (in *Init) cmdline() Params {
 // mountStorage mounts the persistent storage that the command line names,
 // else the board's.
 func (in *Init) mountStorage(p Params) error {
-	board := p.Board
-	if board == "" {
-		board = readWord(in.path("/board")) // the initrd's board
-	}
-	st := BoardStorage(board)
-	if p.Disk != "" {
-		st.Device = p.Disk
-	}
-	if p.FSType != "" {
-		st.FSType = p.FSType
-	}
-	if st.Device == "" {
-		return fmt.Errorf("no persistent storage: board %q has no default disk; put roost.disk=/dev/... on the kernel command line", board)
+	st, err := in.storage(p)
+	if err != nil {
+		return err
 	}
 	if err := in.waitDevice(st.Device, DeviceWait); err != nil {
 		return err
@@ -203,18 +194,40 @@ func (in *Init) mountStorage(p Params) error {
 	return nil
 }
 
-// Storage is where a board keeps its store and state folder: a disk with
-// nix/ and persist/ at its top.
-type Storage struct{ Device, FSType string }
+// DefaultFSType is the file system of a disk that roost.disk= names on a
+// board without storage of its own, unless roost.fstype= says.
+const DefaultFSType = "ext4"
 
-// BoardStorage is the storage a board has unless roost.disk= says
-// otherwise.
-func BoardStorage(board string) Storage {
-	switch board {
-	case "qemu-x86_64":
-		return Storage{Device: "/dev/vda", FSType: "ext4"}
+// storage is the disk to mount: the board's (boards.json's storage),
+// with roost.disk= and roost.fstype= taking precedence. The board is
+// roost.board=, else the initrd's /board.
+func (in *Init) storage(p Params) (boards.Storage, error) {
+	board := p.Board
+	if board == "" {
+		board = readWord(in.path("/board")) // the initrd's board
 	}
-	return Storage{FSType: "ext4"}
+	var st boards.Storage
+	if b, err := boards.Lookup(board); err != nil {
+		if p.Disk == "" {
+			return st, fmt.Errorf("no persistent storage: the initrd's /board (or roost.board=) names no known board (%v); put roost.disk=/dev/... on the kernel command line", err)
+		}
+		in.log.Warn("unknown board: using the command line's disk", "err", err)
+	} else if b.Storage != nil {
+		st = *b.Storage
+	}
+	if p.Disk != "" {
+		st.Device = p.Disk
+	}
+	if p.FSType != "" {
+		st.FSType = p.FSType
+	}
+	if st.FSType == "" {
+		st.FSType = DefaultFSType
+	}
+	if st.Device == "" {
+		return st, fmt.Errorf("no persistent storage: board %q has none in boards.json; put roost.disk=/dev/... on the kernel command line", board)
+	}
+	return st, nil
 }
 
 // links makes /run/booted-system and /run/current-system the system, and

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/roostrouter/roost/boards"
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/storepath"
@@ -520,6 +521,45 @@ func TestParseCmdline(t *testing.T) {
 		if got != tc.want || len(errs) != tc.errs {
 			t.Errorf("ParseCmdline(%q) = %+v, %v; want %+v and %d errors", tc.cmdline, got, errs, tc.want, tc.errs)
 		}
+	}
+}
+
+// TestStorage: the disk is the board's, from boards.json (the initrd's
+// /board, or roost.board=), unless the command line names another; a
+// board without storage needs roost.disk=.
+func TestStorage(t *testing.T) {
+	for _, tc := range []struct {
+		name, initrdBoard string
+		p                 Params
+		want              boards.Storage
+		err               string
+	}{
+		{"the initrd's board", "qemu-x86_64", Params{}, boards.Storage{Device: "/dev/vda", FSType: "ext4"}, ""},
+		{"roost.board= wins", "nope", Params{Board: "qemu-x86_64"}, boards.Storage{Device: "/dev/vda", FSType: "ext4"}, ""},
+		{"roost.disk= keeps the board's fstype", "qemu-x86_64", Params{Disk: "/dev/vdb"}, boards.Storage{Device: "/dev/vdb", FSType: "ext4"}, ""},
+		{"roost.fstype=", "qemu-x86_64", Params{FSType: "btrfs"}, boards.Storage{Device: "/dev/vda", FSType: "btrfs"}, ""},
+		{"a board without storage", "lab", Params{}, boards.Storage{}, `board "lab" has none in boards.json; put roost.disk=`},
+		{"a board without storage, and roost.disk=", "qemu-mipsel", Params{Disk: "/dev/sda"}, boards.Storage{Device: "/dev/sda", FSType: "ext4"}, ""},
+		{"an unknown board", "nope", Params{}, boards.Storage{}, `names no known board (unknown board "nope"`},
+		{"no board", "", Params{}, boards.Storage{}, "put roost.disk=/dev/..."},
+		{"an unknown board, and roost.disk=", "nope", Params{Disk: "/dev/sda", FSType: "f2fs"}, boards.Storage{Device: "/dev/sda", FSType: "f2fs"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tc.initrdBoard != "" {
+				write(t, root, "board", tc.initrdBoard+"\n", 0o644)
+			}
+			got, err := New(Options{Root: root}).storage(tc.p)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("storage(%+v) = %+v, %v; want an error saying %q", tc.p, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("storage(%+v) = %+v, %v; want %+v", tc.p, got, err, tc.want)
+			}
+		})
 	}
 }
 

@@ -55,14 +55,18 @@ func RequestFor(sig os.Signal) (Request, bool) {
 	return 0, false
 }
 
+// cmd is r's reboot(2) command. The kernel reads it as 32 unsigned bits;
+// unix.Reboot takes an int, which on 32-bit boards cannot hold HALT's
+// constant, so it goes as an int32 of the same bits.
 func (r Request) cmd() int {
+	c := uint32(unix.LINUX_REBOOT_CMD_RESTART)
 	switch r {
 	case PowerOff:
-		return unix.LINUX_REBOOT_CMD_POWER_OFF
+		c = unix.LINUX_REBOOT_CMD_POWER_OFF
 	case Halt:
-		return unix.LINUX_REBOOT_CMD_HALT
+		c = unix.LINUX_REBOOT_CMD_HALT
 	}
-	return unix.LINUX_REBOOT_CMD_RESTART
+	return int(int32(c))
 }
 
 // MarkerFile holds init's pid, below root. roostd reboot and poweroff

@@ -30,6 +30,10 @@ type Options struct {
 	Getenv           func(string) string
 	// Notice receives messages for the user, such as a key added to known_hosts.
 	Notice func(string)
+	// HostKey, if set, is told each host key that passed the known_hosts
+	// check, with the host's alias: through a ProxyJump chain, the jump
+	// hosts' first and the target's last.
+	HostKey func(alias string, key ssh.PublicKey)
 }
 
 func (o Options) sshDir() string {
@@ -236,6 +240,9 @@ func hostKeyCallback(opts Options, t Target) ssh.HostKeyCallback {
 			err = &knownhosts.KeyError{}
 		}
 		var ke *knownhosts.KeyError
+		if err == nil && opts.HostKey != nil {
+			opts.HostKey(t.Alias, key)
+		}
 		if err == nil || !errors.As(err, &ke) {
 			return err
 		}
@@ -257,6 +264,9 @@ func hostKeyCallback(opts Options, t Target) ssh.HostKeyCallback {
 		}
 		if opts.Notice != nil {
 			opts.Notice(fmt.Sprintf("added %s's host key %s to %s", t.Alias, ssh.FingerprintSHA256(key), file))
+		}
+		if opts.HostKey != nil {
+			opts.HostKey(t.Alias, key)
 		}
 		return nil
 	}
@@ -378,17 +388,35 @@ func handshake(conn net.Conn, t Target, cfg *ssh.ClientConfig, tried []string) (
 }
 
 // Output runs a command and returns its stdout; on failure the error holds
-// its stderr.
+// its stderr. Its stdin follows the start without waiting for an answer
+// (Start), so a command costs the round trip that opens its channel and
+// the one that runs it.
 func Output(client *ssh.Client, cmd string, stdin io.Reader) ([]byte, error) {
-	sess, err := client.NewSession()
+	var out, errb bytes.Buffer
+	c, err := Start(client, cmd, &errb)
 	if err != nil {
 		return nil, err
 	}
-	defer sess.Close()
-	var out, errb bytes.Buffer
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &out, &errb
-	if err := sess.Run(cmd); err != nil {
-		return out.Bytes(), RemoteError(cmd, err, errb.String())
+	defer c.Close()
+	copied := make(chan error, 1)
+	go func() {
+		var err error
+		if stdin != nil {
+			_, err = io.Copy(c, stdin)
+		}
+		c.CloseWrite()
+		copied <- err
+	}()
+	_, rerr := io.Copy(&out, c)
+	werr := c.Wait()
+	if werr == nil && rerr != nil {
+		werr = rerr
+	}
+	if werr != nil {
+		return out.Bytes(), RemoteError(cmd, werr, errb.String())
+	}
+	if err := <-copied; err != nil {
+		return out.Bytes(), fmt.Errorf("%s: stdin: %w", cmd, err)
 	}
 	return out.Bytes(), nil
 }
@@ -397,11 +425,108 @@ func Output(client *ssh.Client, cmd string, stdin io.Reader) ([]byte, error) {
 func RemoteError(cmd string, err error, stderr string) error {
 	stderr = strings.TrimSpace(stderr)
 	var ee *ssh.ExitError
-	if errors.As(err, &ee) && ee.ExitStatus() == 127 {
+	var xe *ExitError
+	if errors.As(err, &ee) && ee.ExitStatus() == 127 || errors.As(err, &xe) && xe.Status == 127 {
 		return fmt.Errorf("the router has no roostd to run %q: is roostd installed there? (%s)", cmd, stderr)
 	}
 	if stderr != "" {
 		return fmt.Errorf("%s", strings.TrimPrefix(stderr, "roostd: "))
 	}
 	return fmt.Errorf("%s: %w", cmd, err)
+}
+
+// Command is a command started on the router without waiting for the
+// answer to its start, so that its input follows in the same round trip
+// (ssh(1) and x/crypto's Session wait one round trip for it).
+type Command struct {
+	ch         ssh.Channel
+	exit       chan struct{} // closed when the channel is
+	stderrDone chan struct{}
+	status     int // -1 if the router sent none
+	signal     string
+}
+
+// Start runs cmd on the router, with stderr getting its stderr. A command
+// the router refuses to run shows as its output ending at once, and
+// Wait's error.
+func Start(client *ssh.Client, cmd string, stderr io.Writer) (*Command, error) {
+	ch, reqs, err := client.OpenChannel("session", nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{cmd})); err != nil {
+		ch.Close()
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	c := &Command{ch: ch, exit: make(chan struct{}), stderrDone: make(chan struct{}), status: -1}
+	go func() {
+		io.Copy(stderr, ch.Stderr())
+		close(c.stderrDone)
+	}()
+	go func() {
+		defer close(c.exit)
+		for req := range reqs {
+			switch req.Type {
+			case "exit-status":
+				var st struct{ Status uint32 }
+				if ssh.Unmarshal(req.Payload, &st) == nil {
+					c.status = int(st.Status)
+				}
+			case "exit-signal":
+				var sig struct {
+					Signal string
+					Core   bool
+					Msg    string
+					Lang   string
+				}
+				if ssh.Unmarshal(req.Payload, &sig) == nil {
+					c.signal = sig.Signal
+				}
+			}
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
+		}
+	}()
+	return c, nil
+}
+
+// Read reads the command's stdout.
+func (c *Command) Read(b []byte) (int, error) { return c.ch.Read(b) }
+
+// Write writes to the command's stdin.
+func (c *Command) Write(b []byte) (int, error) { return c.ch.Write(b) }
+
+// CloseWrite ends the command's stdin.
+func (c *Command) CloseWrite() error { return c.ch.CloseWrite() }
+
+// Close ends the command's channel.
+func (c *Command) Close() error { return c.ch.Close() }
+
+// Wait waits until the command has ended and its stderr is read, and
+// returns an *ExitError unless it exited with status 0.
+func (c *Command) Wait() error {
+	<-c.exit
+	<-c.stderrDone
+	if c.status == 0 {
+		return nil
+	}
+	return &ExitError{Status: c.status, Signal: c.signal}
+}
+
+// ExitError is a command that failed: its exit status (-1 if the router
+// sent none) or the signal that ended it.
+type ExitError struct {
+	Status int
+	Signal string
+}
+
+func (e *ExitError) Error() string {
+	switch {
+	case e.Signal != "":
+		return "killed by signal " + e.Signal
+	case e.Status < 0:
+		return "ended without an exit status"
+	}
+	return fmt.Sprintf("exit status %d", e.Status)
 }

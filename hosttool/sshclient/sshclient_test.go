@@ -364,8 +364,9 @@ func TestDial(t *testing.T) {
 			before := h.read("known_hosts")
 			opts := h.opts()
 			opts.AcceptNewHostKey = tc.acceptNew
-			var notices []string
+			var notices, seen []string
 			opts.Notice = func(s string) { notices = append(notices, s) }
+			opts.HostKey = func(alias string, key ssh.PublicKey) { seen = append(seen, alias+" "+ssh.FingerprintSHA256(key)) }
 
 			c, err := Dial(context.Background(), opts, "rotuer")
 			if tc.wantErr != "" {
@@ -379,6 +380,9 @@ func TestDial(t *testing.T) {
 				}
 				if !strings.Contains(err.Error(), ssh.FingerprintSHA256(hke.Key)) {
 					t.Errorf("the error does not show the key's fingerprint: %v", err)
+				}
+				if len(seen) != 0 {
+					t.Errorf("a refused host key was reported as passing: %v", seen)
 				}
 				if after := h.read("known_hosts"); after != before {
 					t.Errorf("known_hosts changed on a refusal:\n%s", after)
@@ -399,6 +403,14 @@ func TestDial(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The key that passed: a known one, or the one accepted.
+			want := tc.known
+			if len(want) == 0 {
+				want = []ssh.PublicKey{tc.hostKeys[0].PublicKey()}
+			}
+			if len(seen) != 1 || seen[0] != "rotuer "+ssh.FingerprintSHA256(want[0]) {
+				t.Errorf("HostKey saw %v, want rotuer %s", seen, ssh.FingerprintSHA256(want[0]))
 			}
 			out, err := Output(c, "echo hello router", nil)
 			c.Close()
@@ -645,6 +657,50 @@ func TestOutput(t *testing.T) {
 		if tc.wantErr != "" {
 			if err == nil || err.Error() != tc.wantErr {
 				t.Errorf("%s: got %v, want %q", tc.cmd, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || string(out) != tc.want {
+			t.Errorf("%s: got %q, %v; want %q", tc.cmd, out, err, tc.want)
+		}
+	}
+}
+
+// TestStart: a command started without waiting for the answer to its
+// start gets its input (sent before the router ran it), gives its output,
+// and fails as Output's would, stderr and exit status included.
+func TestStart(t *testing.T) {
+	h := newHome(t)
+	user := h.key("id_ed25519", "")
+	ed := hostKey(t, "ed25519")
+	srv := startServer(t, []ssh.Signer{ed}, user)
+	h.know(srv.addr, ed.PublicKey())
+	c, err := Dial(context.Background(), h.opts(), srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct {
+		cmd, stdin, want, wantErr string
+	}{
+		{"cat", "sent before the router ran cat", "sent before the router ran cat", ""},
+		{"echo started", "", "started\n", ""},
+		{"fail", "", "", "the router's disk is full"},
+		{"roostd receive", "", "", `the router has no roostd to run "roostd receive": is roostd installed there? (sh: roostd: not found)`},
+	} {
+		var stderr strings.Builder
+		cmd, err := Start(c, tc.cmd, &stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(cmd, tc.stdin)
+		cmd.CloseWrite()
+		out, _ := io.ReadAll(cmd)
+		err = cmd.Wait()
+		cmd.Close()
+		if tc.wantErr != "" {
+			if err == nil || RemoteError(tc.cmd, err, stderr.String()).Error() != tc.wantErr {
+				t.Errorf("%s: got %v (stderr %q), want %q", tc.cmd, err, stderr.String(), tc.wantErr)
 			}
 			continue
 		}

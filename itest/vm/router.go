@@ -94,7 +94,9 @@ func StartRouter(ctx context.Context, o RouterOptions) (*Router, error) {
 		"-accel", "tcg", "-m", strconv.Itoa(o.Memory), "-smp", "1",
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
 		"-kernel", o.Disk.Kernel, "-initrd", o.Disk.Initrd, "-append", o.Disk.Cmdline,
-		"-drive", "file=" + o.Disk.Image + ",format=raw,if=virtio"}
+		"-drive", "file=" + o.Disk.Image + ",format=raw,if=virtio",
+		// The board's hardware RNG (see InitrdModules), fed from the host.
+		"-device", "virtio-rng-pci"}
 	for i, n := range o.NICs {
 		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=n%d,mac=%s", i, n.MAC))

@@ -19,8 +19,12 @@ import (
 )
 
 // InitrdModules are what the qemu-x86_64 board's initrd loads to reach
-// its disk (virtio, ext4 with its checksums); the rest is the system's.
-var InitrdModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
+// its disk (virtio, ext4 with its checksums), and its hardware random
+// number generator (virtio-rng, as a router's SoC has one): without it
+// the kernel's random numbers are not ready for many seconds after a boot
+// under TCG, and roostd's SSH and DHCP wait for them. The rest is the
+// system's.
+var InitrdModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng"}
 
 // RouterSystem is the system BuildRouterDisk installs: what
 // roost.lib.mkSystem builds for the qemu-x86_64 board, with Debian's

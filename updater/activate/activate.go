@@ -13,6 +13,11 @@
 // board needs (boards.json's needs: a lab system only etc/roost/config.json;
 // a board that boots, its kernel, initrd, cmdline, board and bin/roostd).
 //
+// Every rollback of an activation is recorded in the state folder
+// (RolledBackFile) before its pending activation is removed, so that a
+// confirmation that comes after it, to whichever agent runs then, is told
+// that and why rather than that nothing awaits confirmation.
+//
 // The store's writer lock is held only while the profile changes, never
 // while a system runs its activate script or the agent reloads: a failed
 // activation rolls back at once, in the same call, and a rollback waits for
@@ -83,6 +88,33 @@ func (p Pending) Holds() (storepath.Path, int) { return p.PrevSystem, p.PrevGene
 
 // PendingFile is the pending activation in the state folder.
 func PendingFile(state string) string { return filepath.Join(state, "pending-activation.json") }
+
+// RolledBack is the last activation that was rolled back, as kept in the
+// state folder.
+type RolledBack struct {
+	Token  string         `json:"token"`
+	System storepath.Path `json:"system"`
+	To     storepath.Path `json:"to,omitempty"` // the system that runs again; "" for none
+	At     time.Time      `json:"at"`
+	Why    string         `json:"why"`
+}
+
+// RolledBackFile is the last rollback's record in the state folder.
+func RolledBackFile(state string) string { return filepath.Join(state, "rolled-back.json") }
+
+// ReadRolledBack reads the last rollback's record; os.ErrNotExist if
+// nothing was ever rolled back.
+func ReadRolledBack(state string) (RolledBack, error) {
+	var r RolledBack
+	b, err := os.ReadFile(RolledBackFile(state))
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("read %s: %w", RolledBackFile(state), err)
+	}
+	return r, nil
+}
 
 // ReadPending reads the pending activation in the state folder;
 // os.ErrNotExist if there is none.
@@ -260,7 +292,7 @@ func (a *Activator) withLock(ctx context.Context, f func(*store.Txn) error) erro
 // abort rolls back at once after a failed activation.
 func (a *Activator) abort(ctx context.Context, p Pending, cause error) error {
 	a.Log.Error("activation failed: rolling back", "system", p.System, "err", cause)
-	if err := a.rollback(ctx, p); err != nil {
+	if err := a.rollback(ctx, p, "its activation failed: "+cause.Error()); err != nil {
 		a.failedRollback(p, err)
 		return fmt.Errorf("%w; rolling back also failed: %v", cause, err)
 	}
@@ -311,6 +343,9 @@ func (a *Activator) Confirm(token, by string) error {
 	defer a.mu.Unlock()
 	p, err := ReadPending(a.State)
 	if err != nil {
+		if r, err := ReadRolledBack(a.State); err == nil && r.Token == token {
+			return fmt.Errorf("the activation of %s was rolled back at %s, before this confirmation: %s; the router runs %s", r.System, r.At.Format(time.TimeOnly), r.Why, orNone(r.To))
+		}
 		return errors.New("nothing awaits confirmation (already confirmed, or rolled back)")
 	}
 	if p.Token != token {
@@ -348,7 +383,7 @@ func (a *Activator) Recover(ctx context.Context) error {
 	}
 	if a.Now().After(p.Deadline) {
 		a.Log.Warn("activation was not confirmed before the agent stopped: rolling back", "system", p.System)
-		if err := a.rollback(ctx, p); err != nil {
+		if err := a.rollback(ctx, p, "it was not confirmed by its deadline, "+p.Deadline.Format(time.TimeOnly)); err != nil {
 			a.failedRollback(p, err)
 			return err
 		}
@@ -369,7 +404,7 @@ func (a *Activator) RollBackPending(ctx context.Context, why error) (bool, error
 		return false, nil
 	}
 	a.Log.Error("the system awaiting confirmation cannot run: rolling back now", "system", p.System, "err", why)
-	if err := a.rollback(ctx, p); err != nil {
+	if err := a.rollback(ctx, p, why.Error()); err != nil {
 		a.failedRollback(p, err)
 		return true, err
 	}
@@ -392,7 +427,11 @@ func (a *Activator) armIn(p Pending, d time.Duration) {
 			return // confirmed meanwhile
 		}
 		a.Log.Warn("activation not confirmed in time: rolling back", "system", p.System, "to", orNone(p.PrevSystem))
-		if err := a.rollback(context.Background(), p); err != nil {
+		why := "it was not confirmed by its deadline, " + p.Deadline.Format(time.TimeOnly)
+		if cur.RollbackError != "" {
+			why = "a rollback that failed before (" + cur.RollbackError + "), retried"
+		}
+		if err := a.rollback(context.Background(), p, why); err != nil {
 			a.failedRollback(p, err)
 		}
 	})
@@ -413,9 +452,10 @@ func (a *Activator) failedRollback(p Pending, err error) {
 	a.armIn(p, retry)
 }
 
-// rollback returns to what ran before p. The caller holds a.mu, not the
+// rollback returns to what ran before p, because of why, and records it
+// (RolledBackFile) before p is gone. The caller holds a.mu, not the
 // store's lock.
-func (a *Activator) rollback(ctx context.Context, p Pending) error {
+func (a *Activator) rollback(ctx context.Context, p Pending, why string) error {
 	if p.Mode == Switch && p.PrevGeneration > 0 {
 		err := a.withLock(ctx, func(*store.Txn) error { return a.Profile.SwitchTo(p.PrevGeneration) })
 		if err != nil {
@@ -434,10 +474,16 @@ func (a *Activator) rollback(ctx context.Context, p Pending) error {
 			}
 		}
 	}
+	r := RolledBack{Token: p.Token, System: p.System, To: p.PrevSystem, At: a.Now(), Why: why}
+	if b, err := json.MarshalIndent(r, "", "  "); err == nil {
+		if err := atomicfile.WriteFile(RolledBackFile(a.State), b, 0o600); err != nil {
+			a.Log.Warn("record the rollback", "err", err) // the rollback itself stands
+		}
+	}
 	if err := os.Remove(PendingFile(a.State)); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	a.Log.Info("rolled back", "system", orNone(p.PrevSystem))
+	a.Log.Info("rolled back", "system", orNone(p.PrevSystem), "why", why)
 	return atomicfile.SyncDir(a.State)
 }
 
@@ -479,5 +525,26 @@ func (a *Activator) Rollback(ctx context.Context) (generations.Generation, error
 		return g, err
 	}
 	a.Log.Info("rolled back by request", "generation", g.Number, "system", g.Path)
+	return g, nil
+}
+
+// RollbackBoot makes the generation before the current one the boot
+// default and runs nothing: the running system stays until the next boot,
+// which runs that generation.
+func (a *Activator) RollbackBoot(ctx context.Context) (generations.Generation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, err := ReadPending(a.State); err == nil {
+		return generations.Generation{}, fmt.Errorf("activation of %s awaits confirmation: it rolls back by itself at %s", p.System, p.Deadline.Format(time.TimeOnly))
+	}
+	var g generations.Generation
+	err := a.withLock(ctx, func(*store.Txn) (err error) {
+		g, err = a.Profile.Rollback()
+		return err
+	})
+	if err != nil {
+		return g, err
+	}
+	a.Log.Info("rolled back for the next boot", "generation", g.Number, "system", g.Path)
 	return g, nil
 }

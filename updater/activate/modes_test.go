@@ -2,6 +2,7 @@ package activate
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,5 +205,76 @@ func TestActivateScriptEnv(t *testing.T) {
 	}
 	if got, want := strings.TrimSpace(string(b)), r.s.Root+" "+r.a.State+" "+r.new.String(); got != want {
 		t.Errorf("the script saw %q, want %q", got, want)
+	}
+}
+
+// TestRollbackBoot: RollbackBoot makes the generation before the boot
+// default and runs nothing; not while an activation awaits confirmation,
+// and not past the first generation.
+func TestRollbackBoot(t *testing.T) {
+	r := newRouter(t)
+	var res Result
+	r.activate(Switch, r.new, time.Minute, "ssh one", func(x Result) { res = x })
+	if _, err := r.a.RollbackBoot(context.Background()); err == nil || !strings.Contains(err.Error(), "awaits confirmation") {
+		t.Fatalf("RollbackBoot while pending: %v", err)
+	}
+	r.confirm(res.Token, "ssh two")
+	g, err := r.a.RollbackBoot(context.Background())
+	if err != nil || g.Number != 1 || g.Path != r.old {
+		t.Fatalf("RollbackBoot = generation %d %s, %v; want 1 %s", g.Number, g.Path, err, r.old)
+	}
+	if cur, _ := r.a.Current(); cur != r.new {
+		t.Fatalf("running %s after RollbackBoot, want %s still", cur, r.new)
+	}
+	if p, _, _ := r.a.Profile.Current(); p.Number != 1 {
+		t.Fatalf("the boot default is generation %d, want 1", p.Number)
+	}
+	if _, err := r.a.RollbackBoot(context.Background()); err == nil || !strings.Contains(err.Error(), "no earlier generation") {
+		t.Fatalf("RollbackBoot from generation 1: %v", err)
+	}
+}
+
+// TestConfirmAfterRollback: a confirmation that comes after its
+// activation was rolled back is told so and why, whoever rolled back;
+// another token is not.
+func TestConfirmAfterRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		roll func(r *router)
+		why  string
+	}{
+		{"its agent kept exiting", func(r *router) {
+			if rolled, err := r.a.RollBackPending(context.Background(), errors.New("its agent exited 3 times within 1m0s")); !rolled || err != nil {
+				r.t.Fatalf("RollBackPending = %v, %v", rolled, err)
+			}
+		}, "its agent exited 3 times within 1m0s"},
+		{"its deadline passed", func(r *router) {
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if _, err := ReadPending(r.a.State); os.IsNotExist(err) {
+					return
+				}
+			}
+			r.t.Fatal("no rollback at the deadline")
+		}, "it was not confirmed by its deadline"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRouter(t)
+			var res Result
+			r.activate(Switch, r.new, 200*time.Millisecond, "ssh one", func(x Result) { res = x })
+			tc.roll(r)
+			r.running(r.old, 1, false)
+			err := r.a.Confirm(res.Token, "ssh two")
+			for _, want := range []string{"the activation of " + r.new.String() + " was rolled back at", tc.why, "the router runs " + r.old.String()} {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("Confirm after the rollback: %v; want %q", err, want)
+				}
+			}
+			if rb, err := ReadRolledBack(r.a.State); err != nil || rb.Token != res.Token || rb.System != r.new || rb.To != r.old {
+				t.Fatalf("the rollback's record: %+v, %v", rb, err)
+			}
+			if err := r.a.Confirm("another", "ssh two"); err == nil || !strings.Contains(err.Error(), "nothing awaits confirmation") {
+				t.Fatalf("Confirm with another token: %v", err)
+			}
+		})
 	}
 }

@@ -1,23 +1,25 @@
 package transfer
 
 import (
-	"bytes"
+	"bufio"
+	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/roostrouter/roost/updater/nixhash"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
 )
 
-// NARSource writes the NAR of a path.
+// NARSource writes the NAR of a path. Send calls it from several
+// goroutines at once: NARs are prepared ahead, in parallel.
 type NARSource func(p storepath.Path, w io.Writer) error
 
 // Progress is reported as the transfer goes.
@@ -38,14 +40,43 @@ type Result struct {
 	WireBytes int64
 	Agent     string // the router's program and version
 	Deltas    int    // NARs sent as deltas against a path the router had
+	// DeltasCached of them came from the Cache: nothing was compressed.
+	DeltasCached int
+	Uncompressed int      // NARs sent as they are: the link outran compression
+	Running      *Running // what the router runs (a router of version 4)
+	// Closure is the closure's size as the router counted it, when it
+	// answered by the roots before the closure was known.
+	Closure *ClosureSize
 }
 
 // Sender is the laptop's end.
 type Sender struct {
 	Agent string // "roost <version>"
-	// Level is the zstd level; zero means zstd's default.
+	// Level is the zstd level of plain compression; zero means zstd's
+	// default (fast).
 	Level    zstd.EncoderLevel
 	Progress func(Progress)
+	// Cache, if set, keeps the deltas this transfer computes, and gives
+	// back those an earlier one computed.
+	Cache DeltaCache
+	// Workers is how many NARs are prepared at once; GOMAXPROCS if zero.
+	Workers int
+	// Log, if set, gets a debug line for each NAR: how it went, and why.
+	Log *slog.Logger
+
+	speak int // the version to speak, if not Version: tests play older laptops
+	// link, if set, stands for the link's measured throughput (tests).
+	link func() float64
+	// prepareLimit, if set, replaces maxPrepared (tests).
+	prepareLimit uint64
+}
+
+// DeltaCache keeps computed deltas across transfers, by key (which names
+// the delta's kind and its base's and target's NAR hashes). Get returns
+// only what Put was given; Put is best effort.
+type DeltaCache interface {
+	Get(key string) ([]byte, bool)
+	Put(key string, data []byte) error
 }
 
 type countingWriter struct {
@@ -59,46 +90,169 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Send offers closure (every path with its info) to the router on r and w,
-// and sends what it lacks. It returns when the router has sent its
-// summary, on an error, or when ctx is done between NARs or while waiting
-// for the summary; a write blocked on a stalled router ends only when the
-// caller closes the connection, which is how it cancels.
-func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []registry.Info, src NARSource) (Result, error) {
-	var res Result
-	cw := &countingWriter{w: w}
-	c := newConn(r, cw)
-	h, err := s.handshake(c)
-	if err != nil {
-		return res, err
-	}
-	res.Agent = h.Agent
-	m, err := offerClosure(c, h.Version, closure)
-	if err != nil {
-		return res, err
-	}
-	res.Missing = m.Missing
-	rep := &reporter{prog: Progress{Missing: m.Missing}, cw: cw, fn: s.Progress}
-	rep.report()
-	// Acks and the summary come back while NARs go out.
-	acks := readAcks(c)
-	defer acks.stop()
-	if err := s.sendNARs(ctx, c, closure, m, src, acks, rep, &res); err != nil {
-		return res, err
-	}
-	sum, err := finish(ctx, c, acks, rep)
-	if err != nil {
-		return res, err
-	}
-	res.Summary = sum
-	res.WireBytes = cw.n
-	return res, nil
+// maxInlineClosure bounds the compressed closure the hello carries; a
+// larger one goes in its own frame.
+const maxInlineClosure = 4 << 20
+
+// Offer is a closure to offer the router: its roots, and the path infos
+// of their closure, which the laptop's Nix may still be computing as the
+// transfer starts.
+type Offer struct {
+	Roots []storepath.Path
+	// Infos returns the closure (every path with its info), waiting for
+	// it if need be.
+	Infos func() ([]registry.Info, error)
+	// Ready is closed once Infos no longer waits; nil if it never does.
+	Ready <-chan struct{}
 }
 
-// handshake sends the laptop's hello (H) and reads the router's (h),
-// which must speak this protocol at version 1 or later.
-func (s *Sender) handshake(c *conn) (hello, error) {
-	if err := c.writeJSON(frameHello, hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd"}, Agent: s.Agent}); err != nil {
+// Send offers closure to the router on r and w, and sends what it lacks:
+// SendOffer with a closure known at once.
+func (s *Sender) Send(ctx context.Context, r io.Reader, w io.Writer, closure []registry.Info, src NARSource) (Result, error) {
+	return s.SendOffer(ctx, r, w, Offer{Infos: func() ([]registry.Info, error) { return closure, nil }}, src)
+}
+
+// SendOffer offers a closure to the router on r and w, and sends what it
+// lacks. It returns when the router has sent its summary, on an error, or
+// when ctx is done between NARs or while waiting for the summary; a write
+// blocked on a stalled router ends only when the caller closes the
+// connection, which is how it cancels.
+func (s *Sender) SendOffer(ctx context.Context, r io.Reader, w io.Writer, o Offer, src NARSource) (Result, error) {
+	var res Result
+	link := &meter{w: w, now: time.Now}
+	cw := &countingWriter{w: link}
+	c := newConn(r, cw)
+	h, closure, m, err := s.offer(ctx, c, o)
+	res.Agent = h.Agent
+	if err != nil {
+		return res, err
+	}
+	res.Missing, res.Running, res.Closure = m.Missing, m.Running, m.Closure
+	if h.Version >= 4 && len(m.Missing) == 0 {
+		// The router sends its summary at once.
+		if err := c.readJSON(frameSummary, &res.Summary); err != nil {
+			return res, routerError(err)
+		}
+		res.WireBytes = cw.n
+		return res, nil
+	}
+	rate := link.rate
+	if s.link != nil {
+		rate = s.link
+	}
+	err = s.sendMissing(ctx, c, cw, h, m, closure, src, rate, &res)
+	res.WireBytes = cw.n
+	return res, err
+}
+
+// offer makes the handshake and offers the closure: inside the hello if
+// it is known by then, else (to a router of version 4) the roots, the
+// closure following once known unless the router answered that it holds
+// the roots; to an older router, in a frame after the hellos. It returns
+// the router's hello, the closure (nil if the router never needed it) and
+// the router's answer.
+func (s *Sender) offer(ctx context.Context, c *conn, o Offer) (hello, []registry.Info, missingMsg, error) {
+	v := speaking(s.speak)
+	var closure []registry.Info
+	var inline []byte
+	var roots []storepath.Path
+	var err error
+	if o.Ready == nil || closed(o.Ready) {
+		if closure, err = o.Infos(); err != nil {
+			return hello{}, nil, missingMsg{}, err
+		}
+		if v >= 4 {
+			if inline, err = compressJSON(closureMsg{Paths: closure}); err != nil {
+				return hello{}, nil, missingMsg{}, err
+			}
+			if len(inline) > maxInlineClosure {
+				inline = nil
+			}
+		}
+	} else if v >= 4 {
+		roots = o.Roots
+	}
+	h, err := s.handshake(c, inline, roots)
+	if err != nil {
+		return h, nil, missingMsg{}, err
+	}
+	var m missingMsg
+	switch {
+	case h.Version >= 4 && inline != nil:
+		m, err = readMissing(c, closure)
+	case h.Version >= 4 && len(roots) > 0:
+		closure, m, err = raceRoots(ctx, c, o)
+	default:
+		if closure == nil {
+			if closure, err = o.Infos(); err != nil {
+				return h, nil, m, err
+			}
+		}
+		if err = sendClosure(c, h.Version, closure); err == nil {
+			m, err = readMissing(c, closure)
+		}
+	}
+	return h, closure, m, err
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// raceRoots waits for whichever comes first, the router's answer to the
+// roots (nothing is missing) or the closure, which then goes in a frame
+// and gets the router's answer.
+func raceRoots(ctx context.Context, c *conn, o Offer) ([]registry.Info, missingMsg, error) {
+	type answer struct {
+		m   missingMsg
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		var m missingMsg
+		err := c.readJSON(frameMissing, &m)
+		answered <- answer{m, routerError(err)}
+	}()
+	select {
+	case a := <-answered:
+		if a.err == nil && len(a.m.Missing) > 0 {
+			a.err = errors.New("the router asked for paths before it had the closure")
+		}
+		return nil, a.m, a.err
+	case <-o.Ready:
+	case <-ctx.Done():
+		return nil, missingMsg{}, ctx.Err()
+	}
+	closure, err := o.Infos()
+	if err != nil {
+		return nil, missingMsg{}, err
+	}
+	if err := sendClosure(c, 4, closure); err != nil {
+		return nil, missingMsg{}, err
+	}
+	select {
+	case a := <-answered:
+		if a.err != nil {
+			return nil, a.m, a.err
+		}
+		return closure, a.m, checkMissing(a.m, closure)
+	case <-ctx.Done():
+		return nil, missingMsg{}, ctx.Err()
+	}
+}
+
+// handshake sends the laptop's hello (H), with the compressed closure
+// inline or the roots if given, and reads the router's (h), which must
+// speak this protocol at version 1 or later. It returns the router's hello
+// with the version both speak.
+func (s *Sender) handshake(c *conn, inline []byte, roots []storepath.Path) (hello, error) {
+	v := speaking(s.speak)
+	if err := c.writeJSON(frameHello, hello{Protocol: Protocol, Version: v, Compression: compressions(v), Agent: s.Agent, Closure: inline, Roots: roots}); err != nil {
 		return hello{}, fmt.Errorf("handshake: %w", err)
 	}
 	var h hello
@@ -108,76 +262,159 @@ func (s *Sender) handshake(c *conn) (hello, error) {
 	if h.Protocol != Protocol || h.Version < 1 {
 		return hello{}, fmt.Errorf("handshake: the router speaks %q version %d", h.Protocol, h.Version)
 	}
+	h.Version = min(h.Version, v)
 	return h, nil
 }
 
-// offerClosure sends the whole closure in one frame, compressed (c) to a
-// router of version 3 or later and plain (C) to an older one, and reads
-// the router's answer (M): the paths it lacks, in the order to send them,
-// each of which must be in the closure.
-func offerClosure(c *conn, version int, closure []registry.Info) (missingMsg, error) {
-	var err error
+// sendClosure sends the whole closure in one frame: compressed (c) to a
+// router of version 3 or later, plain (C) to an older one.
+func sendClosure(c *conn, version int, closure []registry.Info) error {
 	if version >= 3 {
-		err = c.writeJSONZ(frameClosureZ, closureMsg{Paths: closure})
-	} else {
-		err = c.writeJSON(frameClosure, closureMsg{Paths: closure})
+		return c.writeJSONZ(frameClosureZ, closureMsg{Paths: closure})
 	}
-	if err != nil {
-		return missingMsg{}, err
-	}
+	return c.writeJSON(frameClosure, closureMsg{Paths: closure})
+}
+
+// readMissing reads the router's answer to the closure (M): the paths it
+// lacks, in the order to send them, each of which must be in the closure.
+func readMissing(c *conn, closure []registry.Info) (missingMsg, error) {
 	var m missingMsg
 	if err := c.readJSON(frameMissing, &m); err != nil {
 		return missingMsg{}, routerError(err)
 	}
+	return m, checkMissing(m, closure)
+}
+
+func checkMissing(m missingMsg, closure []registry.Info) error {
 	inClosure := make(map[storepath.Path]bool, len(closure))
 	for _, i := range closure {
 		inClosure[i.Path] = true
 	}
 	for _, p := range m.Missing {
 		if !inClosure[p] {
-			return missingMsg{}, fmt.Errorf("the router asked for %s, which is not in the closure", p)
+			return fmt.Errorf("the router asked for %s, which is not in the closure", p)
 		}
 	}
-	return m, nil
+	return nil
 }
 
-// sendNARs sends the missing paths in the router's order, each as a NAR
-// frame, its zstd stream in data frames and an end frame; a path with a
-// delta base goes as prepareDeltas made it. Before each path it takes the
-// acks that came back meanwhile, and stops at the router's error.
-func (s *Sender) sendNARs(ctx context.Context, c *conn, closure []registry.Info, m missingMsg, src NARSource, acks *ackReader, rep *reporter, res *Result) error {
+// sendMissing sends the paths the router lacks, as a pipeline prepares
+// them, and takes the router's acks and summary.
+func (s *Sender) sendMissing(ctx context.Context, c *conn, cw *countingWriter, h hello, m missingMsg, closure []registry.Info, src NARSource, link func() float64, res *Result) error {
+	rep := &reporter{prog: Progress{Missing: m.Missing}, cw: cw, fn: s.Progress}
+	rep.report()
+	// Acks and the summary come back while NARs go out.
+	acks := readAcks(c)
+	defer acks.stop()
+	pctx, stopPipeline := context.WithCancel(ctx)
+	p, err := s.startPipeline(pctx, h, m, closure, src, link)
+	if err != nil {
+		stopPipeline()
+		return err
+	}
+	defer func() {
+		stopPipeline()
+		p.wait()
+	}()
+	if err := s.sendNARs(ctx, c, p, acks, rep, res); err != nil {
+		return err
+	}
+	res.Summary, err = finish(ctx, c, acks, rep)
+	return err
+}
+
+// startPipeline starts preparing the missing paths in m, with the methods
+// the router h takes.
+func (s *Sender) startPipeline(ctx context.Context, h hello, m missingMsg, closure []registry.Info, src NARSource, link func() float64) (*pipeline, error) {
+	var allow [nMethods]bool
+	allow[plain] = true
+	allow[asIs] = h.Version >= 4 && slices.Contains(h.Compression, compNone)
+	allow[copyDelta] = h.Version >= 4 && slices.Contains(h.Compression, compDelta)
+	allow[dictDelta] = h.Version >= 2 && !allow[copyDelta] // the router takes the faster kind
+	workers := s.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	level := s.Level
+	if level == 0 {
+		level = zstd.SpeedDefault
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(workers), zstd.WithWindowSize(maxWindow))
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline{src: src, model: newCostModel(workers, link), allow: allow, level: level, enc: enc, cache: s.Cache, log: s.Log,
+		tokens: make(chan struct{}, aheadTokens), workers: make(chan struct{}, workers)}
 	byPath := make(map[storepath.Path]registry.Info, len(closure))
 	for _, i := range closure {
 		byPath[i.Path] = i
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(max(s.Level, zstd.SpeedDefault)), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(maxWindow))
-	if err != nil {
-		return err
+	for _, path := range m.Missing {
+		j := &job{info: byPath[path], out: make(chan prepared, 1)}
+		if b, ok := m.Bases[path]; ok {
+			j.base = &b
+		}
+		j.stream = j.info.NarSize > cmp.Or(s.prepareLimit, maxPrepared)
+		j.tokens = min(aheadTokens, 1+int(j.info.NarSize/tokenBytes))
+		p.jobs = append(p.jobs, j)
 	}
-	defer enc.Close()
-	pctx, stopPrepare := context.WithCancel(ctx)
-	defer stopPrepare()
-	prepared, sent := s.prepareDeltas(pctx, src, m.Missing, m.Bases, byPath)
-	for _, p := range m.Missing {
+	p.dispatched.Add(1)
+	go p.dispatch(ctx)
+	return p, nil
+}
+
+// sendNARs sends the missing paths in the router's order, each as a NAR
+// frame, its data frames and an end frame, as the pipeline prepared it
+// (or streaming it, if it is too large to prepare). Before each path it
+// takes the acks that came back meanwhile, and stops at the router's
+// error.
+func (s *Sender) sendNARs(ctx context.Context, c *conn, p *pipeline, acks *ackReader, rep *reporter, res *Result) error {
+	var enc *zstd.Encoder // for streamed NARs
+	defer func() {
+		if enc != nil {
+			enc.Close()
+		}
+	}()
+	for _, j := range p.jobs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if err := acks.drain(rep); err != nil {
 			return err
 		}
-		rep.prog.Current = p
+		rep.prog.Current = j.info.Path
 		rep.report()
 		var narBytes uint64
-		if future, ok := prepared[p]; ok {
-			pr, err := sendPrepared(ctx, c, future, sent, acks)
-			if err != nil {
-				return err
+		var err error
+		switch {
+		case j.stream && p.streamAsIs(j):
+			narBytes, err = sendAsIs(c, j.info.Path, p.src, acks)
+			res.Uncompressed++
+		case j.stream:
+			if enc == nil {
+				if enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(p.level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(maxWindow)); err != nil {
+					return err
+				}
+			}
+			narBytes, err = sendNAR(c, enc, j.info.Path, p.src, acks)
+		default:
+			var pr prepared
+			select {
+			case pr = <-j.out:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			p.sent(j)
+			if pr.err != nil {
+				return pr.err
+			}
+			if err = pr.send(c); err != nil {
+				return acks.routerGone(err)
 			}
 			narBytes = pr.narSize
-			if pr.msg.Base != "" {
-				res.Deltas++
-			}
-		} else if narBytes, err = sendNAR(c, enc, p, src, acks); err != nil {
+			res.count(pr)
+		}
+		if err != nil {
 			return err
 		}
 		rep.prog.Sent++
@@ -188,10 +425,22 @@ func (s *Sender) sendNARs(ctx context.Context, c *conn, closure []registry.Info,
 	return nil
 }
 
+func (res *Result) count(pr prepared) {
+	switch {
+	case pr.msg.Base != "":
+		res.Deltas++
+		if pr.cached {
+			res.DeltasCached++
+		}
+	case pr.msg.Compression == compNone:
+		res.Uncompressed++
+	}
+}
+
 // sendNAR compresses p's NAR as the local store writes it and sends it: a
 // NAR frame naming p, data frames, an end frame.
 func sendNAR(c *conn, enc *zstd.Encoder, p storepath.Path, src NARSource, acks *ackReader) (narBytes uint64, err error) {
-	if err := c.writeJSON(frameNAR, narMsg{Path: p, Compression: "zstd"}); err != nil {
+	if err := c.writeJSON(frameNAR, narMsg{Path: p, Compression: compZstd}); err != nil {
 		return 0, acks.routerGone(err)
 	}
 	enc.Reset(&dataWriter{c: c})
@@ -208,24 +457,24 @@ func sendNAR(c *conn, enc *zstd.Encoder, p storepath.Path, src NARSource, acks *
 	return uint64(counted.n), nil
 }
 
-// sendPrepared waits for a NAR that prepareDeltas compressed, calls sent
-// to let it make the next, and sends it: a NAR frame (naming the base of a
-// delta), data frames, an end frame.
-func sendPrepared(ctx context.Context, c *conn, future <-chan preparedNAR, sent func(), acks *ackReader) (preparedNAR, error) {
-	var pr preparedNAR
-	select {
-	case pr = <-future:
-		sent()
-	case <-ctx.Done():
-		return pr, ctx.Err()
+// sendAsIs sends p's NAR as the local store writes it, uncompressed.
+func sendAsIs(c *conn, p storepath.Path, src NARSource, acks *ackReader) (narBytes uint64, err error) {
+	if err := c.writeJSON(frameNAR, narMsg{Path: p, Compression: compNone}); err != nil {
+		return 0, acks.routerGone(err)
 	}
-	if pr.err != nil {
-		return pr, pr.err
+	// Frames of dataChunk bytes, not one for every small write of the NAR.
+	bw := bufio.NewWriterSize(&dataWriter{c: c}, dataChunk)
+	counted := &countingWriter{w: bw}
+	if err := src(p, counted); err != nil {
+		return 0, fmt.Errorf("read %s from the local store: %w", p, err)
 	}
-	if err := pr.send(c); err != nil {
-		return pr, acks.routerGone(err)
+	if err := bw.Flush(); err != nil {
+		return 0, acks.routerGone(err)
 	}
-	return pr, nil
+	if err := c.write(frameEnd, nil, true); err != nil {
+		return 0, acks.routerGone(err)
+	}
+	return uint64(counted.n), nil
 }
 
 // finish tells the router that nothing more comes (F) and takes its acks
@@ -272,88 +521,6 @@ func (r *reporter) ack(ev ackEvent) error {
 	r.prog.Acked += ev.n
 	r.report()
 	return nil
-}
-
-// maxDeltaTarget bounds the NARs tried as deltas: both forms are made in
-// memory to send the smaller.
-const maxDeltaTarget = 256 << 20
-
-// preparedNAR is a NAR compressed for sending: as a delta against its
-// base, or plainly, whichever was smaller.
-type preparedNAR struct {
-	msg     narMsg
-	data    []byte
-	narSize uint64
-	err     error
-}
-
-func (pr preparedNAR) send(c *conn) error {
-	if err := c.writeJSON(frameNAR, pr.msg); err != nil {
-		return err
-	}
-	if _, err := (&dataWriter{c: c}).Write(pr.data); err != nil {
-		return err
-	}
-	return c.write(frameEnd, nil, true)
-}
-
-// prepareDeltas compresses, on every core, the paths that have a base, in
-// the order they are sent, while the sender sends: a delta against a large
-// base is CPU work (best-level zstd), and the link would otherwise wait for
-// it. At most as many as there are cores are made ahead of the sender,
-// which calls sent as it takes each.
-func (s *Sender) prepareDeltas(ctx context.Context, src NARSource, missing []storepath.Path, bases map[storepath.Path]Base, byPath map[storepath.Path]registry.Info) (futures map[storepath.Path]chan preparedNAR, sent func()) {
-	futures = map[storepath.Path]chan preparedNAR{}
-	var order []storepath.Path
-	for _, p := range missing {
-		if _, ok := bases[p]; ok && byPath[p].NarSize <= maxDeltaTarget {
-			futures[p] = make(chan preparedNAR, 1)
-			order = append(order, p)
-		}
-	}
-	ahead := make(chan struct{}, runtime.GOMAXPROCS(0))
-	go func() {
-		for _, p := range order {
-			select {
-			case ahead <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			go func(p storepath.Path) { futures[p] <- s.prepare(src, p, bases[p]) }(p)
-		}
-	}()
-	return futures, func() { <-ahead }
-}
-
-// prepare compresses p plainly or against base, whichever is smaller;
-// base is used only if the laptop's copy has the router's hash.
-func (s *Sender) prepare(src NARSource, p storepath.Path, base Base) preparedNAR {
-	var nar bytes.Buffer
-	if err := src(p, &nar); err != nil {
-		return preparedNAR{err: fmt.Errorf("read %s from the local store: %w", p, err)}
-	}
-	level := max(s.Level, zstd.SpeedDefault)
-	pr := preparedNAR{msg: narMsg{Path: p, Compression: "zstd"}, narSize: uint64(nar.Len())}
-	var baseNAR bytes.Buffer
-	if err := src(base.Path, &baseNAR); err == nil {
-		if h, err := nixhash.ParseSHA256(base.NarHash); err == nil && nixhash.SHA256(sha256.Sum256(baseNAR.Bytes())) == h {
-			if delta, err := compress(nar.Bytes(), baseNAR.Bytes(), max(level, deltaLevel(baseNAR.Len()))); err == nil {
-				pr.data, pr.msg.Base = delta, base.Path
-			}
-		}
-	}
-	// A delta under a tenth of the NAR beats any plain compression: skip
-	// making the other to compare.
-	if pr.data == nil || len(pr.data) > nar.Len()/10 {
-		plain, err := compress(nar.Bytes(), nil, level)
-		if err != nil {
-			return preparedNAR{err: err}
-		}
-		if pr.data == nil || len(plain) < len(pr.data) {
-			pr.data, pr.msg.Base = plain, ""
-		}
-	}
-	return pr
 }
 
 // ackEvent is what the goroutine reading the router's frames reports.

@@ -10,6 +10,7 @@ import (
 	"github.com/roostrouter/roost/updater/closurediff"
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/storepath"
+	"github.com/roostrouter/roost/updater/transfer/copydelta"
 )
 
 // DefaultMaxDeltaBase bounds a delta's base when the router's RAM is not
@@ -106,6 +107,32 @@ func compress(nar, baseNAR []byte, level zstd.EncoderLevel) ([]byte, error) {
 	}
 	if _, err := enc.Write(nar); err != nil {
 		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// compressUntil is compress against baseNAR, asking stop every MiB of nar
+// whether to give up (copydelta.ErrStopped).
+func compressUntil(nar, baseNAR []byte, level zstd.EncoderLevel, stop func() bool) ([]byte, error) {
+	var out bytes.Buffer
+	enc, err := zstd.NewWriter(&out, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(deltaWindow(len(baseNAR), len(nar))), zstd.WithEncoderDictRaw(dictID, baseNAR))
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	for len(nar) > 0 {
+		if stop() {
+			return nil, copydelta.ErrStopped
+		}
+		n := min(len(nar), 1<<20)
+		if _, err := enc.Write(nar[:n]); err != nil {
+			return nil, err
+		}
+		nar = nar[n:]
 	}
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("compress: %w", err)

@@ -1,8 +1,20 @@
 // Package transfer is roost's transfer protocol, spoken by `roostd receive`
 // on stdio: the laptop sends a closure's whole path list in one message, the
 // router answers with the paths it lacks in one reply, in dependency order,
-// and the missing NARs stream zstd-compressed, pipelined, each acknowledged
-// once registered.
+// and the missing NARs stream, pipelined, each acknowledged once registered:
+// zstd-compressed, as a delta against a version the router holds, or as
+// they are, whichever the laptop expects to arrive first.
+//
+// From version 4 the closure rides in the laptop's hello (or, while the
+// laptop's Nix is still answering, its roots: a router that holds them
+// holds their closure) and the router says what it runs: a no-op is one
+// round trip (hello out; hello, missing and summary back).
+//
+// Invariants: the router registers only what it rebuilt to the declared
+// hash and size, whatever the compression; a delta is decoded only against
+// a base the router offered, held in memory within its bound; the laptop
+// sends only what the router's version takes (versions 1 to 4 interoperate
+// both ways).
 //
 // Every message is a frame: a 4-byte big-endian length, a type byte and a
 // payload, at most 16 MiB. Control payloads are JSON; NAR data travels in
@@ -26,8 +38,10 @@ const (
 	// Protocol names the protocol in the hello messages.
 	Protocol = "roost-transfer"
 	// Version is the protocol version this package speaks: 2 added deltas,
-	// 3 the compressed closure.
-	Version = 3
+	// 3 the compressed closure, 4 the closure in the hello, what the router
+	// runs, a summary without a finish when nothing is missing, and NARs as
+	// they are ("none") or as copy deltas ("delta").
+	Version = 4
 
 	maxFrame  = 16 << 20
 	dataChunk = 128 << 10
@@ -129,11 +143,7 @@ func (c *conn) writeJSON(t byte, v any) error {
 
 // writeJSONZ writes v as zstd-compressed JSON in a frame of type t.
 func (c *conn) writeJSONZ(t byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	z, err := compress(b, nil, zstd.SpeedDefault)
+	z, err := compressJSON(v)
 	if err != nil {
 		return err
 	}
@@ -141,6 +151,14 @@ func (c *conn) writeJSONZ(t byte, v any) error {
 		return fmt.Errorf("%s message of %d compressed bytes is over the %d-byte frame limit", frameName(t), len(z), maxFrame)
 	}
 	return c.write(t, z, true)
+}
+
+func compressJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return compress(b, nil, zstd.SpeedDefault)
 }
 
 // maxClosureJSON bounds a compressed closure message once decompressed:
@@ -156,6 +174,11 @@ func (c *conn) readClosure(v *closureMsg) error {
 	if t != frameClosureZ {
 		return decodeFrame(t, payload, frameClosure, v)
 	}
+	return decodeClosure(payload, v)
+}
+
+// decodeClosure decodes a zstd-compressed closure message, bounded.
+func decodeClosure(payload []byte, v *closureMsg) error {
 	dec, err := zstd.NewReader(bytes.NewReader(payload), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxMemory(maxClosureJSON), zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {

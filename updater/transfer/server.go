@@ -14,6 +14,7 @@ import (
 	"github.com/roostrouter/roost/updater/registry"
 	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
+	"github.com/roostrouter/roost/updater/transfer/copydelta"
 )
 
 // Commit in batches: a sync per path would dominate closures of many small
@@ -35,6 +36,11 @@ type Server struct {
 	// MaxDeltaBase bounds the NAR of a delta's base, which the router holds
 	// in memory; DefaultMaxDeltaBase if zero.
 	MaxDeltaBase uint64
+	// Running, if set, says what the router runs, for the laptop (version
+	// 4): a rebuild of what runs needs no activation.
+	Running func() *Running
+
+	speak int // the version to speak, if not Version: tests play older routers
 }
 
 // Serve runs one transfer on r and w (the SSH channel, or stdio).
@@ -59,8 +65,18 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	if h.Version >= 4 && len(h.Closure) == 0 && len(h.Roots) > 0 {
+		if done, err := s.answerRoots(ctx, c, h); done || err != nil {
+			return Summary{}, err
+		}
+	}
 	var cl closureMsg
-	if err := c.readClosure(&cl); err != nil {
+	if h.Version >= 4 && len(h.Closure) > 0 {
+		err = decodeClosure(h.Closure, &cl)
+	} else {
+		err = c.readClosure(&cl)
+	}
+	if err != nil {
 		return Summary{}, fmt.Errorf("read closure: %w", err)
 	}
 	infos, err := checkClosure(cl.Paths)
@@ -79,8 +95,17 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	if h.Version >= 4 && s.Running != nil {
+		reply.Running = s.Running()
+	}
 	if err := c.writeJSON(frameMissing, reply); err != nil {
 		return Summary{}, err
+	}
+	if h.Version >= 4 && len(missing) == 0 {
+		// Nothing to receive: the summary follows at once, no finish
+		// frame awaited.
+		s.Log.Info("transfer: nothing missing", "paths", len(infos), "peer", h.Agent)
+		return Summary{}, c.writeJSON(frameSummary, Summary{})
 	}
 	s.Log.Info("transfer started", "paths", len(infos), "missing", len(missing), "peer", h.Agent)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(maxWindow))
@@ -96,8 +121,49 @@ func (s *Server) serve(ctx context.Context, c *conn) (Summary, error) {
 	return rc.finish(ctx)
 }
 
+// answerRoots answers a hello that names the closure's roots but not the
+// closure: if the router holds every root, it holds their closure (a path
+// is registered only after its references, and gc keeps what a kept path
+// references), so nothing is missing: the missing paths (none, with what
+// the router runs and the closure's size) and the summary go at once, and
+// done is true. Else the closure frame is awaited.
+func (s *Server) answerRoots(ctx context.Context, c *conn, h hello) (done bool, err error) {
+	if len(h.Roots) > MaxPaths {
+		return false, fmt.Errorf("the hello names %d roots, more than the %d allowed", len(h.Roots), MaxPaths)
+	}
+	txn, err := s.Lock(ctx)
+	if err != nil {
+		return false, err
+	}
+	reg := txn.Registry()
+	for _, r := range h.Roots {
+		if !txn.Valid(r) {
+			txn.Close()
+			return false, nil
+		}
+	}
+	var size ClosureSize
+	for p := range store.Closure(reg, h.Roots) {
+		if info, ok := reg.Get(p); ok {
+			size.Paths++
+			size.NARBytes += info.NarSize
+		}
+	}
+	txn.Close()
+	reply := missingMsg{Closure: &size}
+	if s.Running != nil {
+		reply.Running = s.Running()
+	}
+	if err := c.writeJSON(frameMissing, reply); err != nil {
+		return true, err
+	}
+	s.Log.Info("transfer: the roots are here, nothing missing", "roots", len(h.Roots), "paths", size.Paths, "peer", h.Agent)
+	return true, c.writeJSON(frameSummary, Summary{})
+}
+
 // handshake reads the laptop's hello (H), which must speak this protocol
-// at version 1 or later, and answers with the router's (h).
+// at version 1 or later, and answers with the router's (h). It returns the
+// laptop's hello with the version both speak.
 func (s *Server) handshake(c *conn) (hello, error) {
 	var h hello
 	if err := c.readJSON(frameHello, &h); err != nil {
@@ -106,10 +172,30 @@ func (s *Server) handshake(c *conn) (hello, error) {
 	if h.Protocol != Protocol {
 		return h, fmt.Errorf("handshake: peer speaks %q, not %s", h.Protocol, Protocol)
 	}
+	v := speaking(s.speak)
 	if h.Version < 1 {
-		return h, fmt.Errorf("handshake: peer speaks version %d, this roostd speaks %d", h.Version, Version)
+		return h, fmt.Errorf("handshake: peer speaks version %d, this roostd speaks %d", h.Version, v)
 	}
-	return h, c.writeJSON(frameHelloReply, hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd"}, Agent: s.Agent})
+	err := c.writeJSON(frameHelloReply, hello{Protocol: Protocol, Version: v, Compression: compressions(v), Agent: s.Agent})
+	// From here on, h.Version is the version both ends speak.
+	h.Version = min(h.Version, v)
+	return h, err
+}
+
+// speaking is the version to speak: v if set (tests), else Version.
+func speaking(v int) int {
+	if v == 0 {
+		return Version
+	}
+	return v
+}
+
+// compressions are those of narMsg that version v takes.
+func compressions(v int) []string {
+	if v >= 4 {
+		return []string{compZstd, compNone, compDelta}
+	}
+	return []string{compZstd}
 }
 
 // receiver is the router's side of a transfer once the missing paths are
@@ -175,8 +261,13 @@ func (rc *receiver) expect(t byte, payload []byte) (narMsg, error) {
 		}
 		return nm, fmt.Errorf("peer sent %s, expected %s (paths must come in the order given)", nm.Path, want)
 	}
-	if nm.Compression != "zstd" {
+	switch {
+	case nm.Compression != compZstd && nm.Compression != compNone && nm.Compression != compDelta:
 		return nm, fmt.Errorf("NAR of %s: unsupported compression %q", nm.Path, nm.Compression)
+	case nm.Compression == compDelta && nm.Base == "":
+		return nm, fmt.Errorf("NAR of %s: a delta without a base", nm.Path)
+	case nm.Compression == compNone && nm.Base != "":
+		return nm, fmt.Errorf("NAR of %s: uncompressed, yet against a base", nm.Path)
 	}
 	if nm.Base != "" {
 		if base, ok := rc.bases[nm.Path]; !ok || base.Path != nm.Base {
@@ -187,24 +278,42 @@ func (rc *receiver) expect(t byte, payload []byte) (narMsg, error) {
 }
 
 // receive restores the NAR that nm announced from the data frames that
-// follow, decoding a delta with its base's NAR as the dictionary, and
-// keeps it for the next commit.
+// follow, decoding a delta with its base's NAR (in memory: the offer
+// bounded it), and keeps it for the next commit.
 func (rc *receiver) receive(nm narMsg) error {
 	info := rc.infos[nm.Path]
-	dec := rc.dec
+	data := &dataReader{c: rc.c}
+	var nar io.Reader = data
+	var z *zstd.Decoder // the stream that must end with the NAR
+	var baseNAR bytes.Buffer
 	if nm.Base != "" {
-		var baseNAR bytes.Buffer
+		if bi, ok := rc.reg.Get(nm.Base); ok {
+			baseNAR.Grow(int(bi.NarSize)) // not twice that while it grows
+		}
 		if err := rc.s.Store.Dump(&baseNAR, rc.reg, nm.Base); err != nil {
 			return fmt.Errorf("delta base %s: %w", nm.Base, err)
 		}
-		dd, err := deltaReader(nil, baseNAR.Bytes(), info.NarSize)
+	}
+	switch {
+	case nm.Compression == compZstd && nm.Base != "":
+		dd, err := deltaReader(data, baseNAR.Bytes(), info.NarSize)
 		if err != nil {
 			return err
 		}
 		defer dd.Close()
-		dec = dd
+		nar, z = dd, dd
+	case nm.Compression == compZstd:
+		if err := rc.dec.Reset(data); err != nil {
+			return err
+		}
+		nar, z = rc.dec, rc.dec
+	case nm.Compression == compDelta:
+		if err := rc.dec.Reset(data); err != nil {
+			return err
+		}
+		nar, z = copydelta.NewReader(rc.dec, baseNAR.Bytes(), info.NarSize), rc.dec
 	}
-	st, err := rc.s.receiveNAR(rc.ss, rc.c, dec, info)
+	st, err := rc.s.receiveNAR(rc.ss, data, nar, z, info)
 	if err != nil {
 		return err
 	}
@@ -245,14 +354,12 @@ func (rc *receiver) finish(ctx context.Context) (Summary, error) {
 	return rc.sum, rc.c.writeJSON(frameSummary, rc.sum)
 }
 
-// receiveNAR restores one NAR from data frames, for the next commit.
-func (s *Server) receiveNAR(ss *store.Session, c *conn, dec *zstd.Decoder, info *registry.Info) (st *store.Staged, err error) {
-	data := &dataReader{c: c}
-	if err := dec.Reset(data); err != nil {
-		return nil, err
-	}
+// receiveNAR restores one NAR, read from nar, for the next commit. nar
+// decodes what comes in data's frames, through the zstd stream z if not
+// nil.
+func (s *Server) receiveNAR(ss *store.Session, data *dataReader, nar io.Reader, z *zstd.Decoder, info *registry.Info) (st *store.Staged, err error) {
 	hash := info.NarHash
-	st, err = ss.Restore(dec, store.Expect{Path: info.Path, NarHash: &hash, NarSize: info.NarSize})
+	st, err = ss.Restore(nar, store.Expect{Path: info.Path, NarHash: &hash, NarSize: info.NarSize})
 	if err != nil {
 		return nil, err
 	}
@@ -261,13 +368,21 @@ func (s *Server) receiveNAR(ss *store.Session, c *conn, dec *zstd.Decoder, info 
 			store.Discard([]store.Item{{Staged: st}})
 		}
 	}()
-	// The compressed stream must end with the NAR, and the frames with it.
+	// The decoded stream must end with the NAR, and the frames with it.
 	var one [1]byte
-	if n, err := dec.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
+	if n, err := nar.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errors.New("data after the end of the NAR")
 		}
 		return nil, fmt.Errorf("NAR of %s: %w", info.Path, err)
+	}
+	if z != nil && z != nar {
+		if n, err := z.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("data after the end of the delta")
+			}
+			return nil, fmt.Errorf("NAR of %s: %w", info.Path, err)
+		}
 	}
 	if n, err := io.Copy(io.Discard, data); err != nil || n != 0 {
 		if err == nil {

@@ -88,7 +88,7 @@ func TestSenderHandshake(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var sent bytes.Buffer
 			c := newConn(bytes.NewReader(record(t, tc.reply)), &sent)
-			h, err := (&Sender{Agent: "roost test"}).handshake(c)
+			h, err := (&Sender{Agent: "roost test"}).handshake(c, []byte("closure"), nil)
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("handshake: %v, want error %q", err, tc.wantErr)
 			}
@@ -100,8 +100,8 @@ func TestSenderHandshake(t *testing.T) {
 			if len(fs) != 1 || fs[0].t != frameHello || json.Unmarshal(fs[0].payload, &got) != nil {
 				t.Fatalf("the laptop sent %q, want one hello frame", frameTypes(fs))
 			}
-			if want := (hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd"}, Agent: "roost test"}); !slices.Equal(got.Compression, want.Compression) ||
-				got.Protocol != want.Protocol || got.Version != want.Version || got.Agent != want.Agent {
+			if want := (hello{Protocol: Protocol, Version: Version, Compression: []string{"zstd", "none", "delta"}, Agent: "roost test", Closure: []byte("closure")}); !slices.Equal(got.Compression, want.Compression) ||
+				got.Protocol != want.Protocol || got.Version != want.Version || got.Agent != want.Agent || string(got.Closure) != string(want.Closure) {
 				t.Errorf("hello %+v, want %+v", got, want)
 			}
 		})
@@ -109,7 +109,8 @@ func TestSenderHandshake(t *testing.T) {
 }
 
 // TestOfferClosure: the closure goes compressed to a router of version 3
-// and plain to an older one; the answer must ask only for paths in it.
+// and plain to an older one, and not again to a router of version 4 that
+// had it in the hello; the answer must ask only for paths in it.
 func TestOfferClosure(t *testing.T) {
 	l := newLaptop(t, storetest.Closure("offer", 3, 1, 10))
 	stranger := storetest.NewPath("stranger")
@@ -120,6 +121,8 @@ func TestOfferClosure(t *testing.T) {
 		wantFrame byte
 		wantErr   string
 	}{
+		{"version 4, inline", 4, jsonFrame(frameMissing, missingMsg{Missing: []storepath.Path{l.infos[0].Path}}), 0, ""},
+		{"version 4, too large to inline", 4, jsonFrame(frameMissing, missingMsg{Missing: []storepath.Path{l.infos[0].Path}}), frameClosureZ, ""},
 		{"version 3", 3, jsonFrame(frameMissing, missingMsg{Missing: []storepath.Path{l.infos[0].Path}}), frameClosureZ, ""},
 		{"version 2", 2, jsonFrame(frameMissing, missingMsg{Missing: []storepath.Path{l.infos[0].Path}}), frameClosure, ""},
 		{"nothing missing", 3, jsonFrame(frameMissing, missingMsg{}), frameClosureZ, ""},
@@ -130,11 +133,25 @@ func TestOfferClosure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var sent bytes.Buffer
 			c := newConn(bytes.NewReader(record(t, tc.reply)), &sent)
-			m, err := offerClosure(c, tc.version, l.infos)
+			var m missingMsg
+			var err error
+			if tc.name != "version 4, inline" {
+				err = sendClosure(c, tc.version, l.infos)
+			}
+			if err == nil {
+				m, err = readMissing(c, l.infos)
+			}
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("offerClosure: %v, want error %q", err, tc.wantErr)
 			}
-			if fs := parseFrames(t, sent.Bytes()); len(fs) != 1 || fs[0].t != tc.wantFrame {
+			fs := parseFrames(t, sent.Bytes())
+			if tc.wantFrame == 0 {
+				if len(fs) != 0 {
+					t.Fatalf("the laptop sent %q after an inline closure, want nothing", frameTypes(fs))
+				}
+				return
+			}
+			if len(fs) != 1 || fs[0].t != tc.wantFrame {
 				t.Fatalf("the laptop sent %q, want %q", frameTypes(fs), tc.wantFrame)
 			}
 			var cl closureMsg
@@ -276,7 +293,7 @@ func TestServerHandshake(t *testing.T) {
 		{"version 1", jsonFrame(frameHello, hello{Protocol: Protocol, Version: 1}), ""},
 		{"a future version", jsonFrame(frameHello, hello{Protocol: Protocol, Version: 99}), ""},
 		{"other protocol", jsonFrame(frameHello, hello{Protocol: "nix-serve", Version: 3}), `peer speaks "nix-serve", not roost-transfer`},
-		{"version 0", jsonFrame(frameHello, hello{Protocol: Protocol}), "peer speaks version 0, this roostd speaks 3"},
+		{"version 0", jsonFrame(frameHello, hello{Protocol: Protocol}), "peer speaks version 0, this roostd speaks 4"},
 		{"not a hello", jsonFrame(frameClosure, closureMsg{}), "expected a hello frame, got closure"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,7 +322,8 @@ func TestServerHandshake(t *testing.T) {
 }
 
 // TestReceiverExpect: a NAR frame must name the next missing path, in
-// zstd, against a base only if the router offered that base.
+// zstd, as it is or as a copy delta, against a base only if the router
+// offered that base (and always for a copy delta).
 func TestReceiverExpect(t *testing.T) {
 	a, b, old, other := storetest.NewPath("a"), storetest.NewPath("b"), storetest.NewPath("b-old"), storetest.NewPath("other")
 	rc := func(next int) *receiver {
@@ -321,6 +339,10 @@ func TestReceiverExpect(t *testing.T) {
 		{"delta against the offered base", 1, jsonFrame(frameNAR, narMsg{Path: b, Compression: "zstd", Base: old}), ""},
 		{"out of order", 0, jsonFrame(frameNAR, narMsg{Path: b, Compression: "zstd"}), "peer sent " + b.String() + ", expected " + a.String()},
 		{"one too many", 2, jsonFrame(frameNAR, narMsg{Path: a, Compression: "zstd"}), "expected nothing more"},
+		{"as it is", 0, jsonFrame(frameNAR, narMsg{Path: a, Compression: "none"}), ""},
+		{"copy delta against the offered base", 1, jsonFrame(frameNAR, narMsg{Path: b, Compression: "delta", Base: old}), ""},
+		{"copy delta without a base", 1, jsonFrame(frameNAR, narMsg{Path: b, Compression: "delta"}), "a delta without a base"},
+		{"as it is, against a base", 1, jsonFrame(frameNAR, narMsg{Path: b, Compression: "none", Base: old}), "uncompressed, yet against a base"},
 		{"other compression", 0, jsonFrame(frameNAR, narMsg{Path: a, Compression: "xz"}), `unsupported compression "xz"`},
 		{"base not offered", 0, jsonFrame(frameNAR, narMsg{Path: a, Compression: "zstd", Base: old}), "which the router did not offer"},
 		{"other base", 1, jsonFrame(frameNAR, narMsg{Path: b, Compression: "zstd", Base: other}), "a delta against " + other.String()},
@@ -349,7 +371,7 @@ func stalledRouter(t *testing.T, srv net.Conn, rest func(c *conn)) {
 	var cl closureMsg
 	if c.readJSON(frameHello, &h) != nil ||
 		c.writeJSON(frameHelloReply, hello{Protocol: Protocol, Version: Version}) != nil ||
-		c.readClosure(&cl) != nil {
+		decodeClosure(h.Closure, &cl) != nil {
 		t.Error("the stalled router's handshake failed")
 		return
 	}
@@ -447,7 +469,8 @@ func TestSendLeavesNothingBehind(t *testing.T) {
 					return errors.New("the disk went away")
 				}
 			},
-			wantErr: "the disk went away",
+			// The sender waits for a worker, which is in the local store.
+			wantErr: context.Canceled.Error(),
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

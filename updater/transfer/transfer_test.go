@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -109,10 +110,10 @@ func TestTransferThenNoop(t *testing.T) {
 func TestTransferResumesAfterCut(t *testing.T) {
 	s := store.New(t.TempDir(), store.Options{})
 	l := newLaptop(t, storetest.Closure("cut", 200, 1, 2000))
-	cutAfter := 120
-	sent := 0
+	cutAfter := int32(120)
+	var sent atomic.Int32 // NARs are read from several goroutines
 	o := transfer(t, s, l.infos, func(p storepath.Path, w io.Writer) error {
-		if sent++; sent > cutAfter {
+		if sent.Add(1) > cutAfter {
 			return errors.New("laptop unplugged")
 		}
 		return l.source(p, w)
@@ -121,16 +122,16 @@ func TestTransferResumesAfterCut(t *testing.T) {
 		t.Fatalf("cut transfer succeeded: client %v, server %v", o.cliErr, o.srvErr)
 	}
 	kept := validCount(t, s)
-	if kept == 0 || kept > cutAfter {
+	if kept == 0 || kept > int(cutAfter) {
 		t.Fatalf("after the cut %d paths are valid, want some of the %d sent", kept, cutAfter)
 	}
-	var asked []storepath.Path
+	var asked atomic.Int32
 	o = transfer(t, s, l.infos, func(p storepath.Path, w io.Writer) error {
-		asked = append(asked, p)
+		asked.Add(1)
 		return l.source(p, w)
 	})
-	if o.cliErr != nil || len(asked) != 200-kept || validCount(t, s) != 200 {
-		t.Fatalf("resume: %v; sent %d paths with %d already there", o.cliErr, len(asked), kept)
+	if o.cliErr != nil || int(asked.Load()) != 200-kept || validCount(t, s) != 200 {
+		t.Fatalf("resume: %v; sent %d paths with %d already there", o.cliErr, asked.Load(), kept)
 	}
 }
 
@@ -204,6 +205,22 @@ func TestNotAPeer(t *testing.T) {
 	}
 }
 
+func infoMap(infos []registry.Info) map[storepath.Path]*registry.Info {
+	m := map[storepath.Path]*registry.Info{}
+	for i := range infos {
+		m[infos[i].Path] = &infos[i]
+	}
+	return m
+}
+
+func paths(infos []registry.Info) []storepath.Path {
+	var ps []storepath.Path
+	for _, i := range infos {
+		ps = append(ps, i.Path)
+	}
+	return ps
+}
+
 func FuzzServe(f *testing.F) {
 	// A recorded good session, as a seed.
 	l := newLaptop(f, storetest.Closure("fz", 2, 1, 64))
@@ -211,6 +228,18 @@ func FuzzServe(f *testing.F) {
 	c := newConn(nil, &rec)
 	c.writeJSON(frameHello, hello{Protocol: Protocol, Version: Version})
 	c.writeJSON(frameClosure, closureMsg{Paths: l.infos})
+	f.Add(rec.Bytes())
+	// Version 4: the closure in the hello, NARs as they are.
+	rec.Reset()
+	c = newConn(nil, &rec)
+	z, _ := compressJSON(closureMsg{Paths: l.infos})
+	c.writeJSON(frameHello, hello{Protocol: Protocol, Version: Version, Closure: z})
+	for _, p := range registry.TopoSort(infoMap(l.infos), paths(l.infos)) {
+		c.writeJSON(frameNAR, narMsg{Path: p, Compression: compNone})
+		c.write(frameData, l.nars[p], false)
+		c.write(frameEnd, nil, false)
+	}
+	c.write(frameFinish, nil, true)
 	f.Add(rec.Bytes())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		s := store.New(t.TempDir(), store.Options{})

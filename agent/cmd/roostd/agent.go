@@ -47,7 +47,7 @@ func runAgent(e *env, args []string) error {
 	os.Unsetenv(handover.EnvFDs) // no child (activate scripts, pppd) is handed them
 	os.Unsetenv(handover.EnvSince)
 	a, err := agent.New(agent.Options{
-		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self, ProcSys: "/proc/sys",
+		Root: *f.root, State: *state, ConfigFile: *cfg, Log: e.log, Self: self, Running: "/proc/self/exe", ProcSys: "/proc/sys",
 		Store: e.openStore(*f.root), Commands: commands{}, Crash: e.crashHook(),
 		Version: version, Args: os.Args, Inherited: inherited,
 		Ready: func() {
@@ -110,7 +110,8 @@ func runReceive(e *env, args []string) error {
 	}
 	s := e.openStore(*f.root)
 	srv := &transfer.Server{Store: s, Log: e.log, Agent: "roostd " + version,
-		Lock: func(ctx context.Context) (*store.Txn, error) { return e.lock(s, "roostd receive") }}
+		Lock:    func(ctx context.Context) (*store.Txn, error) { return e.lock(s, "roostd receive") },
+		Running: func() *transfer.Running { return running(e, *f.root) }}
 	if e.agent != nil {
 		if c := e.agent.Config(); c != nil {
 			// A delta's base is held in memory: an eighth of the board's RAM.
@@ -221,6 +222,8 @@ type status struct {
 	Booted     storepath.Path    `json:"bootedSystem,omitempty"`
 	Generation int               `json:"generation,omitempty"`
 	Pending    *activate.Pending `json:"pendingActivation,omitempty"`
+	// LastRollback is the last activation rolled back, and why.
+	LastRollback *activate.RolledBack `json:"lastRollback,omitempty"`
 	// ConfigProblem says why the agent runs another config than its
 	// system's (it does not load).
 	ConfigProblem string                   `json:"configProblem,omitempty"`
@@ -279,6 +282,9 @@ func runStatus(e *env, args []string) error {
 	if p, err := activate.ReadPending(*state); err == nil {
 		st.Pending = &p
 	}
+	if r, err := activate.ReadRolledBack(*state); err == nil {
+		st.LastRollback = &r
+	}
 	if reg, err := e.openStore(*f.root).Registry(); err == nil {
 		st.Store.Paths = reg.Len()
 		st.Store.NARBytes = narTotal(reg)
@@ -303,6 +309,9 @@ func runStatus(e *env, args []string) error {
 		} else {
 			fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", p.System, p.Deadline.Format(time.TimeOnly))
 		}
+	}
+	if r := st.LastRollback; r != nil {
+		fmt.Fprintf(e.stdout, "  last rollback: %s at %s, back to %s: %s\n", r.System, r.At.Format(time.DateTime), orNone(r.To), r.Why)
 	}
 	fmt.Fprintf(e.stdout, "  store: %d paths, %s\n", st.Store.Paths, humanBytes(int64(st.Store.NARBytes)))
 	printServices(e.stdout, st.Services)

@@ -120,7 +120,7 @@ func runBoards(e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tINTERFACES\tUPGRADE\tKEXEC\tWATCHDOG\tCMDLINE\tSYSTEM NEEDS")
+	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tINTERFACES\tUPGRADE\tKEXEC\tWATCHDOG\tSTORAGE\tCMDLINE\tSYSTEM NEEDS")
 	for _, b := range all {
 		arch := b.GOARCH
 		if b.GOMIPS != "" {
@@ -138,8 +138,12 @@ func runBoards(e *env, args []string) error {
 		if b.Kexec {
 			kexec = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, arch, b.RAMMB, strings.Join(ifs, " "),
-			b.Upgrade, kexec, orDash(b.Watchdog), orDash(strings.Join(b.Cmdline, " ")), strings.Join(b.Needs, " "))
+		storage := "-"
+		if st := b.Storage; st != nil {
+			storage = st.Device + " (" + st.FSType + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, arch, b.RAMMB, strings.Join(ifs, " "),
+			b.Upgrade, kexec, orDash(b.Watchdog), storage, orDash(strings.Join(b.Cmdline, " ")), strings.Join(b.Needs, " "))
 	}
 	tw.Flush()
 	for _, b := range all {

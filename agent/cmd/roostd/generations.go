@@ -90,24 +90,31 @@ func runGenerations(e *env, args []string) error {
 	return nil
 }
 
-// runRollback runs the previous generation, through the agent; without a
-// running agent it only makes it the boot default.
+// runRollback runs the previous generation, through the agent; with
+// --boot, or without a running agent, it only makes it the boot default.
 func runRollback(e *env, args []string) error {
 	f := newFlags(e, "rollback")
-	if _, err := f.parse(args); err != nil {
+	boot := f.Bool("boot", false, "make the previous generation the boot default only: the running system stays until the next boot")
+	if pos, err := f.parse(args); err != nil {
 		return err
+	} else if len(pos) > 0 {
+		return errors.New("usage: roostd rollback [--boot] [--json]")
 	}
 	err := viaAgent(e, *f.root, append([]string{"rollback"}, args...), func(a *agent.Agent) error {
+		if *boot {
+			g, err := a.RollbackBoot(e.ctx)
+			if err != nil {
+				return err
+			}
+			return printRolledBack(e, *f.json, rolledBack{Generation: g.Number, System: g.Path},
+				fmt.Sprintf("generation %d (%s) is the boot default, and runs at the next boot; the running system stays until then", g.Number, g.Path))
+		}
 		g, err := a.Rollback(e.ctx)
 		if err != nil {
 			return err
 		}
-		if *f.json {
-			printJSON(e.stdout, rolledBack{Generation: g.Number, System: g.Path, Running: true})
-			return nil
-		}
-		fmt.Fprintf(e.stdout, "rolled back to generation %d, running: %s\n", g.Number, g.Path)
-		return nil
+		return printRolledBack(e, *f.json, rolledBack{Generation: g.Number, System: g.Path, Running: true},
+			fmt.Sprintf("rolled back to generation %d, running: %s", g.Number, g.Path))
 	})
 	if !errors.Is(err, control.ErrNotRunning) {
 		return err
@@ -121,11 +128,20 @@ func runRollback(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *f.json {
-		printJSON(e.stdout, rolledBack{Generation: g.Number, System: g.Path})
+	why := "roostd is not running: "
+	if *boot {
+		why = ""
+	}
+	return printRolledBack(e, *f.json, rolledBack{Generation: g.Number, System: g.Path},
+		fmt.Sprintf("%sgeneration %d (%s) is the boot default, and runs at the next boot", why, g.Number, g.Path))
+}
+
+func printRolledBack(e *env, asJSON bool, r rolledBack, text string) error {
+	if asJSON {
+		printJSON(e.stdout, r)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "roostd is not running: generation %d (%s) is the boot default, and runs at the next boot\n", g.Number, g.Path)
+	fmt.Fprintln(e.stdout, text)
 	return nil
 }
 
@@ -133,7 +149,7 @@ func runRollback(e *env, args []string) error {
 type rolledBack struct {
 	Generation int            `json:"generation"`
 	System     storepath.Path `json:"system"`
-	Running    bool           `json:"running"` // false: the boot default only, the agent was not running
+	Running    bool           `json:"running"` // false: the boot default only (--boot, or the agent was not running)
 }
 
 func runGC(e *env, args []string) error {

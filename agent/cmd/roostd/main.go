@@ -46,7 +46,7 @@ commands:
   gc [--keep N] [--older-than 30d] [--dry-run] [--json]
   generations [--json]        list system generations
   generations set PATH [--json]   make PATH the current system in a new generation
-  rollback [--json]           switch to the previous generation
+  rollback [--boot] [--json]  switch to the previous generation (--boot: make it the boot default only)
   hook ppp EVENT IFNAME TTY SPEED LOCAL REMOTE IPPARAM [--json]   pppd's hooks (ip-up, ip-down, ipv6-up, ipv6-down)
   init                        PID 1 of the router, its initrd's /init (docs/boot.md; it logs, no --json)
   reboot | poweroff [--json]  ask roostd init to stop every process, unmount, and reboot or power off

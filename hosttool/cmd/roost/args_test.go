@@ -67,6 +67,8 @@ func TestRefusedArguments(t *testing.T) {
 		{"gc without a host", []string{"gc", "--keep", "3"}, "--host is required"},
 		{"gc with a bad number", []string{"gc", "--host", "r", "--keep", "three"}, `invalid value "three" for flag -keep`},
 		{"status with an argument it lacks", []string{"status", "--host", "r", "--all"}, "flag provided but not defined: -all"},
+		{"reboot without a host", []string{"reboot"}, "--host is required"},
+		{"reboot of something", []string{"reboot", "--host", "r", "now"}, "usage: roost reboot --host HOST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// No home: a dial would fail on the missing ~/.ssh, not

@@ -32,7 +32,10 @@ commands:
           build (or take) a system, send the router what it lacks, activate it, confirm it
   copy PATH...                 send store paths and their closures
   gc [--keep N] [--older-than 30d] [--dry-run]
-  status | generations | rollback
+  status | generations
+  rollback [--boot]            back to the previous generation now (--boot: at the next boot)
+  reboot [--no-wait] [--timeout 5m]
+          reboot the router cleanly and wait until it answers SSH again, with the same host key
   version
 
 Every command takes --json: one JSON document on stdout, for scripts. Every
@@ -80,6 +83,8 @@ func run(e *env, args []string) error {
 		return runCopy(e, args[1:])
 	case "gc", "status", "generations", "rollback":
 		return runRemote(e, args[0], args[1:])
+	case "reboot":
+		return runReboot(e, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil
@@ -131,19 +136,21 @@ func (f *flags) parse(args []string) ([]string, error) {
 	return pos, nil
 }
 
-func (e *env) dial(f *flags) (*ssh.Client, error) {
-	return sshclient.Dial(e.ctx, sshclient.Options{
-		AcceptNewHostKey: *f.acceptNew,
-		Getenv:           e.getenv,
-		Notice:           func(s string) { fmt.Fprintln(e.stderr, "roost:", s) },
-	}, *f.host)
-}
+func (e *env) dial(f *flags) (*ssh.Client, error) { return e.dialWith(f, nil) }
 
 // runRemote runs a roostd command on the router and shows its output.
 func runRemote(e *env, cmd string, args []string) error {
 	f := newFlags(e, cmd)
 	var extra []string
-	if cmd == "gc" {
+	if cmd == "rollback" {
+		boot := f.Bool("boot", false, "make the previous generation the boot default only: the running system stays until the next boot")
+		if _, err := f.parse(args); err != nil {
+			return err
+		}
+		if *boot {
+			extra = append(extra, "--boot")
+		}
+	} else if cmd == "gc" {
 		keep := f.Int("keep", 0, "keep the newest `N` generations")
 		older := f.String("older-than", "", "delete generations older than this (30d, 12h)")
 		dry := f.Bool("dry-run", false, "print what would be deleted")

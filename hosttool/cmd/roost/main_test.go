@@ -101,6 +101,7 @@ func TestRemoteJSON(t *testing.T) {
 		{"status", []string{"status"}, "roostd status --json", `{"generation": 2}`, ""},
 		{"generations", []string{"generations"}, "roostd generations --json", `[{"number": 1}, {"number": 2}]`, ""},
 		{"rollback", []string{"rollback"}, "roostd rollback --json", `{"generation": 1, "running": true}`, ""},
+		{"rollback at the next boot", []string{"rollback", "--boot"}, "roostd rollback --boot --json", `{"generation": 1, "running": false}`, ""},
 		{"gc with its flags", []string{"gc", "--keep", "3", "--older-than", "30d", "--dry-run"},
 			"roostd gc --keep 3 --older-than 30d --dry-run --json", `{"dryRun": true}`, ""},
 		{"an older roostd's text", []string{"rollback"}, "roostd rollback --json", "rolled back to generation 1\n", "printed no JSON"},

@@ -29,47 +29,36 @@ type copyResult struct {
 	SentPaths       int     `json:"sentPaths"`
 	SentNARBytes    uint64  `json:"sentNarBytes"`
 	WireBytes       int64   `json:"wireBytes"`
-	Deltas          int     `json:"deltas"` // paths sent as deltas against one the router had
+	Deltas          int     `json:"deltas"`       // paths sent as deltas against one the router had
+	DeltasCached    int     `json:"deltasCached"` // of them, deltas computed by an earlier run (no compression)
+	Uncompressed    int     `json:"uncompressed"` // paths sent as they are: the link outran compression
 	Seconds         float64 `json:"seconds"`
 	Router          string  `json:"router"`
+	running         *transfer.Running
 }
 
-// send offers the closure of paths to the router and sends what it lacks,
-// signing each path with signKey if one is given.
-func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path, signKey string) (copyResult, error) {
-	start := time.Now()
+// send offers the closure of paths (asked for while the connection was
+// made) to the router and sends what it lacks, signing each path with
+// signKey if one is given.
+func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, closure *closureQuery, signKey string, start time.Time) (copyResult, error) {
 	var res copyResult
-	infos, err := nix.Closure(e.ctx, paths...)
-	if err != nil {
-		return res, err
-	}
+	var key *nixsig.SecretKey
 	if signKey != "" {
-		key, err := nixsig.LoadSecretKey(signKey)
+		k, err := nixsig.LoadSecretKey(signKey)
 		if err != nil {
 			return res, err
 		}
-		for i := range infos {
-			infos[i].Signatures = append(infos[i].Signatures, nixsig.Sign(&infos[i], key))
-		}
+		key = &k
 	}
-	res.ClosurePaths = len(infos)
 	byPath := map[storepath.Path]registry.Info{}
-	for _, i := range infos {
-		res.ClosureNARBytes += i.NarSize
-		byPath[i.Path] = i
-	}
-	sess, err := client.NewSession()
+	// The hello (and the closure, if Nix has it by then) follow the start
+	// without waiting for it.
+	var stderr limitedBuffer
+	sess, err := sshclient.Start(client, "roostd receive", &stderr)
 	if err != nil {
 		return res, err
 	}
 	defer sess.Close()
-	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	var stderr limitedBuffer
-	sess.Stderr = &stderr
-	if err := sess.Start("roostd receive"); err != nil {
-		return res, err
-	}
 	bar := &progress.Bar{W: e.stderr, TTY: e.tty, Label: "copying"}
 	var missingBytes int64
 	sender := &transfer.Sender{Agent: "roost " + version, Progress: func(p transfer.Progress) {
@@ -79,10 +68,10 @@ func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path
 			}
 		}
 		bar.Update(p.Acked, len(p.Missing), int64(p.NARBytes), missingBytes)
-	}}
-	tr, err := sender.Send(e.ctx, stdout, stdin, infos, nix.DumpNAR)
+	}, Cache: e.deltaCache()}
+	tr, err := sender.SendOffer(e.ctx, sess, sess, closure.offer(key, &res, byPath), nix.DumpNAR)
 	bar.Done()
-	stdin.Close()
+	sess.CloseWrite()
 	if err != nil {
 		werr := sess.Wait()
 		if werr != nil && stderr.String() != "" && !isPeer(err) {
@@ -94,8 +83,11 @@ func (e *env) send(client *ssh.Client, nix *nixlocal.Nix, paths []storepath.Path
 	res.SentPaths = tr.Summary.Received
 	res.SentNARBytes = tr.NARBytes
 	res.WireBytes = tr.WireBytes
-	res.Deltas = tr.Deltas
-	res.Router = tr.Agent
+	res.Deltas, res.DeltasCached, res.Uncompressed = tr.Deltas, tr.DeltasCached, tr.Uncompressed
+	res.Router, res.running = tr.Agent, tr.Running
+	if c := tr.Closure; c != nil { // the router answered before Nix did
+		res.ClosurePaths, res.ClosureNARBytes = c.Paths, c.NARBytes
+	}
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -135,12 +127,15 @@ func runCopy(e *env, args []string) error {
 		}
 		paths = append(paths, p)
 	}
+	start := time.Now()
+	nix := &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}
+	closure := startClosure(e.ctx, nix, paths)
 	client, err := e.dial(f)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	res, err := e.send(client, &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}, paths, *signKey)
+	res, err := e.send(client, nix, closure, *signKey, start)
 	if err != nil {
 		return err
 	}
@@ -208,14 +203,31 @@ func runRebuild(e *env, args []string) error {
 	default:
 		return errors.New("say what to activate: --system /nix/store/...-system, or -f FILE [-A ATTR] to build it")
 	}
+	start := time.Now()
+	closure := startClosure(e.ctx, nix, []storepath.Path{system})
 	client, err := e.dial(f)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	res := rebuildResult{Mode: mode, System: system}
-	if res.copyResult, err = e.send(client, nix, []storepath.Path{system}, *signKey); err != nil {
+	if res.copyResult, err = e.send(client, nix, closure, *signKey, start); err != nil {
 		return err
+	}
+	if r := res.running; nothingToActivate(mode, system, r) {
+		// The router runs it, confirmed: a no-op in one round trip.
+		res.Generation, res.Previous, res.Changes = r.Generation, system, []closurediff.Change{}
+		res.Confirmed = mode == activate.Switch || mode == activate.Test
+		if *f.json {
+			return json.NewEncoder(e.stdout).Encode(res)
+		}
+		e.printCopy(res.copyResult)
+		what := "runs"
+		if mode == activate.Boot {
+			what = "is the boot default,"
+		}
+		fmt.Fprintf(e.stdout, "the router already %s %s: nothing to activate\n", what, system)
+		return nil
 	}
 	cmd := fmt.Sprintf("roostd activate %s %s --confirm-timeout %s --json", mode, system, *timeout)
 	out, err := sshclient.Output(client, cmd, nil)
@@ -228,7 +240,7 @@ func runRebuild(e *env, args []string) error {
 	}
 	res.Generation, res.Previous, res.Changes = act.Generation, act.Previous, act.Changes
 	if act.Token != "" {
-		if err := e.confirm(f, act); err != nil {
+		if err := e.confirm(f, act, *timeout); err != nil {
 			return err
 		}
 		res.Confirmed = true
@@ -240,15 +252,21 @@ func runRebuild(e *env, args []string) error {
 	return nil
 }
 
-// confirm reaches the router again, on a new connection: if the new system
-// broke SSH, this fails and the router rolls back by itself.
-func (e *env) confirm(f *flags, act activate.Report) error {
-	client, err := e.dial(f)
+// confirm reaches the router again, on a new connection, trying for as
+// long as the router waits (a new agent may take a while to answer, or be
+// replaced by the previous one): if the new system broke SSH, this fails
+// and the router rolls back by itself; if it rolled back already, the
+// router says so and why.
+func (e *env) confirm(f *flags, act activate.Report, timeout time.Duration) error {
+	client, err := e.reach(f, nil, time.Now().Add(timeout))
 	if err != nil {
 		return fmt.Errorf("could not reach the router again to confirm the new system (%v): it rolls back by itself at %s", err, act.Deadline.Format(time.TimeOnly))
 	}
 	defer client.Close()
 	if _, err := sshclient.Output(client, "roostd confirm "+act.Token, nil); err != nil {
+		if strings.Contains(err.Error(), "was rolled back") {
+			return fmt.Errorf("the router rolled the new system back: %w", err)
+		}
 		return fmt.Errorf("confirm: %w", err)
 	}
 	return nil

@@ -1,7 +1,8 @@
 // Command bench measures roost against the tools it competes with, in one
 // run, and prints tables: the router's store (import, gc) beside Nix's, and
-// over-the-air transfers beside nix-copy-closure over a link with 10 ms of
-// delay. make bench runs it.
+// over-the-air transfers beside nix-copy-closure and nix copy over modelled
+// links (a LAN, 10 ms of delay, a remote router at 20 Mbit/s). make bench
+// runs it.
 package main
 
 import (
@@ -24,51 +25,37 @@ func main() {
 		fmt.Fprintln(os.Stderr, "delay-proxy:", runDelayProxy(os.Args[2:]))
 		os.Exit(1)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "rusage" {
+		// Run on the router, in front of nix-store, by benchOTA.
+		os.Exit(runRusage(os.Args[2:]))
+	}
 	bin := flag.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, ota, agent, addressing, firewall or dns")
+	only := flag.String("only", "", "run only this table: store, agent, addressing, firewall, dns, boot or ota")
+	links := flag.String("links", "", "over-the-air: only these links, comma-separated (lan, 10ms, remote)")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
-	if *only == "" || *only == "store" {
-		if err := benchStore(roostd, *scale); err != nil {
+	tables := []struct {
+		name string
+		run  func() error
+	}{
+		{"store", func() error { return benchStore(roostd, *scale) }},
+		{"agent", benchAgent},
+		{"addressing", func() error { return benchAddressing(roostd) }},
+		{"firewall", benchFirewall},
+		{"dns", func() error { return benchDNS(roostd) }},
+		{"boot", func() error { return benchBoot(*bin) }},
+		{"ota", func() error { return benchOTA(roostd, roost, *scale, *links) }},
+	}
+	for _, tb := range tables {
+		if *only != "" && *only != tb.name {
+			continue
+		}
+		if err := tb.run(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
 		fmt.Println()
-	}
-	if *only == "" || *only == "agent" {
-		if err := benchAgent(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		fmt.Println()
-	}
-	if *only == "" || *only == "addressing" {
-		if err := benchAddressing(roostd); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		fmt.Println()
-	}
-	if *only == "" || *only == "firewall" {
-		if err := benchFirewall(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		fmt.Println()
-	}
-	if *only == "" || *only == "dns" {
-		if err := benchDNS(roostd); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		fmt.Println()
-	}
-	if *only == "" || *only == "ota" {
-		if err := benchOTA(roostd, roost, *scale); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
 	}
 }
 

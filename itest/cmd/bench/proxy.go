@@ -11,15 +11,18 @@ import (
 	"time"
 )
 
-// runDelayProxy forwards TCP connections with a fixed one-way delay in each
-// direction and appends each connection's byte counts to a file. It stands
-// in for tc netem, which this kernel lacks: both tools measured cross the
-// same proxy, so the comparison holds.
+// runDelayProxy forwards TCP connections over a modelled link: a fixed
+// one-way delay in each direction and, if --rate is set, a bandwidth that
+// paces the bytes (each direction on its own, as on a full-duplex link),
+// and appends each connection's byte counts to a file. It stands in for tc
+// netem, which this kernel lacks: every tool measured crosses the same
+// proxy, so the comparison holds.
 func runDelayProxy(args []string) error {
 	fs := flag.NewFlagSet("delay-proxy", flag.ContinueOnError)
 	listen := fs.String("listen", "", "address to listen on")
 	to := fs.String("to", "", "address to forward to")
 	delay := fs.Duration("delay", 10*time.Millisecond, "one-way delay")
+	rate := fs.Int64("rate", 0, "bandwidth in bits per second each way (0: no limit)")
 	stats := fs.String("stats", "", "file to append byte counts to")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -29,16 +32,45 @@ func runDelayProxy(args []string) error {
 		return err
 	}
 	fmt.Println("ready")
+	lk := link{delay: *delay, rate: *rate}
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return err
 		}
-		go proxyConn(c, *to, *delay, *stats)
+		go proxyConn(c, *to, lk, *stats)
 	}
 }
 
-func proxyConn(c net.Conn, to string, delay time.Duration, stats string) {
+// link is one direction's model: bytes leave at rate bits per second (no
+// limit if 0) and arrive delay later.
+type link struct {
+	delay time.Duration
+	rate  int64
+}
+
+// chunkSize is what the proxy reads at a time: small on a paced link, so
+// that bytes arrive smoothly rather than in bursts.
+func (l link) chunkSize() int {
+	if l.rate > 0 {
+		return 16 << 10
+	}
+	return 64 << 10
+}
+
+// queueChunks bounds the bytes read but not yet delivered, as a real link
+// holds only what is in flight plus its router's queue; beyond it the
+// proxy stops reading and TCP pushes back on the sender. On a paced link:
+// the bytes of one delay at full rate, plus 256 KiB of queue.
+func (l link) queueChunks() int {
+	if l.rate == 0 {
+		return 4096
+	}
+	bytes := l.rate/8*int64(l.delay)/int64(time.Second) + 256<<10
+	return max(4, int(bytes)/l.chunkSize())
+}
+
+func proxyConn(c net.Conn, to string, lk link, stats string) {
 	defer c.Close()
 	up, err := net.Dial("tcp", to)
 	if err != nil {
@@ -48,8 +80,8 @@ func proxyConn(c net.Conn, to string, delay time.Duration, stats string) {
 	var sent, received atomic.Int64
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); delayedCopy(up, c, delay, &sent) }()
-	go func() { defer wg.Done(); delayedCopy(c, up, delay, &received) }()
+	go func() { defer wg.Done(); linkCopy(up, c, lk, &sent) }()
+	go func() { defer wg.Done(); linkCopy(c, up, lk, &received) }()
 	wg.Wait()
 	if f, err := os.OpenFile(stats, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
 		fmt.Fprintf(f, "%d %d\n", sent.Load(), received.Load())
@@ -57,21 +89,32 @@ func proxyConn(c net.Conn, to string, delay time.Duration, stats string) {
 	}
 }
 
-// delayedCopy delivers each chunk read from src to dst delay after it was
-// read, in order.
-func delayedCopy(dst, src net.Conn, delay time.Duration, n *atomic.Int64) {
+// linkCopy delivers what it reads from src to dst as the link would: each
+// chunk leaves once the link has sent the chunks before it (at its rate)
+// and arrives the delay after it left, in order.
+func linkCopy(dst, src net.Conn, lk link, n *atomic.Int64) {
 	type chunk struct {
 		b  []byte
 		at time.Time
 	}
-	ch := make(chan chunk, 4096)
+	ch := make(chan chunk, lk.queueChunks())
 	go func() {
 		defer close(ch)
+		var free time.Time // when the link has sent what it was given
 		for {
-			buf := make([]byte, 64<<10)
+			buf := make([]byte, lk.chunkSize())
 			k, err := src.Read(buf)
 			if k > 0 {
-				ch <- chunk{buf[:k], time.Now().Add(delay)}
+				now := time.Now()
+				leave := now
+				if lk.rate > 0 {
+					if free.After(now) {
+						leave = free
+					}
+					leave = leave.Add(time.Duration(int64(k) * 8 * int64(time.Second) / lk.rate))
+					free = leave
+				}
+				ch <- chunk{buf[:k], leave.Add(lk.delay)}
 			}
 			if err != nil {
 				return
