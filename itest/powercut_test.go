@@ -17,7 +17,7 @@ import (
 
 // after says when the console first had a line holding s after t (any
 // time, if t is zero), if it did.
-func (c *console) after(s string, t time.Time) (time.Time, bool) {
+func (c *timedConsole) after(s string, t time.Time) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, l := range c.lines {
@@ -30,7 +30,7 @@ func (c *console) after(s string, t time.Time) (time.Time, bool) {
 
 // waitAfter waits up to d for a console line holding s after t, and says
 // when it came.
-func (c *console) waitAfter(s string, t time.Time, d time.Duration) (time.Time, bool) {
+func (c *timedConsole) waitAfter(s string, t time.Time, d time.Duration) (time.Time, bool) {
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if at, ok := c.after(s, t); ok {
 			return at, true
@@ -54,7 +54,7 @@ var rebuildMarks = []struct{ name, line string }{
 var cutPhases = []struct{ from, to int }{{0, 1}, {2, 3}, {3, 4}}
 
 // partAt names the part of a rebuild started at start that t fell in.
-func partAt(c *console, start, t time.Time) string {
+func partAt(c *timedConsole, start, t time.Time) string {
 	name := "connection"
 	for _, m := range rebuildMarks {
 		if at, ok := c.after(m.line, start); ok && !at.After(t) {
@@ -69,7 +69,7 @@ func partAt(c *console, start, t time.Time) string {
 type powerCuts struct {
 	*routerVMLab
 	r       *vm.Router
-	c       *console
+	c       *timedConsole
 	version map[string]string // each system's roostd
 	spans   []time.Duration   // of each of cutPhases, in the first rebuild
 }
@@ -112,7 +112,7 @@ func TestPowerCutInVM(t *testing.T) {
 	p.version[first] = "dev"
 	p.disk = systems.disk(first)
 	p.r, p.c = p.boot()
-	p.c.waitFor(t, "agent ready", 2*time.Minute)
+	p.c.waitFor(t, "agent ready", 0, 2*time.Minute)
 	p.lanAddresses()
 	p.waitAllUp(false) // known_hosts learns the host key
 	p.measure(next[0])
@@ -186,7 +186,7 @@ func (p *powerCuts) cut(n int, target string, mark int, delay time.Duration) {
 	landed := partAt(p.c, start, at)
 
 	p.r, p.c = p.boot()
-	up := p.c.waitFor(t, "agent ready", 2*time.Minute)
+	_, up := p.c.waitFor(t, "agent ready", 0, 2*time.Minute)
 	for _, bad := range []string{"BOOT FAILED", "GENERATION SKIPPED", "AGENT EXITED"} {
 		if _, ok := p.c.after(bad, time.Time{}); ok {
 			t.Fatalf("cut %d: the boot after the cut says %s:\n%s", n, bad, p.c.String())

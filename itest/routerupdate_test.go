@@ -167,7 +167,7 @@ func TestRouterRebuildInVM(t *testing.T) {
 	l.disk = systems.disk(s1)
 
 	r, c := l.boot()
-	c.waitFor(t, "agent ready", 2*time.Minute)
+	c.waitFor(t, "agent ready", 0, 2*time.Minute)
 	l.lanAddresses()
 	l.reaches()
 	first := l.waitAllUp(false) // known_hosts learns the router's key
@@ -234,7 +234,7 @@ func TestRouterRebuildInVM(t *testing.T) {
 				t.Fatalf("rebuild to a roostd that crashes: exit %d, no %q:\n%s%s", res.code, want, res.stdout, res.stderr)
 			}
 		}
-		c.waitFor(t, "ROLLED BACK", time.Second)
+		c.waitFor(t, "ROLLED BACK", 0, time.Second)
 		st := l.waitAllUp(true)
 		if st.Version != "v2" || st.Current != s3 || st.Generation != 3 || st.Pending != nil || st.LastRollback == nil || st.LastRollback.System != s4 {
 			t.Fatalf("after the crashing roostd: %+v", st)

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,53 +17,6 @@ import (
 	"github.com/roostrouter/roost/itest/labnet"
 	"github.com/roostrouter/roost/itest/vm"
 )
-
-// console is a VM's console as it comes, each line with when it came.
-type console struct {
-	mu      sync.Mutex
-	start   time.Time
-	lines   []string
-	at      []time.Duration
-	partial string
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.partial + strings.ReplaceAll(string(p), "\r", "")
-	for {
-		line, rest, ok := strings.Cut(s, "\n")
-		if !ok {
-			break
-		}
-		c.lines, c.at, s = append(c.lines, line), append(c.at, time.Since(c.start)), rest
-	}
-	c.partial = s
-	return len(p), nil
-}
-
-func (c *console) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.lines, "\n") + "\n" + c.partial
-}
-
-// waitFor waits up to d for a line holding s, and returns when it came.
-func (c *console) waitFor(t *testing.T, s string, d time.Duration) time.Duration {
-	t.Helper()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		c.mu.Lock()
-		for i, l := range c.lines {
-			if strings.Contains(l, s) {
-				c.mu.Unlock()
-				return c.at[i]
-			}
-		}
-		c.mu.Unlock()
-	}
-	t.Fatalf("the console never said %q within %s:\n%s", s, d, c.String())
-	return 0
-}
 
 // routerVMLab is the lab with a QEMU VM as the router: the ISP (kea4,
 // kea6 with prefix delegation, router advertisements) and the LAN host in
@@ -142,8 +94,8 @@ func (l *routerVMLab) configWith(hosts map[string][]string) []byte {
 }
 
 // boot starts the VM on the lab's disk.
-func (l *routerVMLab) boot() (*vm.Router, *console) {
-	c := &console{start: time.Now()}
+func (l *routerVMLab) boot() (*vm.Router, *timedConsole) {
+	c := newTimedConsole()
 	r, err := vm.StartRouter(context.Background(), vm.RouterOptions{Disk: l.disk, NetNS: l.net.Router, NICs: l.nics, Console: c})
 	if err != nil {
 		l.t.Fatal(err)
@@ -319,7 +271,7 @@ func TestBootGenerationInVM(t *testing.T) {
 	l.disk = systems.disk(sys)
 
 	r, c := l.boot()
-	up := c.waitFor(t, "agent ready", 2*time.Minute)
+	_, up := c.waitFor(t, "agent ready", 0, 2*time.Minute)
 	v4, v6 := l.lanAddresses()
 	both := time.Since(c.start)
 	l.reaches()
@@ -342,11 +294,11 @@ func TestBootGenerationInVM(t *testing.T) {
 		t.Fatalf("the VM after roostd reboot: %v", err)
 	}
 	for _, want := range []string{`msg="agent stopped"`, "msg=unmounted from=init path=/persist", "msg=unmounted from=init path=/storage", "system down: reboot"} {
-		c.waitFor(t, want, time.Second)
+		c.waitFor(t, want, 0, time.Second)
 	}
 
 	r, c = l.boot()
-	up = c.waitFor(t, "agent ready", 2*time.Minute)
+	_, up = c.waitFor(t, "agent ready", 0, 2*time.Minute)
 	l.reaches()
 	back := time.Since(c.start)
 	st = l.waitAllUp(true) // the same host key, or ssh refuses
@@ -425,7 +377,7 @@ func TestBootGenerationInVM(t *testing.T) {
 	if err := r.Wait(time.Minute); err != nil {
 		t.Fatalf("the VM after roostd poweroff: %v", err)
 	}
-	c.waitFor(t, "system down: poweroff", time.Second)
+	c.waitFor(t, "system down: poweroff", 0, time.Second)
 }
 
 // wanLeases are what the router's WAN holds from the ISP: its DHCPv4
@@ -438,7 +390,7 @@ func (s vmStatus) wanLeases() (address, prefix string) {
 // reboot reboots the router with roost reboot from the LAN host, boots
 // the VM again once QEMU ends (the bootloader's part), and checks what
 // roost reboot says: the times, and the host key it had before.
-func (l *routerVMLab) reboot(r *vm.Router, c *console, hostKey string) (*vm.Router, *console) {
+func (l *routerVMLab) reboot(r *vm.Router, c *timedConsole, hostKey string) (*vm.Router, *timedConsole) {
 	t := l.t
 	t.Helper()
 	done := make(chan result, 1)
@@ -456,7 +408,7 @@ func (l *routerVMLab) reboot(r *vm.Router, c *console, hostKey string) (*vm.Rout
 	if err := r.Wait(time.Minute); err != nil {
 		t.Fatalf("the VM after roost reboot: %v", err)
 	}
-	c.waitFor(t, "system down: reboot", time.Second)
+	c.waitFor(t, "system down: reboot", 0, time.Second)
 	r, c = l.boot()
 	var res result
 	select {
@@ -478,7 +430,8 @@ func (l *routerVMLab) reboot(r *vm.Router, c *console, hostKey string) (*vm.Rout
 	if !rb.Waited || rb.HostKey != hostKey || rb.UpSeconds <= rb.DownSeconds {
 		t.Fatalf("roost reboot: exit %d, %+v (host key was %s)\n%s", res.code, rb, hostKey, res.stderr)
 	}
+	_, ready := c.waitFor(t, "agent ready", 0, time.Minute)
 	t.Logf("roost reboot: down after %.1fs, SSH answering with the same host key after %.1fs (agent ready %.1fs after QEMU started)",
-		rb.DownSeconds, rb.UpSeconds, c.waitFor(t, "agent ready", time.Minute).Seconds())
+		rb.DownSeconds, rb.UpSeconds, ready.Seconds())
 	return r, c
 }

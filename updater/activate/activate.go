@@ -508,30 +508,19 @@ func newToken() string {
 // as nixos-rebuild switch --rollback does. There is nothing to confirm: it
 // goes back to a system that ran before.
 func (a *Activator) Rollback(ctx context.Context) (generations.Generation, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if p, err := ReadPending(a.State); err == nil {
-		return generations.Generation{}, fmt.Errorf("activation of %s awaits confirmation: it rolls back by itself at %s", p.System, p.Deadline.Format(time.TimeOnly))
-	}
-	var g generations.Generation
-	err := a.withLock(ctx, func(*store.Txn) (err error) {
-		g, err = a.Profile.Rollback()
-		return err
-	})
-	if err != nil {
-		return g, err
-	}
-	if err := a.run(ctx, g.Path); err != nil {
-		return g, err
-	}
-	a.Log.Info("rolled back by request", "generation", g.Number, "system", g.Path)
-	return g, nil
+	return a.rollBackProfile(ctx, true)
 }
 
 // RollbackBoot makes the generation before the current one the boot
 // default and runs nothing: the running system stays until the next boot,
 // which runs that generation.
 func (a *Activator) RollbackBoot(ctx context.Context) (generations.Generation, error) {
+	return a.rollBackProfile(ctx, false)
+}
+
+// rollBackProfile points the profile at the generation before the current
+// one and, with now, runs it.
+func (a *Activator) rollBackProfile(ctx context.Context, now bool) (generations.Generation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if p, err := ReadPending(a.State); err == nil {
@@ -545,6 +534,13 @@ func (a *Activator) RollbackBoot(ctx context.Context) (generations.Generation, e
 	if err != nil {
 		return g, err
 	}
-	a.Log.Info("rolled back for the next boot", "generation", g.Number, "system", g.Path)
+	if !now {
+		a.Log.Info("rolled back for the next boot", "generation", g.Number, "system", g.Path)
+		return g, nil
+	}
+	if err := a.run(ctx, g.Path); err != nil {
+		return g, err
+	}
+	a.Log.Info("rolled back by request", "generation", g.Number, "system", g.Path)
 	return g, nil
 }
