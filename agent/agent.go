@@ -300,6 +300,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.recheck:
 			if held, next := a.handOverNow(ctx); held != nil {
 				stop()
+				if ctx.Err() != nil {
+					// Told to stop (SIGTERM, init rebooting) while handing
+					// over: stop, as told, rather than start the next agent.
+					held.Close()
+					os.Remove(control.SocketPath(a.opts.Root))
+					a.opts.Log.Info("stopped while handing over: the next roostd is not started")
+					return nil
+				}
 				return a.execNext(next, held)
 			}
 		}

@@ -88,11 +88,22 @@ func (a *agentLab) ping(addr string) {
 }
 
 func (a *agentLab) stop() {
-	if a.cmd != nil {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		a.cmd.Wait()
-		a.cmd = nil
+	if a.cmd == nil {
+		return
 	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		// A roostd that does not stop when told is a bug to see, not a
+		// test run that hangs until go test's own timeout.
+		a.cmd.Process.Kill()
+		<-done
+		a.t.Errorf("roostd did not stop within 30 s of SIGTERM; killed\n%s", a.log.String())
+	}
+	a.cmd = nil
 }
 
 func (a *agentLab) kill9() {

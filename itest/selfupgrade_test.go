@@ -80,21 +80,33 @@ func (st agentStatus) pid() string {
 
 func (s *safetyLab) agentStatus() agentStatus {
 	s.t.Helper()
-	r := s.roostd("status", "--json", "--state", s.state)
-	var st agentStatus
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
-		s.t.Fatalf("roostd status does not answer: exit %d\n%s%s\nroostd:\n%s", r.code, r.stdout, r.stderr, s.log.String())
+	st, err := s.tryAgentStatus()
+	if err != nil {
+		s.t.Fatalf("%v\nroostd:\n%s", err, s.log.String())
 	}
 	return st
 }
 
-// waitAgent waits until the agent's status satisfies ok.
+// tryAgentStatus is roostd status, which may fail: a request in flight as
+// the agent hands over ends with the old agent.
+func (s *safetyLab) tryAgentStatus() (agentStatus, error) {
+	r := s.roostd("status", "--json", "--state", s.state)
+	var st agentStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		return st, fmt.Errorf("roostd status does not answer: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	return st, nil
+}
+
+// waitAgent waits until the agent's status satisfies ok; a status that
+// fails on the way (a hand-over under way) is asked again.
 func (s *safetyLab) waitAgent(what string, within time.Duration, ok func(agentStatus) bool) agentStatus {
 	s.t.Helper()
 	var st agentStatus
 	if labnet.Wait(within, 100*time.Millisecond, func() bool {
-		st = s.agentStatus()
-		return ok(st)
+		got, err := s.tryAgentStatus()
+		st = got
+		return err == nil && ok(st)
 	}) != nil {
 		s.t.Fatalf("the agent is never %s: %+v\nroostd:\n%s", what, st, s.log.String())
 	}
