@@ -19,17 +19,19 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/roostrouter/roost/agent/boot"
+	"github.com/roostrouter/roost/itest/vm/guest"
 	"github.com/roostrouter/roost/updater/kexec"
 	"github.com/roostrouter/roost/updater/watchdog"
 )
@@ -164,7 +166,7 @@ type sayFeeder struct {
 
 func (f *sayFeeder) Feed() error {
 	err := f.dev.Feed()
-	f.last = uptime()
+	f.last = guest.Uptime()
 	say("fed: %v", err)
 	return err
 }
@@ -206,13 +208,7 @@ func seconds(args map[string]string, key string, def int) time.Duration {
 }
 
 func say(format string, a ...any) {
-	fmt.Printf("KEXECTEST [%9.3f] %s\n", uptime(), fmt.Sprintf(format, a...))
-}
-
-func uptime() float64 {
-	b, _ := os.ReadFile("/proc/uptime")
-	f, _ := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
-	return f
+	fmt.Printf("KEXECTEST [%9.3f] %s\n", guest.Uptime(), fmt.Sprintf(format, a...))
 }
 
 func cmdline() map[string]string {
@@ -236,40 +232,30 @@ func mountAll() error {
 			return fmt.Errorf("%s on %s: %w", m.fs, m.dir, err)
 		}
 	}
-	f, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	for fd := range 3 {
-		if err := unix.Dup2(int(f.Fd()), fd); err != nil {
-			return err
-		}
-	}
-	return nil
+	return guest.Console()
 }
 
-// loadModules loads each line's module ("file params...") with
-// finit_module; files are relative to the list's folder.
+// loadModules loads the modules a list names, in roostd init's format
+// (boot.ParseModules); files are relative to the list's folder.
 func loadModules(list string) {
-	f, err := os.Open(list)
+	b, err := os.ReadFile(list)
 	if err != nil {
 		return
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		file, params, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
-		if file == "" {
-			continue
-		}
-		m, err := os.Open("/" + strings.TrimPrefix(file, "/"))
+	mods, err := boot.ParseModules(string(b))
+	if err != nil {
+		say("modules list %s: %v", list, err)
+		return
+	}
+	for _, mod := range mods {
+		m, err := os.Open(filepath.Join(filepath.Dir(list), mod.File))
 		if err != nil {
-			say("module %s: %v", file, err)
+			say("module %s: %v", mod.File, err)
 			continue
 		}
-		err = unix.FinitModule(int(m.Fd()), params, 0)
+		err = unix.FinitModule(int(m.Fd()), mod.Params, 0)
 		m.Close()
-		say("module %s %q: %v", file, params, err)
+		say("module %s %q: %v", mod.File, mod.Params, err)
 	}
 }
 

@@ -35,7 +35,7 @@ const (
 func main() {
 	if err := mountAll(); err != nil {
 		fmt.Println("mipsinit:", err) // without /dev, stdout may go nowhere; try anyway
-	} else if err := console(); err != nil {
+	} else if err := guest.Console(); err != nil {
 		fmt.Println("mipsinit:", err)
 	}
 	r, err := run(context.Background())
@@ -68,28 +68,6 @@ func mountAll() error {
 		}
 	}
 	return nil
-}
-
-// console makes /dev/console this process's output: the initramfs has no
-// device nodes, so the kernel could not open one for init.
-func console() error {
-	f, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	for fd := range 3 {
-		if err := unix.Dup2(int(f.Fd()), fd); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// uptime is seconds since the kernel booted.
-func uptime() float64 {
-	b, _ := os.ReadFile("/proc/uptime")
-	f, _ := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
-	return f
 }
 
 // status is the part of `roostd status --json` the wait reads.
@@ -130,7 +108,7 @@ func run(ctx context.Context) (r guest.Report, err error) {
 	cmd := exec.Command(roostd, "run", "--root", "/", "--state", state, "--config", config)
 	cmd.Env = []string{"PATH=/bin", "HOME=/"}
 	cmd.Stdout, cmd.Stderr = log, log
-	r.StartedAt = uptime()
+	r.StartedAt = guest.Uptime()
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
@@ -150,10 +128,10 @@ func run(ctx context.Context) (r guest.Report, err error) {
 		if err == nil && st.Agent != "not running" {
 			r.Status = out
 			if r.AnsweredAt == 0 {
-				r.AnsweredAt = uptime()
+				r.AnsweredAt = guest.Uptime()
 			}
 			if satisfied(spec.Wait, st) {
-				r.Waited, r.WaitedAt = true, uptime()
+				r.Waited, r.WaitedAt = true, guest.Uptime()
 				break
 			}
 		}
