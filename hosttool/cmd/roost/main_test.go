@@ -56,9 +56,9 @@ func (r *router) exec(_ context.Context, args []string, _ io.Reader, stdout, _ i
 	return 0
 }
 
-// startRouter serves r and writes a home whose ~/.ssh/config names it
-// "rotuer", as a user's would.
-func startRouter(t *testing.T, r *router) (home string) {
+// newHome writes a home folder with a user key, ~/.ssh/id_ed25519, and
+// returns it with the key.
+func newHome(t *testing.T) (home string, userKey ssh.Signer) {
 	home = t.TempDir()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	block, err := ssh.MarshalPrivateKey(priv, "laptop")
@@ -67,7 +67,14 @@ func startRouter(t *testing.T, r *router) (home string) {
 	}
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
 	os.WriteFile(filepath.Join(home, ".ssh/id_ed25519"), pem.EncodeToMemory(block), 0o600)
-	userKey, _ := ssh.NewSignerFromKey(priv)
+	userKey, _ = ssh.NewSignerFromKey(priv)
+	return home, userKey
+}
+
+// startRouter serves r and writes a home whose ~/.ssh/config names it
+// "rotuer", as a user's would.
+func startRouter(t *testing.T, r *router) (home string) {
+	home, userKey := newHome(t)
 	hostKey, err := sshd.LoadHostKey(filepath.Join(t.TempDir(), "host_key"))
 	if err != nil {
 		t.Fatal(err)

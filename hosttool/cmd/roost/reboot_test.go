@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -96,15 +95,7 @@ func (r *rebooter) exec(_ context.Context, args []string, _ io.Reader, stdout, s
 // startRebooter serves a rebooter and writes a home that knows its first
 // host key and names it "rotuer".
 func startRebooter(t *testing.T, r *rebooter) (home string) {
-	home = t.TempDir()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(priv, "laptop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	os.WriteFile(filepath.Join(home, ".ssh/id_ed25519"), pem.EncodeToMemory(block), 0o600)
-	signer, _ := ssh.NewSignerFromKey(priv)
+	home, signer := newHome(t)
 	r.t, r.userKey, r.addr = t, signer.PublicKey(), "127.0.0.1:0"
 	r.boot()
 	t.Cleanup(r.stop)
