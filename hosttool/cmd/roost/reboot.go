@@ -133,6 +133,32 @@ func waitDown(client *ssh.Client, timeout time.Duration) error {
 // waitUp waits until the router answers SSH again, with the host key it
 // had before, and reads what it booted.
 func (e *env) waitUp(f *flags, before ssh.PublicKey, until time.Time, res *rebootResult) error {
+	for {
+		out, again, err := e.reachAgain(f, res.HostKey, until)
+		if err != nil {
+			return err
+		}
+		if again {
+			continue // the agent that went down still answered, then went
+		}
+		var st struct {
+			Version    string         `json:"version"`
+			Booted     storepath.Path `json:"bootedSystem"`
+			Generation int            `json:"generation"`
+		}
+		if err := json.Unmarshal(out, &st); err != nil {
+			return fmt.Errorf("%s answers SSH again, but its roostd status is not what roost expects (%v): %.200s", *f.host, err, out)
+		}
+		res.Version, res.Booted, res.Generation = st.Version, st.Booted, st.Generation
+		return nil
+	}
+}
+
+// reachAgain connects to the router with the host key it had (hostKey, a
+// fingerprint) and asks its status. A connection that goes down under the
+// status (the old agent still accepted it as it stopped) says again, after
+// retryEvery.
+func (e *env) reachAgain(f *flags, hostKey string, until time.Time) (status []byte, again bool, err error) {
 	var after ssh.PublicKey
 	// Never a new key now: the router must be the one that went down.
 	client, err := e.reach(f, func(o *sshclient.Options) {
@@ -142,26 +168,25 @@ func (e *env) waitUp(f *flags, before ssh.PublicKey, until time.Time, res *reboo
 	var hke *sshclient.HostKeyError
 	switch {
 	case errors.As(err, &hke):
-		return fmt.Errorf("%s answers again, but not with the host key it had before the reboot (%s): %w", *f.host, res.HostKey, err)
+		return nil, false, fmt.Errorf("%s answers again, but not with the host key it had before the reboot (%s): %w", *f.host, hostKey, err)
 	case err != nil:
-		return fmt.Errorf("%s went down but did not answer SSH again by %s: %w", *f.host, until.Format(time.TimeOnly), err)
+		return nil, false, fmt.Errorf("%s went down but did not answer SSH again by %s: %w", *f.host, until.Format(time.TimeOnly), err)
 	}
 	defer client.Close()
-	if ssh.FingerprintSHA256(after) != res.HostKey {
-		return fmt.Errorf("%s answers again with host key %s, another than before the reboot (%s), though known_hosts holds both", *f.host, ssh.FingerprintSHA256(after), res.HostKey)
+	if ssh.FingerprintSHA256(after) != hostKey {
+		return nil, false, fmt.Errorf("%s answers again with host key %s, another than before the reboot (%s), though known_hosts holds both", *f.host, ssh.FingerprintSHA256(after), hostKey)
 	}
 	out, err := sshclient.Output(client, "roostd status --json", nil)
+	if err != nil && wentDown(err) && time.Now().Add(retryEvery).Before(until) {
+		select {
+		case <-time.After(retryEvery):
+			return nil, true, nil
+		case <-e.ctx.Done():
+			return nil, false, e.ctx.Err()
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("%s answers SSH again, but roostd status: %w", *f.host, err)
+		return nil, false, fmt.Errorf("%s answers SSH again, but roostd status: %w", *f.host, err)
 	}
-	var st struct {
-		Version    string         `json:"version"`
-		Booted     storepath.Path `json:"bootedSystem"`
-		Generation int            `json:"generation"`
-	}
-	if err := json.Unmarshal(out, &st); err != nil {
-		return fmt.Errorf("%s answers SSH again, but its roostd status is not what roost expects (%v): %.200s", *f.host, err, out)
-	}
-	res.Version, res.Booted, res.Generation = st.Version, st.Booted, st.Generation
-	return nil
+	return out, false, nil
 }
