@@ -1,7 +1,8 @@
 // Package boards describes the hardware roost runs on: architecture, the
 // devices behind the logical interface names a config uses (wan, lan0, …),
-// upgrade method, kexec, watchdog, RAM, kernel parameters, the persistent
-// storage roostd init mounts, and the parts of a system the board needs.
+// upgrade method, kexec, the hardware watchdog and its module parameters,
+// RAM, kernel parameters, the persistent storage roostd init mounts, and
+// the parts of a system the board needs.
 //
 // The data is boards.json, the one source of truth: Go embeds it, and the
 // Nix library (nix/boards.nix) reads the same file with builtins.fromJSON,
@@ -17,11 +18,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
+	"unicode"
 )
 
 //go:embed boards.json
@@ -39,9 +43,11 @@ type Board struct {
 	RAMMB      int               `json:"ramMB"`
 	// Upgrade is how a system that replaces the running one is installed:
 	// "kexec" (a trial boot) or "pivot" (a read-only image rewritten from RAM).
-	Upgrade  string `json:"upgrade"`
-	Kexec    bool   `json:"kexec"`
-	Watchdog string `json:"watchdog"` // device, e.g. /dev/watchdog; "" if none
+	Upgrade string `json:"upgrade"`
+	Kexec   bool   `json:"kexec"`
+	// Watchdog is the board's hardware watchdog, which roostd init feeds
+	// while the router is healthy; nil if it has none.
+	Watchdog *Watchdog `json:"watchdog"`
 	// Cmdline is the kernel parameters the board needs (the console); the
 	// Nix library writes them to the system's cmdline.
 	Cmdline []string `json:"cmdline"`
@@ -60,6 +66,46 @@ type Board struct {
 type Storage struct {
 	Device string `json:"device"` // e.g. /dev/vda
 	FSType string `json:"fstype"` // e.g. ext4
+}
+
+// Watchdog is a board's hardware watchdog: the device roostd init opens,
+// how it is driven, and the facts about its driver that trial boots rest
+// on.
+type Watchdog struct {
+	Device         string `json:"device"`         // e.g. /dev/watchdog
+	TimeoutSeconds int    `json:"timeoutSeconds"` // the countdown: it resets this long after the last feed
+	// GraceSeconds after the kernel starts, the watchdog is fed whatever
+	// the health: the agent's time to come up and say it runs.
+	GraceSeconds int `json:"graceSeconds"`
+	// SurvivesKexec: the watchdog stays armed from one kernel into the
+	// next (with ModuleParams), so that it resets a kexec trial that hangs.
+	SurvivesKexec bool `json:"survivesKexec"`
+	// ModuleParams are parameters for the modules of the given names
+	// ("i6300esb": "nowayout=1"), which roostd init passes when it loads
+	// them: the kernel command line's reach built-in code only.
+	ModuleParams map[string]string `json:"moduleParams,omitempty"`
+}
+
+// Timeout is the watchdog's countdown.
+func (w Watchdog) Timeout() time.Duration { return time.Duration(w.TimeoutSeconds) * time.Second }
+
+// Grace is how long after the kernel starts the watchdog is fed whatever
+// the health.
+func (w Watchdog) Grace() time.Duration { return time.Duration(w.GraceSeconds) * time.Second }
+
+// TrialMethod is how a trial boot goes on this board by default, "kexec"
+// or "reboot", and why, as a sentence for roost rebuild to print: kexec
+// only where a watchdog stays armed across it to reset a trial that hangs.
+func (b Board) TrialMethod() (method, why string) {
+	switch {
+	case !b.Kexec:
+		return "reboot", "the board cannot kexec"
+	case b.Watchdog == nil:
+		return "reboot", "the board has no watchdog to reset a kexec trial that hangs"
+	case !b.Watchdog.SurvivesKexec:
+		return "reboot", "the board's watchdog would not survive kexec"
+	}
+	return "kexec", "the board can kexec and its watchdog stays armed across it"
 }
 
 // The parts of a system: paths below its store path (../shared/DESIGN.md).
@@ -153,10 +199,41 @@ func (b Board) validate() error {
 			bad("storage: persistent storage for a board whose systems have no kernel (roostd init does not boot it)")
 		}
 	}
+	if w := b.Watchdog; w != nil {
+		w.validate(bad)
+		if !slices.Contains(b.Needs, PartKernel) {
+			bad("watchdog: a watchdog on a board whose systems have no kernel (roostd init, which feeds it, does not boot it)")
+		}
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func (w Watchdog) validate(bad func(format string, args ...any)) {
+	if !strings.HasPrefix(w.Device, "/dev/") || path.Clean(w.Device) != w.Device {
+		bad("watchdog.device %q: want a device below /dev, like /dev/watchdog", w.Device)
+	}
+	if w.TimeoutSeconds < 1 || w.TimeoutSeconds > 3600 {
+		bad("watchdog.timeoutSeconds %d: want 1 to 3600", w.TimeoutSeconds)
+	}
+	if w.GraceSeconds < w.TimeoutSeconds {
+		bad("watchdog.graceSeconds %d: want at least the timeout (%d), time for the agent to start", w.GraceSeconds, w.TimeoutSeconds)
+	}
+	for _, mod := range slices.Sorted(maps.Keys(w.ModuleParams)) {
+		params := w.ModuleParams[mod]
+		if mod == "" || strings.ContainsFunc(mod, func(r rune) bool { return !isModuleNameRune(r) }) {
+			bad("watchdog.moduleParams %q: want a module's name, like i6300esb", mod)
+		}
+		if strings.TrimSpace(params) == "" || strings.ContainsFunc(params, unicode.IsControl) {
+			bad("watchdog.moduleParams[%q] %q: want parameters on one line, like nowayout=1", mod, params)
+		}
+	}
+}
+
+func isModuleNameRune(r rune) bool {
+	return r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
 }
 
 // All returns every known board, sorted by name.

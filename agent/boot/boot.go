@@ -1,7 +1,9 @@
 // Package boot is roostd init, PID 1 of the router: it mounts the kernel's
 // file systems and the persistent storage, loads kernel modules, picks the
 // generation to boot, runs that system's agent (roostd run) and keeps it
-// running, reaps orphans, and reboots or powers off cleanly on request.
+// running, feeds the board's hardware watchdog while the agent says the
+// router is healthy, reaps orphans, and reboots, powers off or kexecs
+// cleanly on request.
 //
 // Invariants:
 //   - The agent it runs is the running system's: the bin/roostd of
@@ -10,7 +12,15 @@
 //   - An agent that exits CrashLimit times within CrashWindow while an
 //     activation awaits confirmation is replaced by the previous system's:
 //     the activation is rolled back by updater/activate
-//     (Activator.RollBackPending), the one rollback there is.
+//     (Activator.RollBackPending), the one rollback there is. On a trial
+//     boot (roost.trial=1) of a pending trial, init reboots instead: the
+//     boot default is the previous system, on its own kernel.
+//   - A trial boot runs its generation or none: it never falls back to
+//     another generation on the trial's kernel, it reboots.
+//   - The watchdog, once open, stays open and armed until the machine
+//     resets or kexecs: init never disarms it, and stops feeding it for
+//     good once the agent's health (agent/health) has failed after the
+//     grace (watchdog.Ratchet).
 //   - Before reboot(2), the agent and every other process are stopped, the
 //     disks synced, and what init mounted is unmounted, last first, or
 //     remounted read-only if busy.
@@ -18,12 +28,14 @@
 //     after FailDelay: nobody may be at the router's console.
 //
 // Every file init touches is below Options.Root, and every system call
-// that acts on the machine (mounts, modules, signals, processes, reboot)
-// goes through Options, so that unit tests run it in a temporary folder.
+// that acts on the machine (mounts, modules, signals, processes, the
+// watchdog, reboot) goes through Options, so that unit tests run it in a
+// temporary folder.
 package boot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +48,7 @@ import (
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/storepath"
+	"github.com/roostrouter/roost/updater/watchdog"
 )
 
 // Timings.
@@ -59,6 +72,8 @@ type Kernel interface {
 	Kill(pid int, sig syscall.Signal) error
 	Sync()
 	Reboot(cmd int) error
+	// OpenWatchdog opens (arms) a watchdog device.
+	OpenWatchdog(device string) (Watchdog, error)
 }
 
 // Procs starts the agent and reports the exits of init's children, which
@@ -80,17 +95,9 @@ type Exit struct {
 	Status string // "exit status 2", "signal: killed"
 }
 
-// Clock is time as init sees it.
-type Clock interface {
-	Now() time.Time
-	After(time.Duration) <-chan time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-func (SystemClock) Now() time.Time                         { return time.Now() }
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// Clock is time as init sees it, and its watchdog ratchet:
+// watchdog.SystemClock as PID 1.
+type Clock = watchdog.Clock
 
 // Options are init's dependencies.
 type Options struct {
@@ -100,7 +107,7 @@ type Options struct {
 	Kernel   Kernel
 	Procs    Procs
 	Clock    Clock
-	Requests <-chan Request // reboot, poweroff, halt (Signals as PID 1)
+	Requests <-chan Request // reboot, poweroff, halt, kexec (Signals as PID 1)
 }
 
 // Init is PID 1. New makes it; Run runs it, once.
@@ -109,6 +116,11 @@ type Init struct {
 	log     *slog.Logger
 	mounted []mount
 	agent   int // the agent's pid; 0 if none runs
+	// trial is the generation this boot is a trial of (roost.trial=1);
+	// 0 if it is not one.
+	trial int
+	board boards.Board // the router's; zero if unknown
+	wd    *guard       // the watchdog, once armed
 }
 
 // New makes an init.
@@ -124,15 +136,25 @@ func New(opts Options) *Init {
 // return unless reboot(2) fails; it returns when ctx ends (tests).
 func (in *Init) Run(ctx context.Context) error {
 	var req Request
-	if err := in.boot(); err != nil {
+	err := in.boot()
+	switch {
+	case errors.Is(err, errTrial):
+		// At once: the default, on its own kernel, is what the router
+		// runs, and the pending trial says what happened to the next
+		// boot's agent.
+		in.log.Error(fmt.Sprintf("TRIAL GENERATION %d CANNOT BOOT: rebooting into the boot default", in.trial), "err", err)
+		req = Reboot
+	case err != nil:
 		in.log.Error("BOOT FAILED: rebooting", "in", FailDelay, "err", err)
 		if req = in.wait(ctx, FailDelay); req == 0 {
 			req = Reboot
 		}
-	} else {
+	default:
+		in.armWatchdog(ctx)
 		req = in.supervise(ctx)
 	}
 	if ctx.Err() != nil {
+		in.stopRatchet()
 		in.stopAgent()
 		return ctx.Err()
 	}
@@ -145,6 +167,12 @@ func (in *Init) boot() error {
 		return err
 	}
 	p := in.cmdline()
+	if p.Trial {
+		in.trial = p.Generation
+	}
+	if _, b, err := in.lookupBoard(p); err == nil {
+		in.board = b
+	}
 	if err := in.opts.Kernel.LoopbackUp(); err != nil {
 		in.log.Warn("loopback interface", "err", err)
 	}
@@ -174,6 +202,10 @@ func (in *Init) cmdline() Params {
 	for _, err := range errs {
 		in.log.Warn("kernel command line", "err", err)
 	}
+	if p.Trial && p.Generation == 0 {
+		in.log.Warn("kernel command line: roost.trial=1 without roost.generation=N: not a trial boot")
+		p.Trial = false
+	}
 	return p
 }
 
@@ -202,12 +234,9 @@ const DefaultFSType = "ext4"
 // with roost.disk= and roost.fstype= taking precedence. The board is
 // roost.board=, else the initrd's /board.
 func (in *Init) storage(p Params) (boards.Storage, error) {
-	board := p.Board
-	if board == "" {
-		board = readWord(in.path("/board")) // the initrd's board
-	}
+	board, b, err := in.lookupBoard(p)
 	var st boards.Storage
-	if b, err := boards.Lookup(board); err != nil {
+	if err != nil {
 		if p.Disk == "" {
 			return st, fmt.Errorf("no persistent storage: the initrd's /board (or roost.board=) names no known board (%v); put roost.disk=/dev/... on the kernel command line", err)
 		}
@@ -228,6 +257,16 @@ func (in *Init) storage(p Params) (boards.Storage, error) {
 		return st, fmt.Errorf("no persistent storage: board %q has none in boards.json; put roost.disk=/dev/... on the kernel command line", board)
 	}
 	return st, nil
+}
+
+// lookupBoard finds the board: roost.board=, else the initrd's /board.
+func (in *Init) lookupBoard(p Params) (string, boards.Board, error) {
+	name := p.Board
+	if name == "" {
+		name = readWord(in.path("/board"))
+	}
+	b, err := boards.Lookup(name)
+	return name, b, err
 }
 
 // links makes /run/booted-system and /run/current-system the system, and

@@ -56,10 +56,12 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 // the root, and plays agents that run until signalled, or exit at once if
 // crash says so.
 type fakeSys struct {
-	root  string
-	clock *fakeClock
-	crash func(argv []string) bool
-	busy  map[string]bool // targets whose unmount is EBUSY
+	root     string
+	clock    *fakeClock
+	crash    func(argv []string) bool
+	busy     map[string]bool // targets whose unmount is EBUSY
+	wd       *fakeWatchdog   // nil: no watchdog device
+	kexecErr error           // what reboot(KEXEC) returns
 
 	mu      sync.Mutex
 	calls   []string
@@ -117,7 +119,60 @@ func (f *fakeSys) LoopbackUp() error { f.record("lo up"); return nil }
 func (f *fakeSys) Sync()             { f.record("sync") }
 func (f *fakeSys) Reboot(cmd int) error {
 	f.record("reboot %#x", cmd)
+	if cmd == unix.LINUX_REBOOT_CMD_KEXEC {
+		return f.kexecErr
+	}
 	return nil
+}
+
+func (f *fakeSys) OpenWatchdog(device string) (Watchdog, error) {
+	f.record("watchdog open %s", f.rel(device))
+	if f.wd == nil {
+		return nil, &os.PathError{Op: "open", Path: device, Err: unix.ENOENT}
+	}
+	return f.wd, nil
+}
+
+// fakeWatchdog is a watchdog device that records its feeds, on the fake
+// clock, in its system's calls too; onFeed, if set, runs at each.
+type fakeWatchdog struct {
+	sys    *fakeSys
+	onFeed func(now time.Time)
+
+	mu      sync.Mutex
+	feeds   []time.Time
+	timeout time.Duration
+}
+
+func (w *fakeWatchdog) Feed() error {
+	now := w.sys.clock.Now()
+	w.mu.Lock()
+	w.feeds = append(w.feeds, now)
+	w.mu.Unlock()
+	w.sys.record("watchdog feed")
+	if w.onFeed != nil {
+		w.onFeed(now)
+	}
+	return nil
+}
+
+func (w *fakeWatchdog) SetTimeout(d time.Duration) (time.Duration, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timeout = d
+	return d, nil
+}
+
+func (w *fakeWatchdog) Timeout() (time.Duration, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.timeout, nil
+}
+
+func (w *fakeWatchdog) fed() []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]time.Time(nil), w.feeds...)
 }
 
 func (f *fakeSys) Kill(pid int, sig syscall.Signal) error {
@@ -142,7 +197,10 @@ func (f *fakeSys) Start(argv, env []string, files []*os.File) (int, error) {
 		files[0].Write([]byte("\n")) // ready
 	}
 	f.mu.Unlock()
-	f.starts <- start{argv, f.clock.Now()}
+	select {
+	case f.starts <- start{argv, f.clock.Now()}:
+	default: // nobody reads them (a test that failed): init must not hang
+	}
 	return pid, nil
 }
 
@@ -288,9 +346,10 @@ func (r *router) link(name string) storepath.Path {
 // TestBootAndReboot: init mounts the kernel's file systems, loads the
 // initrd's modules (a missing one loudly, without stopping), mounts the
 // board's disk and binds its store and state folder, boots the profile's
-// default, runs its agent, and on a reboot request stops it, syncs,
+// default, boots on without the board's watchdog when it has no device
+// (loudly), runs its agent, and on a reboot request stops it, syncs,
 // unmounts in reverse order (remounting the busy one read-only) and
-// reboots.
+// reboots. roost.trial=1 without a generation is no trial.
 func TestBootAndReboot(t *testing.T) {
 	r := newRouter(t, "console=ttyS0 quiet roost.trial=1")
 	old := r.system("old", false)
@@ -314,7 +373,7 @@ func TestBootAndReboot(t *testing.T) {
 		"mount proc proc /proc", "mount sysfs sysfs /sys", "mount devtmpfs devtmpfs /dev", "mount tmpfs tmpfs /run", "lo up",
 		`module virtio_blk.ko "" 0`, fmt.Sprintf(`module ext4.ko.xz "" %d`, unix.MODULE_INIT_COMPRESSED_FILE),
 		"mount ext4 /dev/vda /storage", "bind /storage/nix /nix", "bind /storage/persist /persist",
-		`module virtio_net.ko "" 0`,
+		`module virtio_net.ko "" 0`, "watchdog open /dev/watchdog",
 	}
 	if !reflect.DeepEqual(booted, wantBoot) {
 		t.Errorf("boot:\n got %q\nwant %q", booted, wantBoot)
@@ -326,7 +385,8 @@ func TestBootAndReboot(t *testing.T) {
 		t.Errorf("shutdown:\n got %q\nwant %q", down, wantDown)
 	}
 	log := r.log.String()
-	for _, w := range []string{"MODULE NOT LOADED", "gone.ko", "trial=true", "busy: remounted read-only", "system down: reboot"} {
+	for _, w := range []string{"MODULE NOT LOADED", "gone.ko", "roost.trial=1 without roost.generation=N: not a trial boot", "trial=false",
+		"WATCHDOG NOT ARMED", "no such file", "busy: remounted read-only", "system down: reboot"} {
 		if !strings.Contains(log, w) {
 			t.Errorf("the log does not say %q:\n%s", w, log)
 		}
@@ -637,12 +697,15 @@ func TestAsk(t *testing.T) {
 		t.Fatalf("Ask without init: %v, signalled %q", err, got)
 	}
 	write(t, root, "run/roostd-init.pid", "1\n", 0o644)
-	for _, r := range []Request{Reboot, PowerOff, Halt} {
+	for _, r := range []Request{Reboot, PowerOff, Halt, Kexec} {
 		if err := Ask(root, r, kill); err != nil {
 			t.Fatal(err)
 		}
+		if back, ok := RequestFor(r.Signal()); !ok || back != r {
+			t.Errorf("RequestFor(%s) = %s, %v; want %s", r.Signal(), back, ok, r)
+		}
 	}
-	if want := []string{"1 terminated", "1 user defined signal 2", "1 user defined signal 1"}; !reflect.DeepEqual(got, want) {
+	if want := []string{"1 terminated", "1 user defined signal 2", "1 user defined signal 1", "1 signal 40"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("signalled %q, want %q", got, want)
 	}
 	write(t, root, "run/roostd-init.pid", "garbage\n", 0o644)

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,9 +18,13 @@ type choice struct {
 	Why        string // "the profile's default", "roost.generation=3", …
 }
 
+// errTrial is a trial generation that cannot boot.
+var errTrial = errors.New("the trial generation cannot boot")
+
 // choose picks the system to boot: the first of candidates that can run
 // (it has bin/roostd). Each one passed over is reported in skipped, to be
-// logged loudly.
+// logged loudly. On a trial boot the trial's generation is the only
+// candidate: if it cannot run, the error wraps errTrial.
 func (in *Init) choose(p Params) (c choice, skipped []error, err error) {
 	gens, cur, err := generations.System(in.opts.Root, nil).List()
 	if err != nil {
@@ -32,15 +37,21 @@ func (in *Init) choose(p Params) (c choice, skipped []error, err error) {
 		}
 		return c, skipped, nil
 	}
+	if p.Trial {
+		return choice{}, skipped, fmt.Errorf("%w: no fallback on a trial's kernel", errTrial)
+	}
 	return choice{}, skipped, fmt.Errorf("no system to boot in %s: install one (roost rebuild boot, or a disk image with a generation)", in.path("nix/var/nix/profiles"))
 }
 
 // candidates lists what may boot, best first: the system the command line
 // names, the profile's default (cur), then the other generations, newest
-// first, so that a router whose default cannot run still comes up.
+// first, so that a router whose default cannot run still comes up. A
+// trial boot has one: its generation. The other generations were built
+// for other kernels, and a failed trial goes back to the default by a
+// reboot, on the default's kernel.
 func candidates(p Params, gens []generations.Generation, cur int) []choice {
 	var cands []choice
-	if p.System != "" {
+	if p.System != "" && !p.Trial {
 		c := choice{System: p.System, Why: "roost.system=" + p.System.String()}
 		for _, g := range gens {
 			if g.Path == p.System {
@@ -57,6 +68,9 @@ func candidates(p Params, gens []generations.Generation, cur int) []choice {
 			}
 		}
 		cands = append(cands, c)
+	}
+	if p.Trial {
+		return cands
 	}
 	for _, g := range gens {
 		if g.Number == cur {

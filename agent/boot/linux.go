@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roostrouter/roost/updater/watchdog"
 )
 
 // Linux is the kernel as PID 1 has it: Mounter and Kernel.
@@ -46,6 +48,15 @@ func (Linux) LoopbackUp() error {
 	return nil
 }
 
+// OpenWatchdog opens a watchdog device, which arms it.
+func (Linux) OpenWatchdog(device string) (Watchdog, error) {
+	d, err := watchdog.Open(device)
+	if err != nil {
+		return nil, err // not a nil *Device in an interface
+	}
+	return d, nil
+}
+
 func (Linux) Kill(pid int, sig syscall.Signal) error { return unix.Kill(pid, sig) }
 func (Linux) Sync()                                  { unix.Sync() }
 func (Linux) Reboot(cmd int) error                   { return unix.Reboot(cmd) }
@@ -54,7 +65,9 @@ func (Linux) Reboot(cmd int) error                   { return unix.Reboot(cmd) }
 // requests.
 func Signals() <-chan Request {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, Reboot.Signal(), PowerOff.Signal(), Halt.Signal())
+	for _, r := range requests {
+		signal.Notify(sigs, r.Signal())
+	}
 	reqs := make(chan Request, 4)
 	go func() {
 		for s := range sigs {

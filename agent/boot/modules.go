@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roostrouter/roost/updater/storepath"
 )
 
 // Module is one line of a modules list: a module file and its parameters.
@@ -39,7 +41,8 @@ func ParseModules(text string) ([]Module, error) {
 }
 
 // loadModules loads the modules that the list (a path as the router sees
-// it) names; a list that does not exist names none. A module that does
+// it) names, with the board's parameters for them after the list's
+// (boardParams); a list that does not exist names none. A module that does
 // not load is a loud warning, not a stop: the router must come up to be
 // fixed, and the agent says what is missing when it needs it.
 func (in *Init) loadModules(list string) {
@@ -58,7 +61,12 @@ func (in *Init) loadModules(list string) {
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(filepath.Dir(list), file)
 		}
-		if err := in.loadModule(file, m.Params); err != nil {
+		params := m.Params
+		if extra := in.boardParams(file); extra != "" {
+			params = strings.TrimSpace(params + " " + extra)
+			in.log.Info("module parameters from the board", "module", file, "params", params)
+		}
+		if err := in.loadModule(file, params); err != nil {
 			in.log.Error("MODULE NOT LOADED", "module", file, "err", err)
 			continue
 		}
@@ -83,4 +91,37 @@ func (in *Init) loadModule(file, params string) error {
 		return nil // loaded already: built in, or a list names it twice
 	}
 	return err
+}
+
+// boardParams are the board's parameters for the module in file
+// (boards.Watchdog.ModuleParams): modprobe would take them from the kernel
+// command line, but init loads modules itself, and the kernel applies its
+// command line's module.param= to built-in code only.
+func (in *Init) boardParams(file string) string {
+	if in.board.Watchdog == nil {
+		return ""
+	}
+	name := moduleName(file)
+	for mod, params := range in.board.Watchdog.ModuleParams {
+		if moduleName(mod) == name {
+			return params
+		}
+	}
+	return ""
+}
+
+// moduleName is the name of the module in file, as the kernel knows it:
+// the base name without .ko (and .xz, .zst, .gz), '-' read as '_', and
+// without the hash of a store path that is the file itself
+// (/nix/store/<hash>-i6300esb.ko, as Nix copies a module file).
+func moduleName(file string) string {
+	name := filepath.Base(file)
+	if filepath.Dir(file) == storepath.Dir && len(name) > 33 && name[32] == '-' {
+		name = name[33:]
+	}
+	for _, ext := range []string{".xz", ".zst", ".gz"} {
+		name = strings.TrimSuffix(name, ext)
+	}
+	name = strings.TrimSuffix(name, ".ko")
+	return strings.ReplaceAll(name, "-", "_")
 }

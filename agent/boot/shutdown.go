@@ -19,7 +19,13 @@ const (
 	Reboot Request = iota + 1
 	PowerOff
 	Halt
+	// Kexec boots the kernel that the agent loaded (updater/kexec), with
+	// the watchdog left armed; a normal reboot if none is loaded.
+	Kexec
 )
+
+// requests are every Request.
+var requests = []Request{Reboot, PowerOff, Halt, Kexec}
 
 func (r Request) String() string {
 	switch r {
@@ -29,25 +35,30 @@ func (r Request) String() string {
 		return "poweroff"
 	case Halt:
 		return "halt"
+	case Kexec:
+		return "kexec"
 	}
 	return "request " + strconv.Itoa(int(r))
 }
 
 // Signal is the signal that asks init for r: busybox init's convention,
-// which Liminix and OpenWrt's tools follow.
+// which Liminix and OpenWrt's tools follow, and for Kexec systemd's
+// (SIGRTMIN+6, 40 on every Linux architecture).
 func (r Request) Signal() syscall.Signal {
 	switch r {
 	case PowerOff:
 		return syscall.SIGUSR2
 	case Halt:
 		return syscall.SIGUSR1
+	case Kexec:
+		return syscall.Signal(40)
 	}
 	return syscall.SIGTERM
 }
 
 // RequestFor is the request a signal to init makes.
 func RequestFor(sig os.Signal) (Request, bool) {
-	for _, r := range []Request{Reboot, PowerOff, Halt} {
+	for _, r := range requests {
 		if sig == r.Signal() {
 			return r, true
 		}
@@ -65,6 +76,8 @@ func (r Request) cmd() int {
 		c = unix.LINUX_REBOOT_CMD_POWER_OFF
 	case Halt:
 		c = unix.LINUX_REBOOT_CMD_HALT
+	case Kexec:
+		c = unix.LINUX_REBOOT_CMD_KEXEC
 	}
 	return int(int32(c))
 }
@@ -91,13 +104,27 @@ func Ask(root string, r Request, kill func(pid int, sig syscall.Signal) error) e
 }
 
 // shutdown stops every process, syncs, unmounts and does what r asks.
+// The watchdog stays armed whatever r is: a reboot or power off clears it,
+// the next kernel of a kexec inherits it (that is what catches a trial
+// kernel that hangs), and a halted router is reset by it.
 func (in *Init) shutdown(r Request) error {
 	in.log.Info("shutting down", "for", r.String())
 	in.stopAgent()
 	in.stopAll()
 	in.opts.Kernel.Sync()
+	feeding := in.stopRatchet() // before /run, which holds the health file, goes
 	in.unmountAll()
 	in.opts.Kernel.Sync()
+	if r == Kexec {
+		in.lastFeed(feeding)
+		in.log.Info("system down: kexec")
+		err := in.opts.Kernel.Reboot(r.cmd())
+		if err == nil {
+			return nil
+		}
+		in.log.Error("KEXEC FAILED: rebooting instead", "err", err)
+		r = Reboot
+	}
 	in.log.Info("system down: " + r.String())
 	if err := in.opts.Kernel.Reboot(r.cmd()); err != nil {
 		return fmt.Errorf("%s: %w", r, err)

@@ -24,7 +24,8 @@ type agentRun struct {
 
 // supervise runs the agent until a request comes (or ctx ends): it
 // restarts it with backoff when it exits, and rolls back an activation
-// whose agent keeps exiting.
+// whose agent keeps exiting, or, on the boot that tries it, reboots out
+// of a trial whose agent keeps exiting.
 func (in *Init) supervise(ctx context.Context) Request {
 	var exits []time.Time // the agent's, within CrashWindow
 	var delay time.Duration
@@ -42,6 +43,13 @@ func (in *Init) supervise(ctx context.Context) Request {
 		now := in.opts.Clock.Now()
 		exits = append(recent(exits, now), now)
 		delay = nextDelay(delay, ran)
+		if crashLooping(exits, now) && in.trialPending() {
+			// The previous agent on the trial's kernel is no way back:
+			// the boot default is, and the next boot's agent records
+			// the trial as failed.
+			in.log.Error("TRIAL FAILED: its agent keeps exiting: rebooting into the boot default", "generation", in.trial, "exits", len(exits))
+			return Reboot
+		}
 		if crashLooping(exits, now) && in.rollBack(ctx, len(exits)) {
 			exits, delay = nil, 0 // the previous system's agent, at once
 		}
@@ -169,6 +177,17 @@ func (in *Init) runningSystem() (storepath.Path, error) {
 		errs = append(errs, err)
 	}
 	return "", fmt.Errorf("no system to run the agent of: %w", errors.Join(errs...))
+}
+
+// trialPending says whether this boot is a trial whose activation awaits
+// confirmation. A trial boot whose trial was confirmed is the default's
+// boot: a later activation on it rolls back as any other.
+func (in *Init) trialPending() bool {
+	if in.trial == 0 {
+		return false
+	}
+	p, err := activate.ReadPending(in.path(stateDir))
+	return err == nil && p.Trial != nil
 }
 
 // rollBack rolls back the activation awaiting confirmation, if there is

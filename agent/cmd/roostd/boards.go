@@ -120,7 +120,7 @@ func runBoards(e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tINTERFACES\tUPGRADE\tKEXEC\tWATCHDOG\tSTORAGE\tCMDLINE\tSYSTEM NEEDS")
+	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tINTERFACES\tUPGRADE\tKEXEC\tWATCHDOG\tTRIAL BOOT\tSTORAGE\tCMDLINE\tSYSTEM NEEDS")
 	for _, b := range all {
 		arch := b.GOARCH
 		if b.GOMIPS != "" {
@@ -142,14 +142,28 @@ func runBoards(e *env, args []string) error {
 		if st := b.Storage; st != nil {
 			storage = st.Device + " (" + st.FSType + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, arch, b.RAMMB, strings.Join(ifs, " "),
-			b.Upgrade, kexec, orDash(b.Watchdog), storage, orDash(strings.Join(b.Cmdline, " ")), strings.Join(b.Needs, " "))
+		trial, _ := b.TrialMethod()
+		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, arch, b.RAMMB, strings.Join(ifs, " "),
+			b.Upgrade, kexec, watchdogText(b.Watchdog), trial, storage, orDash(strings.Join(b.Cmdline, " ")), strings.Join(b.Needs, " "))
 	}
 	tw.Flush()
 	for _, b := range all {
 		fmt.Fprintf(e.stdout, "%s: %s\n", b.Name, b.Description)
 	}
 	return nil
+}
+
+// watchdogText is a board's watchdog in a word or few: "/dev/watchdog
+// (20s, grace 90s, survives kexec)".
+func watchdogText(w *boards.Watchdog) string {
+	if w == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s (%s, grace %s", w.Device, w.Timeout(), w.Grace())
+	if w.SurvivesKexec {
+		s += ", survives kexec"
+	}
+	return s + ")"
 }
 
 func orDash(s string) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/agent/boot"
+	"github.com/roostrouter/roost/updater/watchdog"
 )
 
 // runInit is PID 1: the initrd's /init (see agent/boot). It never returns.
@@ -25,7 +26,7 @@ func runInit(e *env, args []string) error {
 	// Not e.ctx: SIGTERM asks PID 1 to reboot, it must not cancel it.
 	ctx := context.Background()
 	in := boot.New(boot.Options{Root: "/", Log: log, Mounter: boot.Linux{}, Kernel: boot.Linux{},
-		Procs: boot.NewReaper(ctx), Clock: boot.SystemClock{}, Requests: boot.Signals()})
+		Procs: boot.NewReaper(ctx), Clock: watchdog.SystemClock{}, Requests: boot.Signals()})
 	err := in.Run(ctx)
 	// PID 1 must not exit (the kernel would panic): nothing is left to do
 	// but say why, and let the watchdog or a power cycle end it.
@@ -35,7 +36,7 @@ func runInit(e *env, args []string) error {
 	}
 }
 
-// runPower asks roostd init to reboot, power off or halt.
+// runPower asks roostd init to reboot, power off, halt or kexec.
 func runPower(e *env, r boot.Request, args []string) error {
 	f := newFlags(e, r.String())
 	pos, err := f.parse(args)
