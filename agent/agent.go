@@ -24,6 +24,7 @@ import (
 	"github.com/roostrouter/roost/agent/config"
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/handover"
+	"github.com/roostrouter/roost/agent/health"
 	"github.com/roostrouter/roost/agent/sshd"
 	"github.com/roostrouter/roost/agent/supervisor"
 	"github.com/roostrouter/roost/firewall"
@@ -32,7 +33,6 @@ import (
 	"github.com/roostrouter/roost/updater/atomicfile"
 	"github.com/roostrouter/roost/updater/generations"
 	"github.com/roostrouter/roost/updater/store"
-	"github.com/roostrouter/roost/updater/storepath"
 )
 
 // Commands runs roostd's command lines inside the agent: those of SSH
@@ -106,6 +106,7 @@ type Agent struct {
 	mu            sync.Mutex
 	cfg           *config.Config
 	configProblem string
+	unhealthy     error // why init should stop feeding the watchdog (a failed trial)
 
 	// The hand-over to another roostd (selfupgrade.go). recheck says that
 	// the running system changed: is its roostd another binary?
@@ -150,6 +151,9 @@ func New(opts Options) (*Agent, error) {
 		Reload:  a.systemChanged,
 		Lock:    a.LockStore,
 		Crash:   opts.Crash,
+
+		PrepareBoot: a.prepareBoot,
+		TrialFailed: a.trialFailed,
 	}
 	return a, nil
 }
@@ -186,15 +190,20 @@ func (a *Agent) State() string { return a.opts.State }
 // Store is the router's store.
 func (a *Agent) Store() *store.Store { return a.opts.Store }
 
-// Activate switches to system (see activate.Activator.Activate); by is the
-// connection the request came over. A system whose roostd is another
-// binary is handed over to once the caller has the answer; if that roostd
-// does not start, the activation is rolled back before Activate returns.
-func (a *Agent) Activate(ctx context.Context, mode activate.Mode, system storepath.Path, timeout time.Duration, by string) (activate.Result, error) {
+// Activate activates as r says (see activate.Activator.Do). A system
+// whose roostd is another binary is handed over to once the caller has
+// the answer; if that roostd does not start, the activation is rolled
+// back before Activate returns. A system that must boot (a trial) is
+// booted once the caller has the answer.
+func (a *Agent) Activate(ctx context.Context, r activate.Request) (activate.Result, error) {
 	defer a.holdRechecks(ctx)()
-	res, err := a.activator.Activate(ctx, mode, system, timeout, by)
-	if err != nil || res.Token == "" { // boot and dry-activate run nothing new
+	res, err := a.activator.Do(ctx, r)
+	switch {
+	case err != nil || res.Token == "": // boot and dry-activate run nothing new
 		return res, err
+	case res.Trial != nil:
+		a.bootTrial(ctx, *res.Trial)
+		return res, nil
 	}
 	return res, a.afterActivation(ctx)
 }
@@ -292,11 +301,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 		a.ssh.Wait() // the endpoint's listeners closed with its service: no new connection comes
 	}
+	// The health file is written from this loop: an agent whose loop
+	// hangs stops saying it runs, and init stops feeding the watchdog.
+	a.writeHealth()
+	alive := time.NewTicker(health.Every)
+	defer alive.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			stop()
 			return nil
+		case <-alive.C:
+			a.writeHealth()
 		case <-a.recheck:
 			if held, next := a.handOverNow(ctx); held != nil {
 				stop()

@@ -80,6 +80,8 @@ type Pending struct {
 	// RollbackError is why the rollback, due since Deadline, has not
 	// happened yet (it is retried).
 	RollbackError string `json:"rollbackError,omitempty"`
+	// Trial: the system boots to run (trial.go).
+	Trial *TrialBoot `json:"trial,omitempty"`
 }
 
 // Holds is what gc must keep while p is pending: the previous system and
@@ -139,6 +141,8 @@ type Result struct {
 	Previous   storepath.Path `json:"previousSystem,omitempty"`
 	Token      string         `json:"token,omitempty"` // confirm with this
 	Deadline   time.Time      `json:"deadline,omitempty"`
+	// Trial: the system boots to run (trial.go); confirm once it is back.
+	Trial *TrialBoot `json:"trial,omitempty"`
 }
 
 // Activator owns the current system.
@@ -159,6 +163,15 @@ type Activator struct {
 	// RetryRollback is how soon a rollback that failed is tried again
 	// (DefaultRetryRollback if zero).
 	RetryRollback time.Duration
+	// BootID is the kernel's id of this boot (default: /proc's).
+	BootID func() (string, error)
+	// PrepareBoot readies a trial boot of system (loads its kernel for
+	// kexec, or writes the bootloader's one-shot entry); an error undoes
+	// the activation. The boot itself is the caller's, once answered.
+	PrepareBoot func(ctx context.Context, system storepath.Path, t TrialBoot) error
+	// TrialFailed is told when a trial boot passed its deadline
+	// unconfirmed: stop feeding the watchdog, or reboot without one.
+	TrialFailed func(why error, watchdog bool)
 
 	mu    sync.Mutex
 	timer *time.Timer
@@ -201,12 +214,29 @@ func (a *Activator) Check(txn *store.Txn, system storepath.Path) error {
 	return checkParts(a.Store.PhysicalPath(system), system)
 }
 
-// Activate switches to system as mode says. For switch and test it returns a
-// token that Confirm must receive before the timeout, over another
-// connection than by (the one this request came over), or the router goes
-// back to what ran before. An activation that fails is undone before
-// Activate returns.
+// Request is an activation.
+type Request struct {
+	Mode    Mode
+	System  storepath.Path
+	Timeout time.Duration // to confirm (switch, test)
+	By      string        // the connection it came over
+	// BootMethod is how a switch that must boot does: BootKexec,
+	// BootReboot, or "" for the board's choice.
+	BootMethod string
+}
+
+// Activate switches to system as mode says (see Do).
 func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Path, timeout time.Duration, by string) (Result, error) {
+	return a.Do(ctx, Request{Mode: mode, System: system, Timeout: timeout, By: by})
+}
+
+// Do activates as r says. For switch and test it returns a token that
+// Confirm must receive before the timeout, over another connection than
+// r.By, or the router goes back to what ran before. A switch whose kernel
+// changed returns a Trial instead of running the system: the caller boots
+// it. An activation that fails is undone before Do returns.
+func (a *Activator) Do(ctx context.Context, r Request) (Result, error) {
+	mode, system, timeout, by := r.Mode, r.System, r.Timeout, r.By
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	res := Result{Mode: mode, System: system}
@@ -238,6 +268,14 @@ func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Pa
 		}
 		p = Pending{Token: newToken(), Mode: mode, System: system, Deadline: a.Now().Add(timeout),
 			PrevSystem: prev, PrevGeneration: cur.Number, ActivatedBy: by}
+		if why := a.needsBoot(system); why != "" {
+			if mode == Test {
+				return fmt.Errorf("%s: test cannot boot it; use switch (a trial boot) or boot", why)
+			}
+			err := a.startTrial(txn, &p, r.BootMethod, why)
+			written = err == nil
+			return err
+		}
 		if err := a.writePending(p); err != nil {
 			return err
 		}
@@ -251,7 +289,13 @@ func (a *Activator) Activate(ctx context.Context, mode Mode, system storepath.Pa
 		}
 		return a.release(txn, system, nil)
 	})
-	if err == nil && (mode == Switch || mode == Test) {
+	switch {
+	case err == nil && p.Trial != nil:
+		if a.PrepareBoot != nil {
+			err = a.PrepareBoot(ctx, system, *p.Trial)
+		}
+		res.Generation, res.NewGen, res.Trial = p.Trial.Generation, true, p.Trial
+	case err == nil && (mode == Switch || mode == Test):
 		err = a.run(ctx, system)
 	}
 	if err != nil && written {
@@ -354,6 +398,11 @@ func (a *Activator) Confirm(token, by string) error {
 	if p.ActivatedBy != "" && by == p.ActivatedBy {
 		return errors.New("confirmation refused: it came over the connection that activated the system; confirm over a new connection, which shows that the new system can be reached")
 	}
+	if p.Trial != nil {
+		if err := a.confirmTrial(p); err != nil {
+			return err
+		}
+	}
 	if a.timer != nil {
 		a.timer.Stop()
 	}
@@ -380,6 +429,9 @@ func (a *Activator) Recover(ctx context.Context) error {
 	if err != nil {
 		a.Log.Error("unreadable pending activation: rolling back is impossible, keeping the current system", "err", err)
 		return nil
+	}
+	if p.Trial != nil {
+		return a.recoverTrial(ctx, p)
 	}
 	if a.Now().After(p.Deadline) {
 		a.Log.Warn("activation was not confirmed before the agent stopped: rolling back", "system", p.System)
@@ -426,15 +478,25 @@ func (a *Activator) armIn(p Pending, d time.Duration) {
 		if err != nil || cur.Token != p.Token {
 			return // confirmed meanwhile
 		}
+		if cur.Trial != nil && cur.RollbackError == "" {
+			a.trialExpired(cur)
+			return
+		}
 		a.Log.Warn("activation not confirmed in time: rolling back", "system", p.System, "to", orNone(p.PrevSystem))
 		why := "it was not confirmed by its deadline, " + p.Deadline.Format(time.TimeOnly)
 		if cur.RollbackError != "" {
 			why = "a rollback that failed before (" + cur.RollbackError + "), retried"
 		}
-		if err := a.rollback(context.Background(), p, why); err != nil {
-			a.failedRollback(p, err)
-		}
+		a.rollbackNow(cur, why)
 	})
+}
+
+// rollbackNow rolls p back, and tries again later if that fails. The
+// caller holds a.mu.
+func (a *Activator) rollbackNow(p Pending, why string) {
+	if err := a.rollback(context.Background(), p, why); err != nil {
+		a.failedRollback(p, err)
+	}
 }
 
 // failedRollback records why a due rollback failed, for roostd status, and
@@ -456,17 +518,33 @@ func (a *Activator) failedRollback(p Pending, err error) {
 // (RolledBackFile) before p is gone. The caller holds a.mu, not the
 // store's lock.
 func (a *Activator) rollback(ctx context.Context, p Pending, why string) error {
-	if p.Mode == Switch && p.PrevGeneration > 0 {
+	switch {
+	case p.Trial != nil:
+		// The default never moved and the previous system runs (or will,
+		// once the router is back): the trial's generation goes.
+		err := a.withLock(ctx, func(*store.Txn) error {
+			if err := a.Profile.Delete(p.Trial.Generation); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	case p.Mode == Switch && p.PrevGeneration > 0:
 		err := a.withLock(ctx, func(*store.Txn) error { return a.Profile.SwitchTo(p.PrevGeneration) })
 		if err != nil {
 			return fmt.Errorf("switch back to generation %d: %w", p.PrevGeneration, err)
 		}
 	}
-	if p.PrevSystem != "" {
+	switch {
+	case p.Trial != nil:
+		// Nothing to run: the previous system is what this boot runs.
+	case p.PrevSystem != "":
 		if err := a.run(ctx, p.PrevSystem); err != nil {
 			return err
 		}
-	} else {
+	default:
 		os.Remove(CurrentLink(a.Store.Root))
 		if a.Reload != nil {
 			if err := a.Reload(ctx); err != nil {

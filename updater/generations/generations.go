@@ -118,36 +118,48 @@ func (p *Profile) Current() (Generation, bool, error) {
 	return Generation{}, false, nil
 }
 
-// Set makes path the current system in a new generation, unless it already
-// is current. The new system-N-link is made first (a crash then leaves an
-// extra generation, as with Nix); the rename of the profile link is the
-// commit point.
-func (p *Profile) Set(path storepath.Path) (Generation, bool, error) {
+// Add makes path a new generation without making it current: a trial
+// boot's, which becomes the default only once confirmed.
+func (p *Profile) Add(path storepath.Path) (Generation, error) {
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
-		return Generation{}, false, fmt.Errorf("create profiles folder: %w", err)
+		return Generation{}, fmt.Errorf("create profiles folder: %w", err)
 	}
 	atomicfile.Clean(p.Dir)
-	gens, cur, err := p.List()
+	gens, _, err := p.List()
 	if err != nil {
-		return Generation{}, false, err
-	}
-	for _, g := range gens {
-		if g.Number == cur && g.Path == path {
-			return g, false, nil
-		}
+		return Generation{}, err
 	}
 	n := 1
 	if len(gens) > 0 {
 		n = gens[len(gens)-1].Number + 1
 	}
 	if err := atomicfile.Symlink(path.String(), filepath.Join(p.Dir, p.linkName(n))); err != nil {
+		return Generation{}, fmt.Errorf("add generation %d: %w", n, err)
+	}
+	return Generation{Number: n, Path: path}, nil
+}
+
+// Set makes path the current system in a new generation, unless it already
+// is current. The new system-N-link is made first (a crash then leaves an
+// extra generation, as with Nix); the rename of the profile link is the
+// commit point.
+func (p *Profile) Set(path storepath.Path) (Generation, bool, error) {
+	if gens, cur, err := p.List(); err == nil {
+		for _, g := range gens {
+			if g.Number == cur && g.Path == path {
+				return g, false, nil
+			}
+		}
+	}
+	g, err := p.Add(path)
+	if err != nil {
 		return Generation{}, false, err
 	}
 	p.Crash("generation-linked")
-	if err := p.switchTo(n); err != nil {
+	if err := p.switchTo(g.Number); err != nil {
 		return Generation{}, false, err
 	}
-	g, _, err := p.Current()
+	g, _, err = p.Current()
 	return g, true, err
 }
 

@@ -125,6 +125,7 @@ func runReceive(e *env, args []string) error {
 func runActivate(e *env, args []string) error {
 	f := newFlags(e, "activate")
 	timeout := f.Duration("confirm-timeout", 90*time.Second, "roll back unless confirmed within this")
+	method := f.String("boot-method", "", "how a switch that changes the kernel boots: kexec or reboot (default: the board's choice)")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -141,7 +142,7 @@ func runActivate(e *env, args []string) error {
 		return err
 	}
 	return viaAgent(e, *f.root, append([]string{"activate"}, args...), func(a *agent.Agent) error {
-		res, err := a.Activate(e.ctx, mode, system, *timeout, e.conn)
+		res, err := a.Activate(e.ctx, activate.Request{Mode: mode, System: system, Timeout: *timeout, By: e.conn, BootMethod: *method})
 		if err != nil {
 			return err
 		}
@@ -156,6 +157,8 @@ func runActivate(e *env, args []string) error {
 		switch {
 		case mode == activate.DryActivate:
 			fmt.Fprintf(e.stdout, "would activate %s (now %s)\n", system, orNone(res.Previous))
+		case res.Trial != nil:
+			fmt.Fprintf(e.stdout, "generation %d boots as a trial (%s); once it is back, confirm within %s with: roostd confirm %s\n", res.Trial.Generation, res.Trial.Why, *timeout, res.Token)
 		case res.Token != "":
 			fmt.Fprintf(e.stdout, "activated %s; confirm within %s with: roostd confirm %s\n", system, *timeout, res.Token)
 		default:
