@@ -28,8 +28,11 @@ var version = "dev"
 const usage = `usage: roost <command> --host HOST [flags]
 
 commands:
-  rebuild [switch|boot|test|dry-activate] [--system PATH | -f FILE [-A ATTR]] [--confirm-timeout 90s]
-          build (or take) a system, send the router what it lacks, activate it, confirm it
+  rebuild [switch|boot|test|dry-activate] [--system PATH | -f FILE [-A ATTR]] [--confirm-timeout 90s] [--kexec|--reboot]
+          build (or take) a system, send the router what it lacks, activate it, confirm it;
+          a new kernel boots as a trial, by kexec or by a reboot as the router's board can
+          (--kexec, --reboot: choose), and becomes the boot default once confirmed; a trial
+          that is not confirmed in time is rolled back (by the watchdog, if it hangs)
   copy PATH...                 send store paths and their closures
   gc [--keep N] [--older-than 30d] [--dry-run]
   status | generations

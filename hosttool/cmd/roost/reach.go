@@ -34,8 +34,17 @@ const retryEvery = time.Second
 // connections for a while. What retrying cannot fix (a host key that
 // known_hosts does not hold, a key the router refuses, a host that is not
 // an SSH server) ends it at once.
+//
+// It says once that the router does not answer yet, and why; on a
+// terminal, a line below it then counts the seconds.
 func (e *env) reach(f *flags, adjust func(*sshclient.Options), until time.Time) (*ssh.Client, error) {
-	told := false
+	start := time.Now()
+	told, counted := false, false
+	defer func() {
+		if counted {
+			fmt.Fprintln(e.stderr)
+		}
+	}()
 	for {
 		client, err := e.dialWith(f, adjust)
 		if err == nil || !transient(err) {
@@ -47,6 +56,10 @@ func (e *env) reach(f *flags, adjust func(*sshclient.Options), until time.Time) 
 		if !told {
 			fmt.Fprintf(e.stderr, "roost: %s does not answer yet (%v); trying again until %s\n", *f.host, err, until.Format(time.TimeOnly))
 			told = true
+		} else if e.tty {
+			// Short, so that it never wraps and \r redraws all of it.
+			fmt.Fprintf(e.stderr, "\r\x1b[Kroost: waiting for %s: %.0fs", *f.host, time.Since(start).Seconds())
+			counted = true
 		}
 		select {
 		case <-time.After(retryEvery):
@@ -77,5 +90,7 @@ func transient(err error) bool {
 // agent that runs it.
 func wentDown(err error) bool {
 	var missing *ssh.ExitMissingError
-	return errors.As(err, &missing) || errors.Is(err, io.EOF) || transient(err)
+	var ended *sshclient.ExitError // sshclient's word for the same
+	return errors.As(err, &missing) || errors.As(err, &ended) && ended.Status < 0 && ended.Signal == "" ||
+		errors.Is(err, io.EOF) || transient(err)
 }

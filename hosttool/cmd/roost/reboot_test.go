@@ -35,9 +35,13 @@ type rebooter struct {
 	keys    []ssh.Signer // host keys, one a boot; the last one stays
 	refuse  string       // roostd reboot fails with this, if set
 	down    time.Duration
+	// other, if set, runs the commands the rebooter does not know, on
+	// its boot'th boot.
+	other func(r *rebooter, boot int, args []string, stdout, stderr io.Writer) int
 
 	mu     sync.Mutex
 	boots  int
+	calls  []string // the command lines run, in order
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -58,7 +62,9 @@ func (r *rebooter) boot() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, l); close(done) }()
-	r.cancel, r.done = cancel, done
+	// Serve closes the listener only as its connections drop: closed
+	// first, a router that went down accepts no one as it goes.
+	r.cancel, r.done = func() { l.Close(); cancel() }, done
 }
 
 func (r *rebooter) stop() {
@@ -69,22 +75,35 @@ func (r *rebooter) stop() {
 	<-done
 }
 
+// restart goes down (dropping every connection) once the answer in
+// flight has gone out, as with roostd init, and boots again after r.down.
+func (r *rebooter) restart() {
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		r.stop()
+		time.Sleep(r.down)
+		r.boot()
+	}()
+}
+
 func (r *rebooter) exec(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	switch strings.Join(args, " ") {
-	case "roostd reboot":
+	line := strings.Join(args, " ")
+	r.mu.Lock()
+	r.calls = append(r.calls, line)
+	boot := r.boots
+	r.mu.Unlock()
+	switch {
+	case line == "roostd reboot":
 		if r.refuse != "" {
 			fmt.Fprintln(stderr, "roostd:", r.refuse)
 			return 1
 		}
-		go func() {
-			time.Sleep(50 * time.Millisecond) // the answer goes out first, as with roostd init
-			r.stop()
-			time.Sleep(r.down)
-			r.boot()
-		}()
+		r.restart()
 		fmt.Fprintln(stdout, "reboot requested")
-	case "roostd status --json":
-		fmt.Fprintf(stdout, `{"version": "v2", "bootedSystem": "/nix/store/00000000000000000000000000000000-system", "generation": %d}`, r.boots)
+	case line == "roostd status --json":
+		fmt.Fprintf(stdout, `{"version": "v2", "bootedSystem": "/nix/store/00000000000000000000000000000000-system", "generation": %d}`, boot)
+	case r.other != nil:
+		return r.other(r, boot, args, stdout, stderr)
 	default:
 		fmt.Fprintln(stderr, "roostd: unknown command")
 		return 2

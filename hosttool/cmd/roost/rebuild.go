@@ -160,6 +160,9 @@ type rebuildResult struct {
 	Previous   storepath.Path       `json:"previousSystem,omitempty"`
 	Changes    []closurediff.Change `json:"changes"`
 	Confirmed  bool                 `json:"confirmed"`
+	// Trial is set when the new system changed the kernel and started by
+	// a trial boot.
+	Trial *trialResult `json:"trial,omitempty"`
 }
 
 func runRebuild(e *env, args []string) error {
@@ -168,15 +171,12 @@ func runRebuild(e *env, args []string) error {
 	file := f.String("f", "", "build the system from this Nix `file`")
 	attr := f.String("A", "", "the `attribute` of -f to build")
 	timeout := f.Duration("confirm-timeout", 90*time.Second, "the router rolls back unless it can be reached again within this")
-	kexec := f.Bool("kexec", false, "start a changed kernel with kexec (not yet supported)")
-	reboot := f.Bool("reboot", false, "reboot into the new system (not yet supported)")
+	kexec := f.Bool("kexec", false, "if the new system changes the kernel, start it by kexec (the router's board decides if neither is given)")
+	reboot := f.Bool("reboot", false, "if the new system changes the kernel, start it by a full reboot")
 	signKey := f.String("sign-key", "", "sign every path with this Nix secret key `file` (nix-store --generate-binary-cache-key)")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
-	}
-	if *kexec || *reboot {
-		return errors.New("--kexec and --reboot are not supported yet: use boot, then reboot the router")
 	}
 	mode := activate.Switch
 	if len(pos) > 1 {
@@ -186,6 +186,10 @@ func runRebuild(e *env, args []string) error {
 		if mode, err = activate.ParseMode(pos[0]); err != nil {
 			return err
 		}
+	}
+	method, err := bootMethod(mode, *kexec, *reboot)
+	if err != nil {
+		return err
 	}
 	nix := &nixlocal.Nix{Stderr: e.stderr, Getenv: e.getenv}
 	var system storepath.Path
@@ -205,7 +209,8 @@ func runRebuild(e *env, args []string) error {
 	}
 	start := time.Now()
 	closure := startClosure(e.ctx, nix, []storepath.Path{system})
-	client, err := e.dial(f)
+	var hostKey ssh.PublicKey // a trial boot must come back with it
+	client, err := e.dialWith(f, func(o *sshclient.Options) { o.HostKey = func(_ string, k ssh.PublicKey) { hostKey = k } })
 	if err != nil {
 		return err
 	}
@@ -229,9 +234,46 @@ func runRebuild(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "the router already %s %s: nothing to activate\n", what, system)
 		return nil
 	}
-	cmd := fmt.Sprintf("roostd activate %s %s --confirm-timeout %s --json", mode, system, *timeout)
+	w := trialWait{timeout: *timeout, margin: trialMargin}
+	if err := e.activate(f, client, ssh.FingerprintSHA256(hostKey), activateCommand(mode, system, *timeout, method), w, &res); err != nil {
+		return err
+	}
+	return e.printResult(f, res)
+}
+
+// printResult prints a rebuild's result, as JSON with --json.
+func (e *env) printResult(f *flags, res rebuildResult) error {
+	switch {
+	case *f.json:
+		return json.NewEncoder(e.stdout).Encode(res)
+	case res.Trial != nil: // what was sent and changed came before the wait
+		e.printOutcome(res)
+	default:
+		e.printRebuild(res)
+	}
+	return nil
+}
+
+// activateCommand is the roostd command line that activates system;
+// method ("kexec", "reboot" or "": the board's choice) is how a changed
+// kernel boots.
+func activateCommand(mode activate.Mode, system storepath.Path, timeout time.Duration, method string) string {
+	cmd := fmt.Sprintf("roostd activate %s %s --confirm-timeout %s --json", mode, system, timeout)
+	if method != "" {
+		cmd += " --boot-method " + method
+	}
+	return cmd
+}
+
+// activate runs the activation (cmd) on client and confirms it, on a new
+// connection: after a trial boot, once the router is back with the host
+// key it had (hostKey, a fingerprint).
+func (e *env) activate(f *flags, client *ssh.Client, hostKey, cmd string, w trialWait, res *rebuildResult) error {
 	out, err := sshclient.Output(client, cmd, nil)
 	if err != nil {
+		if strings.Contains(err.Error(), "not defined: -boot-method") {
+			return fmt.Errorf("activate: the router's roostd does not know --boot-method: it is older than this roost; rebuild without --kexec and --reboot (%w)", err)
+		}
 		return fmt.Errorf("activate: %w", err)
 	}
 	var act activate.Report
@@ -239,16 +281,22 @@ func runRebuild(e *env, args []string) error {
 		return fmt.Errorf("the router's answer to activate is not what roost expects (%v): %s", err, out)
 	}
 	res.Generation, res.Previous, res.Changes = act.Generation, act.Previous, act.Changes
-	if act.Token != "" {
-		if err := e.confirm(f, act, *timeout); err != nil {
+	switch {
+	case act.Token == "":
+		return nil
+	case act.Trial != nil:
+		if act.Trial.Generation == 0 || act.Trial.Method == "" {
+			return fmt.Errorf("the router's answer to activate has a trial boot without its generation or method: %s", out)
+		}
+		if err := e.confirmTrial(f, client, hostKey, act, w, res); err != nil {
 			return err
 		}
-		res.Confirmed = true
+	default:
+		if err := e.confirm(f, act, w.timeout); err != nil {
+			return err
+		}
 	}
-	if *f.json {
-		return json.NewEncoder(e.stdout).Encode(res)
-	}
-	e.printRebuild(res)
+	res.Confirmed = true
 	return nil
 }
 
@@ -264,20 +312,40 @@ func (e *env) confirm(f *flags, act activate.Report, timeout time.Duration) erro
 	}
 	defer client.Close()
 	if _, err := sshclient.Output(client, "roostd confirm "+act.Token, nil); err != nil {
-		if strings.Contains(err.Error(), "was rolled back") {
-			return fmt.Errorf("the router rolled the new system back: %w", err)
-		}
-		return fmt.Errorf("confirm: %w", err)
+		return confirmError(err)
 	}
 	return nil
 }
 
+// confirmError explains roostd confirm's failure: above all, a router
+// that rolled the new system back already, and why.
+func confirmError(err error) error {
+	if strings.Contains(err.Error(), "was rolled back") {
+		return fmt.Errorf("the router rolled the new system back: %w", err)
+	}
+	return fmt.Errorf("confirm: %w", err)
+}
+
 func (e *env) printRebuild(r rebuildResult) {
+	e.printActivated(r)
+	e.printOutcome(r)
+}
+
+// printActivated prints what was sent and what changed.
+func (e *env) printActivated(r rebuildResult) {
 	e.printCopy(r.copyResult)
 	for _, c := range r.Changes {
 		fmt.Fprintln(e.stdout, "  "+c.String())
 	}
+}
+
+// printOutcome prints what runs now.
+func (e *env) printOutcome(r rebuildResult) {
 	switch {
+	case r.Trial != nil && r.Mode == activate.Test:
+		fmt.Fprintf(e.stdout, "generation %d booted by %s in %.1fs and confirmed (test: not the boot default)\n", r.Trial.Generation, r.Trial.Method, r.Trial.UpSeconds)
+	case r.Trial != nil:
+		fmt.Fprintf(e.stdout, "generation %d booted by %s in %.1fs and confirmed: it is the boot default\n", r.Trial.Generation, r.Trial.Method, r.Trial.UpSeconds)
 	case r.Mode == activate.DryActivate:
 		fmt.Fprintf(e.stdout, "would activate %s\n", r.System)
 	case r.Mode == activate.Boot:
