@@ -69,11 +69,18 @@ func (s *safetyLab) roost(args ...string) result {
 	return run(s.t, nil, nil, "ip", labnet.In(s.net.LAN, cmd...)[1:]...)
 }
 
+// fatalf fails the test with roostd's log first and the reason last, so
+// that the reason survives an output cut to its end.
+func (s *safetyLab) fatalf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Fatalf("roostd's log:\n%s\nFAILED: "+format, append([]any{s.log.String()}, args...)...)
+}
+
 func (s *safetyLab) mustRoost(args ...string) string {
 	s.t.Helper()
 	r := s.roost(args...)
 	if r.code != 0 {
-		s.t.Fatalf("roost %s: exit %d\n%s\n%s\nroostd:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr, s.log.String())
+		s.fatalf("roost %s: exit %d\n%s\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}
 	return r.stdout
 }
@@ -109,7 +116,7 @@ func (s *safetyLab) status() safetyStatus {
 	r := s.roostd("status", "--json", "--state", s.state)
 	var st safetyStatus
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
-		s.t.Fatalf("roostd status does not answer: exit %d\n%s%s\nroostd:\n%s", r.code, r.stdout, r.stderr, s.log.String())
+		s.fatalf("roostd status does not answer: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	return st
 }
@@ -123,7 +130,7 @@ func (s *safetyLab) healthy(want string, gen int, within time.Duration) {
 		st = s.status()
 		return st.Current == want && st.Generation == gen && st.Pending == nil
 	}) != nil {
-		s.t.Fatalf("the router runs %s (generation %d, pending %+v), want %s (generation %d)\nroostd:\n%s", st.Current, st.Generation, st.Pending, want, gen, s.log.String())
+		s.fatalf("the router runs %s (generation %d, pending %+v), want %s (generation %d)", st.Current, st.Generation, st.Pending, want, gen)
 	}
 	s.waitServices("up again", allUp)
 	s.ping(labISP)
@@ -314,7 +321,7 @@ func TestSafetyNet(t *testing.T) {
 			return svcs["ssh"].State == "failed" && svcs["firewall"].State == "up" && svcs["default"].State == "up"
 		})
 		if svcs["ssh"].State != "failed" || !strings.Contains(svcs["ssh"].LastError, "address already in use") {
-			t.Fatalf("ssh with its port taken: %+v\n%s", svcs["ssh"], s.log.String())
+			s.fatalf("ssh with its port taken: %+v", svcs["ssh"])
 		}
 		s.ping(labISP)
 		squat.Process.Kill()
@@ -417,7 +424,7 @@ func TestSafetyNet(t *testing.T) {
 			return svcs["ssh"].State == "failed" && svcs["default"].State == "up"
 		})
 		if !strings.Contains(svcs["ssh"].LastError, s.state) {
-			t.Fatalf("ssh with an unwritable state folder: %+v\n%s", svcs["ssh"], s.log.String())
+			s.fatalf("ssh with an unwritable state folder: %+v", svcs["ssh"])
 		}
 		s.ping(labISP)
 	})

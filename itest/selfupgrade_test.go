@@ -82,7 +82,7 @@ func (s *safetyLab) agentStatus() agentStatus {
 	s.t.Helper()
 	st, err := s.tryAgentStatus()
 	if err != nil {
-		s.t.Fatalf("%v\nroostd:\n%s", err, s.log.String())
+		s.fatalf("%v", err)
 	}
 	return st
 }
@@ -108,7 +108,7 @@ func (s *safetyLab) waitAgent(what string, within time.Duration, ok func(agentSt
 		st = got
 		return err == nil && ok(st)
 	}) != nil {
-		s.t.Fatalf("the agent is never %s: %+v\nroostd:\n%s", what, st, s.log.String())
+		s.fatalf("the agent is never %s: %+v", what, st)
 	}
 	return st
 }
@@ -165,7 +165,7 @@ func TestSelfUpgrade(t *testing.T) {
 		s.healthy(sys1, 1, 10*time.Second)
 		before := s.agentStatus()
 		if before.Version != "dev" || before.pid() == "" || strings.Contains(s.log.String(), "handing over") {
-			t.Fatalf("a system carrying the running roostd's bytes: %+v\n%s", before, s.log.String())
+			s.fatalf("a system carrying the running roostd's bytes: %+v", before)
 		}
 		sys2 := s.systemWith(v2, "roostd-v2")
 		s.mustRoost("copy", "--host", "rotuer", sys2) // the flood spans the hand-over, not the transfer
@@ -223,7 +223,7 @@ func TestSelfUpgrade(t *testing.T) {
 		s.healthy(sys2, 2, 5*time.Second)
 		running, ssh := handoverTimes(s.log.String())
 		if len(running) != 1 || len(ssh) != 1 {
-			t.Fatalf("%d hand-overs logged (%d SSH take-overs), want 1:\n%s", len(running), len(ssh), s.log.String())
+			s.fatalf("%d hand-overs logged (%d SSH take-overs), want 1:", len(running), len(ssh))
 		}
 		if i, j := strings.Index(s.log.String(), "handing over"), strings.Index(s.log.String(), "took the listening sockets over"); i >= 0 && j > i {
 			t.Logf("the hand-over, as roostd logged it:\n%s", s.log.String()[strings.LastIndex(s.log.String()[:i], "\n")+1:j])
