@@ -21,15 +21,17 @@ import (
 // rebuild from the LAN host.
 
 // vmSystemExpr is a qemu-x86_64 system from roost.lib.mkSystem: modules
-// is a list of module files, one a line, in load order.
+// is a list of module files, one a line, in load order; params are more
+// kernel parameters, separated by spaces, after the VM's own.
 const vmSystemExpr = `
-{ repo, config, roostd, checker, kernel, initrd, modules, name }:
+{ repo, config, roostd, checker, kernel, initrd, modules, name, params }:
+let words = s: sep: builtins.filter (w: builtins.isString w && w != "") (builtins.split sep s); in
 (import (/. + repo + "/nix") { }).mkSystem {
   board = "qemu-x86_64";
   inherit roostd checker kernel initrd name;
   config = builtins.fromJSON config;
-  modules = builtins.filter (m: builtins.isString m && m != "") (builtins.split "\n" modules);
-  kernelParams = [ "panic=-1" "quiet" ];
+  modules = words modules "\n";
+  kernelParams = [ "panic=-1" "quiet" ] ++ words params " ";
 }
 `
 
@@ -55,8 +57,19 @@ func newVMSystems(t *testing.T, n *nixStore) *vmSystems {
 // bin/roostd; the roostd under test checks the config.
 func (v *vmSystems) build(name string, config []byte, agent string) string {
 	v.t.Helper()
+	return v.buildBoot(name, config, agent, "", "")
+}
+
+// buildBoot is build with what the system boots changed: params, kernel
+// parameters after the VM's own, and an initrd other than the one whose
+// /init is roostd ("": that one).
+func (v *vmSystems) buildBoot(name string, config []byte, agent, params, initrd string) string {
+	v.t.Helper()
+	if initrd == "" {
+		initrd = v.in.Initrd
+	}
 	return v.n.build(vmSystemExpr, "repo", repoRoot(v.t), "config", string(config), "roostd", agent, "checker", roostd,
-		"kernel", v.in.Kernel, "initrd", v.in.Initrd, "modules", v.modules, "name", name)
+		"kernel", v.in.Kernel, "initrd", initrd, "modules", v.modules, "name", name, "params", params)
 }
 
 // disk makes a router disk whose generation 1 is sys, from its closure

@@ -33,10 +33,14 @@ type routerVMLab struct {
 	// known_hosts, ~/.ssh/config naming the router rotuer) and Nix store,
 	// for roost.
 	lap *laptop
+	// entry is what the test bootloader booted last, its kernel and
+	// initrd copied into bootDir.
+	entry   *vm.BootEntry
+	bootDir string
 }
 
 func startRouterVMLab(t *testing.T) *routerVMLab {
-	need(t, "qemu-system-x86_64", "mke2fs", "kea-dhcp4", "kea-dhcp6", "ssh", "ssh-keygen", "ping", "dig", "/bin/busybox", "nix-build")
+	need(t, "qemu-system-x86_64", "mke2fs", "debugfs", "e2fsck", "kea-dhcp4", "kea-dhcp6", "ssh", "ssh-keygen", "ping", "dig", "/bin/busybox", "nix-build")
 	if _, _, err := vm.Kernel(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
@@ -93,17 +97,30 @@ func (l *routerVMLab) configWith(hosts map[string][]string) []byte {
 	return b
 }
 
-// boot starts the VM on the lab's disk.
+// boot starts the VM on the lab's disk as a bootloader would: the
+// profile's default generation, or the one-shot entry the router left
+// (vm.ReadBootEntry). QEMU must have ended.
 func (l *routerVMLab) boot() (*vm.Router, *timedConsole) {
+	if l.bootDir == "" {
+		l.bootDir = l.t.TempDir()
+	}
+	e, err := vm.ReadBootEntry(l.disk.Image, l.bootDir)
+	if err != nil {
+		l.t.Fatalf("the test bootloader: %v", err)
+	}
+	for _, n := range e.Notes {
+		l.t.Logf("the test bootloader: %s", n)
+	}
+	l.entry = e
 	c := newTimedConsole()
-	r, err := vm.StartRouter(context.Background(), vm.RouterOptions{Disk: l.disk, NetNS: l.net.Router, NICs: l.nics, Console: c})
+	r, err := vm.StartRouter(context.Background(), vm.RouterOptions{Disk: l.disk, Boot: e, NetNS: l.net.Router, NICs: l.nics, Console: c})
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() {
 		r.Kill()
 		if l.t.Failed() || os.Getenv("ROOST_SHOW_CONSOLE") != "" {
-			l.t.Logf("the VM's console:\n%s", c.String())
+			l.t.Logf("the VM's console (generation %d: %s):\n%s\nQMP events: %v", e.Generation, e.Cmdline, c.String(), r.Events())
 		}
 	})
 	return r, c
@@ -189,6 +206,24 @@ func (l *routerVMLab) waitAllUp(strict bool) vmStatus {
 func (l *routerVMLab) roost(args ...string) result {
 	l.t.Helper()
 	return run(l.t, nil, l.lap.env(), "ip", labnet.In(l.net.LAN, append([]string{roost}, args...)...)[1:]...)
+}
+
+// roostAsync runs roost like roost, in the background: its result comes
+// once it ends (exit -1: it did not run).
+func (l *routerVMLab) roostAsync(args ...string) <-chan result {
+	done := make(chan result, 1)
+	go func() {
+		cmd := exec.Command("ip", labnet.In(l.net.LAN, append([]string{roost}, args...)...)[1:]...)
+		cmd.Env = append(os.Environ(), l.lap.env()...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		code := -1
+		if err := cmd.Run(); err == nil || cmd.ProcessState != nil {
+			code = cmd.ProcessState.ExitCode()
+		}
+		done <- result{stdout: out.String(), stderr: errb.String(), code: code}
+	}()
+	return done
 }
 
 func (l *routerVMLab) mustRoost(args ...string) string {
@@ -393,18 +428,7 @@ func (s vmStatus) wanLeases() (address, prefix string) {
 func (l *routerVMLab) reboot(r *vm.Router, c *timedConsole, hostKey string) (*vm.Router, *timedConsole) {
 	t := l.t
 	t.Helper()
-	done := make(chan result, 1)
-	go func() {
-		cmd := exec.Command("ip", labnet.In(l.net.LAN, roost, "reboot", "--host", "rotuer", "--json")[1:]...)
-		cmd.Env = append(os.Environ(), l.lap.env()...)
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		code := -1 // did not run
-		if err := cmd.Run(); err == nil || cmd.ProcessState != nil {
-			code = cmd.ProcessState.ExitCode()
-		}
-		done <- result{stdout: out.String(), stderr: errb.String(), code: code}
-	}()
+	done := l.roostAsync("reboot", "--host", "rotuer", "--json")
 	if err := r.Wait(time.Minute); err != nil {
 		t.Fatalf("the VM after roost reboot: %v", err)
 	}

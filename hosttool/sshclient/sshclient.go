@@ -155,6 +155,10 @@ func signers(opts Options, t Target, tried *[]string) ([]ssh.Signer, io.Closer) 
 	return out, closer
 }
 
+// ErrKeysRefused is in the error of a dial that the server refused every
+// key of.
+var ErrKeysRefused = errors.New("refused every key")
+
 // HostKeyError is an unknown or changed host key.
 type HostKeyError struct {
 	Host    string
@@ -377,7 +381,7 @@ func handshake(conn net.Conn, t Target, cfg *ssh.ClientConfig, tried []string) (
 		case errors.As(err, &hke):
 			return nil, hke
 		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, fmt.Errorf("%s refused every key offered as %s (%s): add your public key to the router's ssh.authorizedKeys", t.Alias, t.User, strings.Join(tried, ", "))
+			return nil, fmt.Errorf("%s %w offered as %s (%s): add your public key to the router's ssh.authorizedKeys", t.Alias, ErrKeysRefused, t.User, strings.Join(tried, ", "))
 		case len(fb.first) > 0 && !bytes.HasPrefix(fb.first, []byte("SSH-")):
 			return nil, fmt.Errorf("%s (%s) does not speak SSH: it answered %q", t.Alias, t.Addr(), fb.first)
 		}

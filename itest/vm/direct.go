@@ -1,17 +1,13 @@
 package vm
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -29,26 +25,13 @@ type DirectOptions struct {
 	Console  io.Writer
 }
 
-// Direct is a running VM of StartDirect.
+// Direct is a running VM of StartDirect; its Events are QEMU's.
 type Direct struct {
-	cmd   *exec.Cmd
-	done  chan error
-	dir   string
-	start time.Time
-
-	mu     sync.Mutex
-	events []Event
+	cmd  *exec.Cmd
+	done chan error
+	dir  string
+	qmpEvents
 }
-
-// Event is a QMP event QEMU sent (WATCHDOG, RESET, SHUTDOWN, …) and when
-// it came, from the VM's start.
-type Event struct {
-	Name string          `json:"event"`
-	Data json.RawMessage `json:"data"`
-	At   time.Duration   `json:"-"`
-}
-
-func (e Event) String() string { return fmt.Sprintf("%s %s at %.2fs", e.Name, e.Data, e.At.Seconds()) }
 
 // Initramfs is a gzipped newc archive with init as /init and files.
 func Initramfs(init []byte, files []File) ([]byte, error) { return mipsInitramfs(init, files) }
@@ -114,53 +97,6 @@ func directArgs(o DirectOptions, dir string) ([]string, error) {
 	}
 	return args, nil
 }
-
-// listen records QEMU's events until it ends.
-func (d *Direct) listen(sock string) {
-	var c net.Conn
-	for i := 0; i < 200; i++ {
-		var err error
-		if c, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	if c == nil {
-		return
-	}
-	defer c.Close()
-	r := bufio.NewReader(c)
-	if _, err := r.ReadBytes('\n'); err != nil { // the greeting
-		return
-	}
-	if _, err := io.WriteString(c, `{"execute":"qmp_capabilities"}`+"\n"); err != nil {
-		return
-	}
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var e Event
-		if json.Unmarshal(line, &e) != nil || e.Name == "" {
-			continue
-		}
-		e.At = time.Since(d.start)
-		d.mu.Lock()
-		d.events = append(d.events, e)
-		d.mu.Unlock()
-	}
-}
-
-// Events are the QMP events so far.
-func (d *Direct) Events() []Event {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]Event(nil), d.events...)
-}
-
-// Started is when QEMU started.
-func (d *Direct) Started() time.Time { return d.start }
 
 // Wait waits up to timeout for QEMU to end: nil for status 0.
 func (d *Direct) Wait(timeout time.Duration) error {

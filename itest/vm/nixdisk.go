@@ -18,12 +18,14 @@ import (
 )
 
 // RouterModules are the kernel modules a qemu-x86_64 system of the lab's
-// config loads at boot: its NICs, the LAN's bridge and the firewall's
+// config loads at boot: its NICs, the LAN's bridge, the firewall's
 // (nft_objref for its named counters: firewall.KernelModules lacks it,
 // since a kernel that can run modprobe loads it by itself, and a router's
-// initrd has no modprobe). The initrd loads the rest (InitrdModules).
+// initrd has no modprobe) and the board's watchdog (the watchdog core and
+// i6300esb; init gives them the board's moduleParams as it loads them).
+// The initrd loads the rest (InitrdModules).
 func RouterModules() []string {
-	return slices.Concat([]string{"virtio_net", "bridge", "nft_objref"}, firewall.KernelModules)
+	return slices.Concat([]string{"virtio_net", "bridge", "nft_objref", "watchdog", "i6300esb"}, firewall.KernelModules)
 }
 
 // NixInputs are the prebuilt inputs roost.lib.mkSystem takes for a

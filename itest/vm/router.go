@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -69,34 +71,53 @@ func linkMAC(ns, link string) (string, error) {
 
 // RouterOptions say how a router VM runs.
 type RouterOptions struct {
-	Disk    *RouterDisk
+	Disk *RouterDisk
+	// Boot is what the bootloader boots (ReadBootEntry); nil: the disk's
+	// Kernel, Initrd and Cmdline, its first generation's.
+	Boot    *BootEntry
 	NetNS   string // where QEMU runs: the namespace of the NICs' taps
 	NICs    []NIC
 	Memory  int // MiB; default 256, the board's RAM
 	Console io.Writer
 }
 
-// Router is a running router VM.
+// Router is a running router VM; its Events are QEMU's (QMP): a WATCHDOG
+// event tells a reset by the watchdog from a reboot.
 type Router struct {
 	cmd  *exec.Cmd
 	done chan error
+	qmpEvents
 }
 
 // StartRouter boots the disk's system as a bootloader would (its kernel,
-// initrd and kernel parameters) in QEMU, with the disk as virtio disk
-// vda, the NICs as virtio cards and the console on o.Console. QEMU runs
-// with -no-reboot: a reboot ends it with status 0, as a power off does.
+// initrd and kernel parameters, or o.Boot's) in QEMU, with the disk as
+// virtio disk vda, the NICs as virtio cards, the board's watchdog (an
+// i6300esb whose expiry resets the machine) and the console on o.Console.
+// QEMU runs with -no-reboot: a reboot, a reset by the watchdog and a
+// power off all end it with status 0 (Events tell them apart).
 func StartRouter(ctx context.Context, o RouterOptions) (*Router, error) {
 	if o.Memory == 0 {
 		o.Memory = 256
 	}
+	boot := o.Boot
+	if boot == nil {
+		boot = &BootEntry{Kernel: o.Disk.Kernel, Initrd: o.Disk.Initrd, Cmdline: o.Disk.Cmdline}
+	}
+	dir, err := os.MkdirTemp("", "roost-router-vm-")
+	if err != nil {
+		return nil, err
+	}
+	qmp := filepath.Join(dir, "qmp")
 	args := []string{"netns", "exec", o.NetNS, "qemu-system-x86_64",
 		"-accel", "tcg", "-m", strconv.Itoa(o.Memory), "-smp", "1",
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
-		"-kernel", o.Disk.Kernel, "-initrd", o.Disk.Initrd, "-append", o.Disk.Cmdline,
+		"-kernel", boot.Kernel, "-initrd", boot.Initrd, "-append", boot.Cmdline,
 		"-drive", "file=" + o.Disk.Image + ",format=raw,if=virtio",
 		// The board's hardware RNG (see InitrdModules), fed from the host.
-		"-device", "virtio-rng-pci"}
+		"-device", "virtio-rng-pci",
+		// The board's watchdog (boards.json); QEMU 7.2 names its action so.
+		"-device", "i6300esb", "-action", "watchdog=reset",
+		"-qmp", "unix:" + qmp + ",server=on,wait=off"}
 	for i, n := range o.NICs {
 		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=n%d,mac=%s", i, n.MAC))
@@ -104,16 +125,23 @@ func StartRouter(ctx context.Context, o RouterOptions) (*Router, error) {
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	cmd.Stdout, cmd.Stderr = o.Console, o.Console
 	cmd.WaitDelay = 5 * time.Second
+	r := &Router{cmd: cmd, done: make(chan error, 1)}
+	r.start = time.Now()
 	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	r := &Router{cmd: cmd, done: make(chan error, 1)}
-	go func() { r.done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		os.RemoveAll(dir)
+		r.done <- err
+	}()
+	go r.listen(qmp)
 	return r, nil
 }
 
 // Wait waits up to d for QEMU to end, and returns how it ended: nil for
-// status 0 (the VM rebooted or powered off).
+// status 0 (the VM rebooted, was reset or powered off).
 func (r *Router) Wait(d time.Duration) error {
 	select {
 	case err := <-r.done:
@@ -121,6 +149,17 @@ func (r *Router) Wait(d time.Duration) error {
 		return err
 	case <-time.After(d):
 		return fmt.Errorf("the VM still runs after %s", d)
+	}
+}
+
+// Exited says whether QEMU has ended (a kexec does not end it).
+func (r *Router) Exited() bool {
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return true
+	default:
+		return false
 	}
 }
 

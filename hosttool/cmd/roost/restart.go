@@ -21,6 +21,11 @@ type restart struct {
 	hostKey string    // the SHA256 fingerprint of the key it had
 	start   time.Time // when it was asked: the times count from here
 	what    string    // what it goes through, for messages: "the reboot"
+	// trial: the router may first come back as a system that refuses
+	// the key (a trial with broken SSH), which the watchdog then resets
+	// into the last good one: a refusal is tried again until the end.
+	trial   bool
+	refused bool // a refusal was said
 }
 
 // keepaliveEvery is how often the connection is probed while the router
@@ -127,6 +132,17 @@ func (e *env) reachAgain(r *restart, until time.Time, cmd string) (out []byte, a
 		return nil, false, fmt.Errorf("%s answers again, but not with the host key it had before %s (%s): %w", host, r.what, r.hostKey, err)
 	case err != nil && e.ctx.Err() != nil:
 		return nil, false, err
+	case err != nil && r.trial && errors.Is(err, sshclient.ErrKeysRefused) && time.Now().Add(retryEvery).Before(until):
+		if !r.refused {
+			fmt.Fprintf(e.stderr, "roost: %s (%.1fs): if the trial's SSH is broken, its watchdog resets it into the last good generation; trying again until %s\n", err, time.Since(r.start).Seconds(), until.Format(time.TimeOnly))
+			r.refused = true
+		}
+		select {
+		case <-time.After(retryEvery):
+			return nil, true, nil
+		case <-e.ctx.Done():
+			return nil, false, e.ctx.Err()
+		}
 	case err != nil:
 		return nil, false, &notBackError{host: host, until: until, err: err}
 	}

@@ -57,7 +57,7 @@ func bootMethod(mode activate.Mode, kexec, reboot bool) (string, error) {
 // generation, which says why it rolled back.
 func (e *env) confirmTrial(f *flags, client *ssh.Client, hostKey string, act activate.Report, w trialWait, res *rebuildResult) error {
 	t := act.Trial
-	r := &restart{f: f, hostKey: hostKey, start: time.Now(), what: fmt.Sprintf("the trial boot of generation %d", t.Generation)}
+	r := &restart{f: f, hostKey: hostKey, start: time.Now(), what: fmt.Sprintf("the trial boot of generation %d", t.Generation), trial: true}
 	res.Trial = &trialResult{Generation: t.Generation, Method: t.Method, Why: t.Why}
 	if !*f.json {
 		e.printActivated(*res)

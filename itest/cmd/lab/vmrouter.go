@@ -134,11 +134,22 @@ func runVMRouter(dir string) error {
 	defer stop()
 	for {
 		w := &downWatcher{w: console}
-		r, err := vm.StartRouter(ctx, vm.RouterOptions{Disk: &spec.Disk, NetNS: spec.NetNS, NICs: spec.NICs, Console: w})
+		// As a bootloader: the profile's default, or a trial's one-shot entry.
+		bootDir := filepath.Join(dir, "vm", "boot")
+		if err := os.MkdirAll(bootDir, 0o755); err != nil {
+			return err
+		}
+		entry, err := vm.ReadBootEntry(spec.Disk.Image, bootDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(console, "lab: booting generation %d (%s)\n", entry.Generation, entry.Cmdline)
+		r, err := vm.StartRouter(ctx, vm.RouterOptions{Disk: &spec.Disk, Boot: entry, NetNS: spec.NetNS, NICs: spec.NICs, Console: w})
 		if err != nil {
 			return err
 		}
 		err = r.Wait(100 * 365 * 24 * time.Hour)
+		_, reset := r.Event("WATCHDOG")
 		switch {
 		case ctx.Err() != nil:
 			fmt.Fprintln(console, "lab: QEMU stopped (SIGTERM)")
@@ -146,6 +157,8 @@ func runVMRouter(dir string) error {
 		case err != nil:
 			fmt.Fprintln(console, "lab: QEMU ended:", err)
 			return err
+		case reset:
+			fmt.Fprintln(console, "lab: the watchdog reset the VM")
 		case !w.rebooted():
 			fmt.Fprintln(console, "lab: the VM powered off")
 			return nil
