@@ -24,9 +24,6 @@ MIPS_KERNEL_DIR := /var/cache/roost-vm/mipsel
 # apt lists of their own, so the host's dpkg gains no architecture.
 ARM_KERNEL_DIR := /var/cache/roost-vm/armhf
 
-# Boards' architectures: roostd must build for every one of them.
-CROSS := linux/amd64 linux/arm64 linux/arm linux/mipsle linux/mips
-
 # Where build puts roostd and roost for the lab and the benchmarks: inside
 # itest, which owns those commands (git ignores it).
 BIN := itest/bin
@@ -117,11 +114,16 @@ fuzz:
 		done; \
 	done
 
+# cross builds roostd for every board's Go target, each once: the list is
+# boards/boards.json's, through roostd boards --targets (GOARCH and GOMIPS
+# or GOARM, a tab, the boards). The roostd that prints it is built for this
+# machine as the board target of the same architecture is, so it costs no
+# build of its own.
 cross:
-	@for target in $(CROSS); do \
-		os=$${target%/*}; arch=$${target#*/}; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOMIPS=softfloat $(GO) build -o /dev/null ./agent/cmd/roostd || exit 1; \
-		echo "built roostd for $$target"; \
+	@set -o pipefail; CGO_ENABLED=0 $(GO) run ./agent/cmd/roostd boards --targets | \
+	while IFS=$$'\t' read -r target boards; do \
+		env CGO_ENABLED=0 GOOS=linux $$target $(GO) build -o /dev/null ./agent/cmd/roostd || exit 1; \
+		echo "built roostd for $$target ($$boards)"; \
 	done
 
 bench: deps vmdeps build

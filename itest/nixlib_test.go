@@ -307,7 +307,7 @@ func TestNixLibGoEnv(t *testing.T) {
 		}
 	}
 	r := run(t, nil, nil, "nix-instantiate", append(n.opts(), "--eval", "-E", "("+lib+`.mkSystem { board = "nope"; config = { }; }).drvPath`)...)
-	if r.code == 0 || !strings.Contains(r.stderr, `roost: unknown board "nope" (known: lab, qemu-mipsel, qemu-x86_64)`) {
+	if r.code == 0 || !strings.Contains(r.stderr, `roost: unknown board "nope" (known: belkin-rt3200, gl-ar750, gl-mt300n-v2, lab, openwrt-one, qemu-mipsel, qemu-x86_64, turris-omnia)`) {
 		t.Errorf("an unknown board: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -53,7 +53,7 @@ func TestCheckParts(t *testing.T) {
 		{"qemu without roostd", without("bin/roostd"), "no bin/roostd, which board qemu-x86_64 needs"},
 		{"qemu without a config", without("etc/roost/config.json"), "is not a roost system: it has no etc/roost/config.json"},
 		{"qemu named by the config only", without("board"), "no board, which board qemu-x86_64 needs"},
-		{"unknown board", with("board", "wrt54g"), `system ` + sys.String() + `: unknown board "wrt54g" (known: lab, `},
+		{"unknown board", with("board", "wrt54g"), `system ` + sys.String() + `: unknown board "wrt54g" (known: belkin-rt3200, gl-ar750, gl-mt300n-v2, lab, `},
 		{"boards differ", with("etc/roost/config.json", `{"board": "qemu-mipsel"}`), `its board file names qemu-x86_64 but its config's board is qemu-mipsel`},
 		{"config names none", with("etc/roost/config.json", `{}`), `its config's board is lab, as it names none`},
 	} {

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -101,56 +104,158 @@ func withBoard(b []byte, board string) []byte {
 	return append(append(append([]byte{}, b[:i]...), field...), b[i:]...)
 }
 
-// runBoards is "boards": the board data, as Go and the Nix library read it.
+// runBoards is "boards": the board data, as Go and the Nix library read
+// it; --targets lists the Go targets roostd builds for (make cross).
 func runBoards(e *env, args []string) error {
 	f := newFlags(e, "boards")
+	targets := f.Bool("targets", false, "print each Go target the boards need, once: its go build environment, a tab, its boards")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return errors.New("usage: roostd boards [--json]")
+		return errors.New("usage: roostd boards [--json | --targets]")
 	}
 	all, err := boards.All()
 	if err != nil {
 		return err
 	}
-	if *f.json {
+	switch {
+	case *f.json:
 		printJSON(e.stdout, all)
-		return nil
+	case *targets:
+		printTargets(e.stdout, all)
+	default:
+		printBoards(e.stdout, all)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tINTERFACES\tUPGRADE\tKEXEC\tWATCHDOG\tTRIAL BOOT\tSTORAGE\tCMDLINE\tSYSTEM NEEDS")
+	return nil
+}
+
+// printTargets prints each distinct go build environment of the boards,
+// in the boards' order, with the boards that need it.
+func printTargets(w io.Writer, all []boards.Board) {
+	var order []string
+	users := map[string][]string{}
 	for _, b := range all {
-		arch := b.GOARCH
-		if b.GOMIPS != "" {
-			arch += " (" + b.GOMIPS + ")"
+		env := strings.Join(b.GoEnv(), " ")
+		if _, ok := users[env]; !ok {
+			order = append(order, env)
 		}
-		if b.GOARM != "" {
-			arch += " (v" + b.GOARM + ")"
-		}
-		var ifs []string
-		for _, n := range b.InterfaceNames() {
-			dev, _ := b.Device(n)
-			ifs = append(ifs, n+"="+dev)
-		}
-		kexec := "no"
-		if b.Kexec {
-			kexec = "yes"
-		}
-		storage := "-"
-		if st := b.Storage; st != nil {
-			storage = st.Device + " (" + st.FSType + ")"
-		}
+		users[env] = append(users[env], b.Name)
+	}
+	for _, env := range order {
+		fmt.Fprintf(w, "%s\t%s\n", env, strings.Join(users[env], " "))
+	}
+}
+
+// printBoards prints a table of the boards, then each board in full.
+func printBoards(w io.Writer, all []boards.Board) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BOARD\tARCH\tRAM\tUPGRADE\tKEXEC\tTRIAL BOOT\tWATCHDOG\tINTERFACES")
+	for _, b := range all {
 		trial, _ := b.TrialMethod()
-		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, arch, b.RAMMB, strings.Join(ifs, " "),
-			b.Upgrade, kexec, watchdogText(b.Watchdog), trial, storage, orDash(strings.Join(b.Cmdline, " ")), strings.Join(b.Needs, " "))
+		fmt.Fprintf(tw, "%s\t%s\t%d MB\t%s\t%s\t%s\t%s\t%s\n", b.Name, archText(b), b.RAMMB, upgradeText(b),
+			orDash(b.KexecMethod), trial, watchdogText(b.Watchdog), interfacesText(b))
 	}
 	tw.Flush()
 	for _, b := range all {
-		fmt.Fprintf(e.stdout, "%s: %s\n", b.Name, b.Description)
+		fmt.Fprintf(w, "\n%s: %s\n", b.Name, b.Description)
+		printBoard(w, b)
 	}
-	return nil
+}
+
+// printBoard prints what the table leaves out, one fact a line.
+func printBoard(w io.Writer, b boards.Board) {
+	line := func(k, v string) { fmt.Fprintf(w, "  %-12s %s\n", k+":", v) }
+	ram := fmt.Sprintf("%d MB", b.RAMMB)
+	if b.MaintenanceMB > 0 {
+		ram += fmt.Sprintf(", of which an image upgrade may use %d MB", b.MaintenanceMB)
+	}
+	line("RAM", ram)
+	line("upgrade", upgradeText(b))
+	_, why := b.TrialMethod()
+	line("trial boot", why)
+	if wd := b.Watchdog; wd != nil {
+		line("watchdog", watchdogDetail(*wd))
+	}
+	storage := "-"
+	if st := b.Storage; st != nil {
+		storage = st.Device + " (" + st.FSType + ")"
+	}
+	line("storage", storage)
+	line("cmdline", orDash(strings.Join(b.Cmdline, " ")))
+	line("needs", strings.Join(b.Needs, " "))
+	for _, f := range b.Flash {
+		printFlash(w, f)
+	}
+	for _, s := range b.Sources {
+		line("source", s)
+	}
+	for _, n := range b.Notes {
+		line("note", n)
+	}
+}
+
+// printFlash prints a flash and its partitions: offset, size, name, use,
+// and whether roost ever writes it.
+func printFlash(w io.Writer, f boards.Flash) {
+	size := "size read from the disk"
+	if f.SizeMB > 0 {
+		size = fmt.Sprintf("%d MiB", f.SizeMB)
+	}
+	fmt.Fprintf(w, "  %-12s %s (%s, %s)\n", "flash:", f.Name, f.Kind, size)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, p := range f.Partitions {
+		place := "partition table\t" + bytesText(p.Size)
+		switch {
+		case p.Volume:
+			place = "UBI volume\t" + bytesText(p.Size)
+		case p.Offset != nil:
+			place = fmt.Sprintf("%#08x\t%s", *p.Offset, bytesText(p.Size))
+		}
+		never := ""
+		if p.Never {
+			never = "\tnever written"
+		}
+		fmt.Fprintf(tw, "    %s\t%s\t%s%s\n", place, p.Name, p.Use, never)
+	}
+	tw.Flush()
+}
+
+func bytesText(n *uint64) string {
+	if n == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%#08x", *n)
+}
+
+func archText(b boards.Board) string {
+	switch {
+	case b.GOMIPS != "":
+		return b.GOARCH + " (" + b.GOMIPS + ")"
+	case b.GOARM != "":
+		return b.GOARCH + " (v" + b.GOARM + ")"
+	}
+	return b.GOARCH
+}
+
+func upgradeText(b boards.Board) string {
+	if b.ImageWrite == "" {
+		return b.Upgrade
+	}
+	if b.Upgrade == boards.UpgradeImage {
+		return "image by " + b.ImageWrite
+	}
+	return b.Upgrade + " (images by " + b.ImageWrite + ")"
+}
+
+func interfacesText(b boards.Board) string {
+	var ifs []string
+	for _, n := range b.InterfaceNames() {
+		dev, _ := b.Device(n)
+		ifs = append(ifs, n+"="+dev)
+	}
+	return strings.Join(ifs, " ")
 }
 
 // watchdogText is a board's watchdog in a word or few: "/dev/watchdog
@@ -164,6 +269,23 @@ func watchdogText(w *boards.Watchdog) string {
 		s += ", survives kexec"
 	}
 	return s + ")"
+}
+
+// watchdogDetail is the watchdog's driver and the facts about it.
+func watchdogDetail(w boards.Watchdog) string {
+	how := "module"
+	if w.BuiltIn {
+		how = "built in"
+	}
+	max := "hardware maximum not known"
+	if w.MaxTimeoutSeconds != nil {
+		max = fmt.Sprintf("hardware maximum %ds", *w.MaxTimeoutSeconds)
+	}
+	s := fmt.Sprintf("%s, driver %s (%s), timeout %s (%s), grace %s", w.Device, w.Driver, how, w.Timeout(), max, w.Grace())
+	for _, mod := range slices.Sorted(maps.Keys(w.ModuleParams)) {
+		s += fmt.Sprintf(", %s %s", mod, w.ModuleParams[mod])
+	}
+	return s
 }
 
 func orDash(s string) string {

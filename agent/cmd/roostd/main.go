@@ -51,7 +51,7 @@ commands:
   init                        PID 1 of the router, its initrd's /init (docs/boot.md; it logs, no --json)
   reboot | poweroff [--json]  ask roostd init to stop every process, unmount, and reboot or power off
   config check FILE [--board B] [--json]   validate a config for its board; exit 1 listing every problem
-  boards [--json]             the board data (boards/boards.json)
+  boards [--json | --targets] the board data (boards/boards.json); --targets: each Go target, for make cross
 
 Every command takes --root DIR (default /): the router's file system root; every
 command that prints takes --json: one JSON document on stdout, for scripts.
