@@ -78,10 +78,16 @@ func (a *Agent) thaw() {
 
 // systemChanged is the activator's Reload: the running system changed, so
 // its config is applied, and whether its roostd is another is checked
-// once nothing awaits an answer.
+// once nothing awaits an answer. A config that this roostd cannot load
+// does not stop a system whose roostd is another: that one loads it (a
+// rollback from a roostd that loads no config at all hands back to the
+// previous one, which does).
 func (a *Agent) systemChanged(ctx context.Context) error {
 	if err := a.Reload(ctx); err != nil {
-		return err
+		if next, nerr := a.nextAgent(); nerr != nil || next == "" {
+			return err
+		}
+		a.opts.Log.Warn("this roostd does not load the system's config: its own roostd will, once handed over", "err", err)
 	}
 	a.liveMu.Lock()
 	defer a.liveMu.Unlock()
