@@ -320,6 +320,13 @@ func (r *router) run() {
 func (r *router) request(req Request) {
 	r.t.Helper()
 	r.reqs <- req
+	r.ended("after " + req.String())
+}
+
+// ended waits until init has ended (rebooted, powered off) by itself or
+// as asked.
+func (r *router) ended(what string) {
+	r.t.Helper()
 	select {
 	case err := <-r.done:
 		r.done <- err // for Cleanup
@@ -327,7 +334,7 @@ func (r *router) request(req Request) {
 			r.t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		r.t.Fatalf("init did not end after %s; log:\n%s", req, r.log.String())
+		r.t.Fatalf("init did not end %s; log:\n%s", what, r.log.String())
 	}
 }
 
@@ -489,15 +496,7 @@ func TestCrashingAgentWithoutActivationBacksOff(t *testing.T) {
 func TestFailedBootReboots(t *testing.T) {
 	r := newRouter(t, "roost.disk=/dev/sdz")
 	r.run()
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("init did not reboot")
-	}
+	r.ended("rebooting")
 	calls := r.sys.callsSince(0)
 	if last := calls[len(calls)-1]; last != fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_RESTART) || slicesContain(calls, "mount ext4 /dev/sdz /storage") {
 		t.Fatalf("calls: %q", calls)

@@ -288,15 +288,7 @@ func TestTrialCannotBoot(t *testing.T) {
 			}
 			start := r.clock.Now()
 			r.run()
-			select {
-			case err := <-r.done:
-				r.done <- err
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("init did not reboot; log:\n%s", r.log.String())
-			}
+			r.ended("rebooting")
 			calls := r.sys.callsSince(0)
 			if last := calls[len(calls)-1]; last != fmt.Sprintf("reboot %#x", unix.LINUX_REBOOT_CMD_RESTART) || slicesContain(calls, "watchdog open /dev/watchdog") {
 				t.Fatalf("calls: %q", calls)
@@ -351,15 +343,7 @@ func TestTrialCrashLoopReboots(t *testing.T) {
 	write(t, r.root, "persist/roost/pending-activation.json", string(b), 0o600)
 	r.sys.crash = func([]string) bool { return true }
 	r.run()
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("init did not reboot; log:\n%s", r.log.String())
-	}
+	r.ended("rebooting")
 	if len(r.sys.starts) != CrashLimit {
 		t.Fatalf("%d agents started, want %d", len(r.sys.starts), CrashLimit)
 	}

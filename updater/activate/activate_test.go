@@ -36,18 +36,8 @@ func newRouter(t *testing.T) *router {
 	old[len(old)-1].Config = `{"hostname":"old"}`
 	nw := storetest.Closure("new", 3, 1, 32)
 	nw[len(nw)-1].Config = `{"hostname":"new"}`
-	for _, pkgs := range [][]storetest.Package{old, nw} {
-		var b bytes.Buffer
-		storetest.WriteExport(&b, pkgs)
-		txn, err := r.s.Lock(context.Background(), "test", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := txn.ImportExport(context.Background(), &b, nil); err != nil {
-			t.Fatal(err)
-		}
-		txn.Close()
-	}
+	importPackages(t, r.s, old)
+	importPackages(t, r.s, nw)
 	r.old, r.new = old[len(old)-1].Path, nw[len(nw)-1].Path
 	r.a = &Activator{
 		Store: r.s, Profile: generations.System(root, nil), State: t.TempDir(),
@@ -69,6 +59,23 @@ func newRouter(t *testing.T) *router {
 	t.Cleanup(r.stopTimer)
 	r.activate(Switch, r.old, time.Minute, "ssh one", func(res Result) { r.confirm(res.Token, "ssh two") })
 	return r
+}
+
+// importPackages puts pkgs into s, as a transfer would.
+func importPackages(t *testing.T, s *store.Store, pkgs []storetest.Package) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := storetest.WriteExport(&b, pkgs); err != nil {
+		t.Fatal(err)
+	}
+	txn, err := s.Lock(context.Background(), "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	if _, err := txn.ImportExport(context.Background(), &b, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stopTimer stops the rollback timer, as a stopped agent would.

@@ -1,7 +1,6 @@
 package activate
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -59,21 +58,7 @@ func TestCheckParts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			for name, content := range tc.files {
-				p := filepath.Join(dir, name)
-				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				var err error
-				if target, ok := strings.CutPrefix(content, "->"); ok {
-					err = os.Symlink(target, p)
-				} else {
-					err = os.WriteFile(p, []byte(content), 0o644)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			writeTree(t, dir, tc.files)
 			err := checkParts(dir, sys)
 			if tc.want == "" {
 				if err != nil {
@@ -94,18 +79,7 @@ func TestActivateRefusesIncompleteSystem(t *testing.T) {
 	r := newRouter(t)
 	pkgs := storetest.Closure("qemu", 2, 1, 32)
 	pkgs[len(pkgs)-1].Config = `{"board": "qemu-x86_64"}`
-	var b bytes.Buffer
-	if err := storetest.WriteExport(&b, pkgs); err != nil {
-		t.Fatal(err)
-	}
-	txn, err := r.s.Lock(context.Background(), "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := txn.ImportExport(context.Background(), &b, nil); err != nil {
-		t.Fatal(err)
-	}
-	txn.Close()
+	importPackages(t, r.s, pkgs)
 	sys := pkgs[len(pkgs)-1].Path
 	for _, mode := range []Mode{Switch, Test, Boot, DryActivate} {
 		_, err := r.a.Activate(context.Background(), mode, sys, time.Minute, "ssh x")
@@ -113,5 +87,26 @@ func TestActivateRefusesIncompleteSystem(t *testing.T) {
 			t.Errorf("Activate %s: %v, want a refusal naming bin/roostd", mode, err)
 		}
 		r.running(r.old, 1, false)
+	}
+}
+
+// writeTree writes files below dir: each a file with its content, or a
+// symlink if the content is "->target".
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if target, ok := strings.CutPrefix(content, "->"); ok {
+			err = os.Symlink(target, p)
+		} else {
+			err = os.WriteFile(p, []byte(content), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package activate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -49,34 +48,14 @@ func newTrialRouter(t *testing.T) *trialRouter {
 	for name, files := range parts {
 		pkgs := storetest.Closure(name, 1, 0, 0)
 		pkgs[0].Config = `{"board": "qemu-x86_64", "hostname": "` + name + `"}`
-		var b bytes.Buffer
-		storetest.WriteExport(&b, pkgs)
-		txn, err := r.s.Lock(context.Background(), "test", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := txn.ImportExport(context.Background(), &b, nil); err != nil {
-			t.Fatal(err)
-		}
-		txn.Close()
+		importPackages(t, r.s, pkgs)
 		sys := pkgs[0].Path
 		dir := r.s.PhysicalPath(sys)
 		os.Chmod(dir, 0o755)
 		files["board"] = "qemu-x86_64\n"
 		files["initrd"] = "->/nix/store/cccccccccccccccccccccccccccccccc-initrd/initrd"
 		files["bin/roostd"] = "->/nix/store/dddddddddddddddddddddddddddddddd-roostd/bin/roostd"
-		for file, content := range files {
-			p := filepath.Join(dir, file)
-			os.MkdirAll(filepath.Dir(p), 0o755)
-			if target, ok := strings.CutPrefix(content, "->"); ok {
-				err = os.Symlink(target, p)
-			} else {
-				err = os.WriteFile(p, []byte(content), 0o644)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		writeTree(t, dir, files)
 		r.systems[name] = sys
 	}
 	r.old = r.systems["old"]
