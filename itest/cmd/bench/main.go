@@ -31,7 +31,7 @@ func main() {
 	}
 	bin := flag.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, agent, addressing, firewall, dns, boot or ota")
+	only := flag.String("only", "", "run only this table: store, agent, addressing, firewall, dns, boot, methods or ota")
 	links := flag.String("links", "", "over-the-air: only these links, comma-separated (lan, 10ms, remote)")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
@@ -45,6 +45,7 @@ func main() {
 		{"firewall", benchFirewall},
 		{"dns", func() error { return benchDNS(roostd) }},
 		{"boot", func() error { return benchBoot(*bin) }},
+		{"methods", func() error { return benchMethods(*bin) }},
 		{"ota", func() error { return benchOTA(roostd, roost, *scale, *links) }},
 	}
 	for _, tb := range tables {
