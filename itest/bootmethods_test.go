@@ -45,15 +45,7 @@ func TestBootMethodsInVM(t *testing.T) {
 	reboot := systems.buildBoot("roost-system-dev", l.configWith(nas), roostd, "roost.test=3", "")
 	l.disk = systems.disk(s1)
 
-	l.r, l.c = l.boot()
-	l.c.waitFor(t, "agent ready", 0, 2*time.Minute)
-	l.lanAddresses()
-	l.reaches()
-	first := l.waitAllUp(false) // known_hosts learns the router's key
-	hostKey := first.service("ssh").Outputs["host-key"]
-	if first.Current != s1 || first.Generation != 1 || hostKey == "" {
-		t.Fatalf("the first boot runs %+v, want %s", first, s1)
-	}
+	first, hostKey := l.bootFirst(s1)
 
 	if !t.Run("service", func(t *testing.T) {
 		p := l.startPing(t)

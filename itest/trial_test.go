@@ -70,15 +70,7 @@ func TestKernelTrialInVM(t *testing.T) {
 	noSSH := systems.buildBoot("roost-system-no-ssh", l.configKeys(otherKey(t)), roostd, "roost.test=5", "")
 	l.disk = systems.disk(s1)
 
-	l.r, l.c = l.boot()
-	l.c.waitFor(t, "agent ready", 0, 2*time.Minute)
-	l.lanAddresses()
-	l.reaches()
-	first := l.waitAllUp(false) // known_hosts learns the router's key
-	hostKey := first.service("ssh").Outputs["host-key"]
-	if first.Current != s1 || first.Generation != 1 || hostKey == "" {
-		t.Fatalf("the first boot runs %+v, want %s", first, s1)
-	}
+	_, hostKey := l.bootFirst(s1)
 
 	if !t.Run("Confirms", func(t *testing.T) {
 		c := l.c
@@ -163,6 +155,24 @@ func TestKernelTrialInVM(t *testing.T) {
 	if err := l.r.Wait(time.Minute); err != nil {
 		t.Fatalf("the VM after roostd poweroff: %v", err)
 	}
+}
+
+// bootFirst boots the VM on its disk, whose generation 1 is sys, and
+// checks that it runs sys, reached from the LAN host; known_hosts learns
+// the router's key, which it returns.
+func (l *trialLab) bootFirst(sys string) (first vmStatus, hostKey string) {
+	t := l.t
+	t.Helper()
+	l.r, l.c = l.boot()
+	l.c.waitFor(t, "agent ready", 0, 2*time.Minute)
+	l.lanAddresses()
+	l.reaches()
+	first = l.waitAllUp(false)
+	hostKey = first.service("ssh").Outputs["host-key"]
+	if first.Current != sys || first.Generation != 1 || hostKey == "" {
+		t.Fatalf("the first boot runs %+v, want %s", first, sys)
+	}
+	return first, hostKey
 }
 
 // failedTrial is a trial that the watchdog ended: what roost rebuild
