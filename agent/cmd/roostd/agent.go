@@ -307,9 +307,13 @@ func runStatus(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "  CONFIG: %s\n", st.ConfigProblem)
 	}
 	if p := st.Pending; p != nil {
-		if p.RollbackError != "" {
+		switch {
+		case p.RollbackError != "":
 			fmt.Fprintf(e.stdout, "  ROLLBACK OVERDUE since %s (retrying): %s\n", p.Deadline.Format(time.TimeOnly), p.RollbackError)
-		} else {
+		case p.Trial != nil:
+			fmt.Fprintf(e.stdout, "  trial of generation %d (by %s): awaiting confirmation until %s, else the boot default, generation %d, comes back\n",
+				p.Trial.Generation, p.Trial.Method, p.Deadline.Format(time.TimeOnly), p.PrevGeneration)
+		default:
 			fmt.Fprintf(e.stdout, "  awaiting confirmation of %s until %s, else rolls back\n", p.System, p.Deadline.Format(time.TimeOnly))
 		}
 	}
