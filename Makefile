@@ -6,8 +6,9 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # exceeded" when the deadline falls in the fuzzer's own bookkeeping.
 FUZZTIME ?= 10000x
 
-# Debian packages the tests and benchmarks use.
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server nsd bind9-dnsutils dnsperf
+# Debian packages the tests and benchmarks use (squashfs-tools, mtd-utils
+# and e2fsprogs: roost image's mksquashfs, ubinize and mke2fs).
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server nsd bind9-dnsutils dnsperf squashfs-tools mtd-utils e2fsprogs
 
 # What the VM tier (make vmtest) adds: QEMU, Debian's kernel, pppd and
 # pppoe-server; QEMU's MIPS boards, for a router's kernel (below); mke2fs

@@ -207,7 +207,7 @@ func TestParseRefusesFlash(t *testing.T) {
 	}
 	const ubi = `{"name": "ubi", "use": "ubi", "offset": 1048576, "size": 15728640, "never": true}`
 	nand := func(parts ...string) string {
-		return `, "imageWrite": "ubi", "flash": [{"name": "nand", "kind": "spi-nand", "sizeMB": 16, "partitions": [` + strings.Join(parts, ", ") + `]}]`
+		return `, "imageWrite": "ubi", "flash": [{"name": "nand", "kind": "spi-nand", "sizeMB": 16, "eraseBlockBytes": 131072, "pageBytes": 2048, "partitions": [` + strings.Join(parts, ", ") + `]}]`
 	}
 	const fit = `{"name": "fit", "use": "image", "volume": true}`
 	for _, tc := range []struct {
@@ -239,6 +239,8 @@ func TestParseRefusesFlash(t *testing.T) {
 		{"volume with offset", image + nand(ubi, `{"name": "fit", "use": "image", "volume": true, "offset": 0}`), "(fit): a UBI volume has no offset"},
 		{"volume on a disk", good + `, "flash": [{"name": "vda", "kind": "virtio", "sizeMB": 0, "partitions": [{"name": "fit", "use": "data", "volume": true}]}]`, "(fit): a UBI volume must be inside the UBI partition of an MTD flash"},
 		{"volumes past their partition", image + nand(ubi, fit, `{"name": "big", "use": "data", "volume": true, "size": 16777216}`), "the fixed-size volumes (16777216 bytes) do not fit UBI partition ubi (15728640 bytes)"},
+		{"NAND without geometry", image + strings.Replace(nand(ubi, fit), `"eraseBlockBytes": 131072, `, "", 1), "flash[0] (nand): eraseBlockBytes 0, pageBytes 2048: a NAND flash needs both"},
+		{"geometry on NOR", image + strings.Replace(nor(boot, art, firmware), `"sizeMB": 16,`, `"sizeMB": 16, "pageBytes": 256,`, 1), "flash[0] (nor): eraseBlockBytes and pageBytes are for spi-nand flash only"},
 		{"two UBI partitions", image + nand(ubi, fit, `{"name": "ubi2", "use": "ubi", "offset": 0, "size": 1048576, "never": true}`), "(ubi2): a second UBI partition"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkParse(t, `[{`+tc.data+`}]`, tc.want) })

@@ -52,8 +52,13 @@ type Flash struct {
 	Name string `json:"name"`
 	Kind string `json:"kind"` // nor, spi-nand, emmc, virtio
 	// SizeMB is its size in MiB; 0 for a disk whose size is read from it.
-	SizeMB     int         `json:"sizeMB"`
-	Partitions []Partition `json:"partitions"`
+	SizeMB int `json:"sizeMB"`
+	// EraseBlockBytes and PageBytes are a NAND flash's erase block and
+	// page (its smallest write), which a UBI image is made for (ubinize
+	// -p, -m); required on spi-nand, absent elsewhere.
+	EraseBlockBytes int         `json:"eraseBlockBytes,omitempty"`
+	PageBytes       int         `json:"pageBytes,omitempty"`
+	Partitions      []Partition `json:"partitions"`
 }
 
 // Partition is a part of a flash: an MTD partition (by the name the kernel
@@ -127,6 +132,12 @@ func (f Flash) validate(where string, bad func(format string, args ...any)) {
 		bad("%s: kind %q: want %s, %s, %s or %s", where, f.Kind, FlashNOR, FlashSPINAND, FlashEMMC, FlashVirtio)
 	case f.SizeMB < 0:
 		bad("%s: sizeMB %d: want its size in MiB, or 0 if read from the disk", where, f.SizeMB)
+	}
+	nand := f.Kind == FlashSPINAND
+	if pow2 := func(n int) bool { return n > 0 && n&(n-1) == 0 }; nand && (!pow2(f.EraseBlockBytes) || !pow2(f.PageBytes) || f.PageBytes >= f.EraseBlockBytes) {
+		bad("%s: eraseBlockBytes %d, pageBytes %d: a NAND flash needs both, powers of two, the page smaller", where, f.EraseBlockBytes, f.PageBytes)
+	} else if !nand && (f.EraseBlockBytes != 0 || f.PageBytes != 0) {
+		bad("%s: eraseBlockBytes and pageBytes are for spi-nand flash only", where)
 	}
 	seen := map[string]bool{}
 	var ubi *Partition

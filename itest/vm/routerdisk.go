@@ -6,15 +6,13 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
-	"github.com/roostrouter/roost/updater/generations"
+	hostimage "github.com/roostrouter/roost/hosttool/image"
 	"github.com/roostrouter/roost/updater/nar"
 	"github.com/roostrouter/roost/updater/nixexport"
 	"github.com/roostrouter/roost/updater/nixhash"
-	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
 )
 
@@ -85,8 +83,8 @@ func BuildRouterDisk(dir string, s RouterSystem) (*RouterDisk, error) {
 	}
 	d := &RouterDisk{Image: filepath.Join(dir, "disk.img"), System: sys, Cmdline: s.Cmdline,
 		Kernel: filepath.Join(b.root, linux.String(), "bzImage"), Initrd: filepath.Join(b.root, initrd.String(), "initrd")}
-	if out, err := exec.Command("mke2fs", "-q", "-t", "ext4", "-L", "roost", "-d", b.root, d.Image, "512M").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("mke2fs -d %s: %v: %s", b.root, err, out)
+	if err := hostimage.Ext4(context.Background(), b.root, d.Image, 512<<20, func(string) {}); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -147,22 +145,11 @@ func writeSpec(file, spec string) error {
 }
 
 // install imports the paths made into the store below root, makes sys
-// generation 1, the profile's default, and makes the state folder.
+// generation 1, the profile's default, and makes the state folder, as
+// roost image does (hosttool/image).
 func (b *diskBuilder) install(sys storepath.Path) error {
-	s := store.New(b.root, store.Options{})
-	txn, err := s.Lock(context.Background(), "BuildRouterDisk", func(string) {})
-	if err != nil {
-		return err
-	}
-	defer txn.Close()
 	nixexport.WriteNext(&b.export, false)
-	if _, err := txn.ImportExport(context.Background(), &b.export, nil); err != nil {
-		return fmt.Errorf("import the system: %w", err)
-	}
-	if _, _, err := generations.System(b.root, nil).Set(sys); err != nil {
-		return err
-	}
-	return os.MkdirAll(filepath.Join(b.root, "persist/roost"), 0o700)
+	return hostimage.Root(context.Background(), b.root, &b.export, sys)
 }
 
 // kernel makes the kernel's store path: its image and the modules the

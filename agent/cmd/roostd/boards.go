@@ -203,6 +203,9 @@ func printFlash(w io.Writer, f boards.Flash) {
 	if f.SizeMB > 0 {
 		size = fmt.Sprintf("%d MiB", f.SizeMB)
 	}
+	if f.EraseBlockBytes > 0 {
+		size += fmt.Sprintf(", %d KiB erase blocks, %d-byte pages", f.EraseBlockBytes>>10, f.PageBytes)
+	}
 	fmt.Fprintf(w, "  %-12s %s (%s, %s)\n", "flash:", f.Name, f.Kind, size)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, p := range f.Partitions {

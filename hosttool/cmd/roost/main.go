@@ -39,10 +39,13 @@ commands:
   rollback [--boot]            back to the previous generation now (--boot: at the next boot)
   reboot [--no-wait] [--timeout 5m]
           reboot the router cleanly and wait until it answers SSH again, with the same host key
+  image --board B --system PATH -o FILE [--size-mb N]
+          build what board B boots from, with the system as its first generation
+          (no router is contacted): a squashfs (NOR), a UBI image (NAND), ext4 (disk)
   version
 
 Every command takes --json: one JSON document on stdout, for scripts. Every
-command but version takes --host (an ssh host, resolved through
+command but image and version takes --host (an ssh host, resolved through
 ~/.ssh/config) and --accept-new-host-key (first contact only).
 `
 
@@ -88,6 +91,8 @@ func run(e *env, args []string) error {
 		return runRemote(e, args[0], args[1:])
 	case "reboot":
 		return runReboot(e, args[1:])
+	case "image":
+		return runImage(e, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil
