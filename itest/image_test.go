@@ -27,44 +27,11 @@ func imageModules(t *testing.T, version string) []vm.File {
 		"nandsim": "id_bytes=0x20,0xa2,0x00,0x15 parts=8,128 badblocks=11",
 		"brd":     "rd_nr=1 rd_size=16384 max_part=0",
 	}
-	base := filepath.Join("/lib/modules", version)
-	dep := readFile(t, filepath.Join(base, "modules.dep"))
-	deps := map[string][]string{}
-	byName := map[string]string{}
-	for _, line := range strings.Split(string(dep), "\n") {
-		file, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		deps[file] = strings.Fields(rest)
-		n := filepath.Base(file)
-		byName[strings.ReplaceAll(n[:strings.Index(n, ".ko")], "-", "_")] = file
+	files, err := vm.ModuleFiles(version, []string{"mtd", "mtdram", "nandsim", "ubi", "brd"}, params)
+	if err != nil {
+		t.Fatalf("%v (the kernel's MTD modules: %s)", err, mtdModules(filepath.Join("/lib/modules", version)))
 	}
-	var files []vm.File
-	var list strings.Builder
-	seen := map[string]bool{}
-	var add func(file string)
-	add = func(file string) {
-		if seen[file] {
-			return
-		}
-		seen[file] = true
-		for _, d := range deps[file] {
-			add(d)
-		}
-		n := filepath.Base(file)
-		name := n[:strings.Index(n, ".ko")]
-		files = append(files, vm.File{Name: "lib/modules/" + name + ".ko", Data: moduleData(t, filepath.Join(base, file)), Perm: 0o644})
-		fmt.Fprintf(&list, "lib/modules/%s.ko %s\n", name, params[name])
-	}
-	for _, n := range []string{"mtd", "mtdram", "nandsim", "ubi", "brd"} {
-		file, ok := byName[n]
-		if !ok {
-			t.Fatalf("kernel %s has no module %s (it has these MTD ones: %s)", version, n, mtdModules(base))
-		}
-		add(file)
-	}
-	return append(files, vm.File{Name: "modules", Data: []byte(list.String()), Perm: 0o644})
+	return files
 }
 
 func mtdModules(base string) string {
@@ -73,21 +40,6 @@ func mtdModules(base string) string {
 		m[i] = filepath.Base(m[i])
 	}
 	return strings.Join(m, " ")
-}
-
-// moduleData is a module file, decompressed: finit_module takes a
-// compressed one only where the kernel was built for it.
-func moduleData(t *testing.T, file string) []byte {
-	t.Helper()
-	tool := map[string]string{".xz": "xz", ".zst": "zstd", ".gz": "gzip"}[filepath.Ext(file)]
-	if tool == "" {
-		return readFile(t, file)
-	}
-	out, err := exec.Command(tool, "-dc", file).Output()
-	if err != nil {
-		t.Fatalf("decompress %s: %v", file, err)
-	}
-	return out
 }
 
 // imageResult is a line "IMAGETEST-RESULT {json}" of imageinit.

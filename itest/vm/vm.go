@@ -272,3 +272,26 @@ func readModule(file string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// ModuleFiles are the modules of kernel version that names need, their
+// dependencies first, as an initramfs's files lib/modules/NAME.ko
+// (decompressed) and its list "modules" in roostd init's format, each
+// line with params[NAME] (names with '_', as the kernel has them).
+func ModuleFiles(version string, names []string, params map[string]string) ([]File, error) {
+	mods, err := moduleClosure(filepath.Join("/lib/modules", version), names)
+	if err != nil {
+		return nil, err
+	}
+	var files []File
+	var list strings.Builder
+	for _, m := range mods {
+		data, err := readModule(m)
+		if err != nil {
+			return nil, err
+		}
+		name := modName(m)
+		files = append(files, File{Name: "lib/modules/" + name + ".ko", Data: data, Perm: 0o644})
+		fmt.Fprintf(&list, "lib/modules/%s.ko %s\n", name, params[name])
+	}
+	return append(files, File{Name: "modules", Data: []byte(list.String()), Perm: 0o644}), nil
+}

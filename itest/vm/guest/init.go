@@ -1,11 +1,15 @@
 package guest
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roostrouter/roost/agent/boot"
 )
 
 // Console makes /dev/console the process's stdin, stdout and stderr: a
@@ -29,4 +33,41 @@ func Uptime() float64 {
 	b, _ := os.ReadFile("/proc/uptime")
 	f, _ := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
 	return f
+}
+
+// LoadModules loads the modules a list names (roostd init's format,
+// boot.ParseModules; files relative to the list's folder), saying each
+// on say. A list that is not there loads nothing.
+func LoadModules(list string, say func(format string, a ...any)) {
+	b, err := os.ReadFile(list)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		say("modules list %s: %v", list, err)
+		return
+	}
+	mods, err := boot.ParseModules(string(b))
+	if err != nil {
+		say("modules list %s: %v", list, err)
+		return
+	}
+	for _, mod := range mods {
+		m, err := os.Open(filepath.Join(filepath.Dir(list), mod.File))
+		if err != nil {
+			say("module %s: %v", mod.File, err)
+			continue
+		}
+		err = unix.FinitModule(int(m.Fd()), mod.Params, 0)
+		m.Close()
+		say("module %s %q: %v", mod.File, mod.Params, err)
+	}
+}
+
+// PowerOff syncs and powers the VM off (QEMU ends), saying so on say.
+func PowerOff(say func(format string, a ...any)) {
+	say("powering off")
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
 }

@@ -32,7 +32,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/roostrouter/roost/agent/boot"
 	"github.com/roostrouter/roost/boards"
 	"github.com/roostrouter/roost/itest/vm/guest"
 	"github.com/roostrouter/roost/updater/image"
@@ -86,7 +85,7 @@ func main() {
 		say("mount: %v", err)
 	}
 	say("init started")
-	loadModules("/modules")
+	guest.LoadModules("/modules", say)
 	rng := rand.New(rand.NewPCG(1, 2))
 	img := func(n int) []byte {
 		b := make([]byte, n+7)
@@ -100,7 +99,7 @@ func main() {
 	blockCase(img(10 << 20))
 	memoryCases()
 	say("IMAGETEST DONE")
-	powerOff()
+	guest.PowerOff(say)
 }
 
 func mtdCases(img func(int) []byte) {
@@ -475,36 +474,4 @@ func mountAll() error {
 		}
 	}
 	return guest.Console()
-}
-
-// loadModules loads the modules a list names (boot.ParseModules's format,
-// files relative to the list's folder).
-func loadModules(list string) {
-	b, err := os.ReadFile(list)
-	if err != nil {
-		say("modules list %s: %v", list, err)
-		return
-	}
-	mods, err := boot.ParseModules(string(b))
-	if err != nil {
-		say("modules list %s: %v", list, err)
-		return
-	}
-	for _, mod := range mods {
-		m, err := os.Open(filepath.Join(filepath.Dir(list), mod.File))
-		if err != nil {
-			say("module %s: %v", mod.File, err)
-			continue
-		}
-		err = unix.FinitModule(int(m.Fd()), mod.Params, 0)
-		m.Close()
-		say("module %s %q: %v", mod.File, mod.Params, err)
-	}
-}
-
-func powerOff() {
-	say("powering off")
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
 }

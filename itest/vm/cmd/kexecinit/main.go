@@ -23,14 +23,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/roostrouter/roost/agent/boot"
 	"github.com/roostrouter/roost/itest/vm/guest"
 	"github.com/roostrouter/roost/updater/kexec"
 	"github.com/roostrouter/roost/updater/watchdog"
@@ -43,11 +41,11 @@ func main() {
 	args := cmdline()
 	b, _ := os.ReadFile("/proc/cmdline")
 	say("init started: kexectest=%s; /proc/cmdline %q", args["kexectest"], strings.TrimSpace(string(b)))
-	loadModules("/modules")
+	guest.LoadModules("/modules", say)
 	if err := run(args); err != nil {
 		say("FAILED: %v", err)
 	}
-	powerOff()
+	guest.PowerOff(say)
 }
 
 func run(args map[string]string) error {
@@ -109,7 +107,7 @@ func checkWatchdog(keep bool) (*watchdog.Device, error) {
 		if err := dev.Disarm(); err != nil {
 			say("disarm: %v (nowayout)", err)
 		}
-		powerOff()
+		guest.PowerOff(say)
 	}
 	if !keep {
 		return nil, dev.Disarm()
@@ -233,35 +231,4 @@ func mountAll() error {
 		}
 	}
 	return guest.Console()
-}
-
-// loadModules loads the modules a list names, in roostd init's format
-// (boot.ParseModules); files are relative to the list's folder.
-func loadModules(list string) {
-	b, err := os.ReadFile(list)
-	if err != nil {
-		return
-	}
-	mods, err := boot.ParseModules(string(b))
-	if err != nil {
-		say("modules list %s: %v", list, err)
-		return
-	}
-	for _, mod := range mods {
-		m, err := os.Open(filepath.Join(filepath.Dir(list), mod.File))
-		if err != nil {
-			say("module %s: %v", mod.File, err)
-			continue
-		}
-		err = unix.FinitModule(int(m.Fd()), mod.Params, 0)
-		m.Close()
-		say("module %s %q: %v", mod.File, mod.Params, err)
-	}
-}
-
-func powerOff() {
-	say("powering off")
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	select {}
 }
