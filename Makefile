@@ -7,8 +7,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10000x
 
 # Debian packages the tests and benchmarks use (squashfs-tools, mtd-utils
-# and e2fsprogs: roost image's mksquashfs, ubinize and mke2fs).
-DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server nsd bind9-dnsutils dnsperf squashfs-tools mtd-utils e2fsprogs
+# and e2fsprogs: roost image's mksquashfs, ubinize and mke2fs; u-boot-tools,
+# device-tree-compiler and lzma-alone: its mkimage and dumpimage, dtc,
+# fdtput and fdtget, and the LZMA SDK encoder for U-Boot's uImage and FIT).
+DEBIAN_PACKAGES := nix-bin busybox-static zstd iproute2 gcc git ca-certificates openssh-client openssh-server util-linux iputils-ping nftables nmap kea-dhcp4-server kea-dhcp6-server ndisc6 dhcpcd-base dnsmasq-base isc-dhcp-server isc-dhcp-client wide-dhcpv6-server nsd bind9-dnsutils dnsperf squashfs-tools mtd-utils e2fsprogs u-boot-tools device-tree-compiler lzma-alone
 
 # What the VM tier (make vmtest) adds: QEMU, Debian's kernel, pppd and
 # pppoe-server; QEMU's MIPS boards, for a router's kernel (below); mke2fs
@@ -97,7 +99,7 @@ itest:
 # vmtest runs the tests that need a kernel of their own (PPP, 802.1Q) in
 # QEMU with Debian's kernel, and roostd on a router's MIPS kernel (itest/vm).
 vmtest: vmdeps build
-	CGO_ENABLED=0 $(GO) test -count=1 -v -timeout 30m -run 'InVM$$' ./itest/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
+	CGO_ENABLED=0 $(GO) test -count=1 -v -timeout 45m -run 'InVM$$' ./itest/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+)' ; exit $${PIPESTATUS[0]}
 
 # fuzz runs every fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a long run).
 # A run that fails without writing a failing input is the fuzzer's own
@@ -127,8 +129,10 @@ cross:
 		echo "built roostd for $$target ($$boards)"; \
 	done
 
+# BENCH=mips (or store, agent, …, ota: itest/cmd/bench --only) runs one
+# table; the mips one boots the MIPS VM (sizes, idle RSS, image upgrade).
 bench: deps vmdeps build
-	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin $(BIN)
+	CGO_ENABLED=0 $(GO) run ./itest/cmd/bench --bin $(BIN) $(if $(BENCH),--only $(BENCH))
 
 # lab: an ISP, the router (roostd) and a LAN host in network namespaces, and
 # a rebuild to the router from the LAN host. lab-down removes it all.

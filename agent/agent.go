@@ -107,10 +107,13 @@ type Agent struct {
 	cfg           *config.Config
 	configProblem string
 	unhealthy     error // why init should stop feeding the watchdog (a failed trial)
+	// imageTrialTimer ends an image's trial boot at its deadline.
+	imageTrialTimer *time.Timer
 
 	// The hand-over to another roostd (selfupgrade.go). recheck says that
 	// the running system changed: is its roostd another binary?
 	recheck     chan struct{}
+	maintain    chan string // a maintenance plan: hand over to its roostd (imageupgrade.go)
 	handingOver atomic.Bool // the control socket's file stays for the next agent
 	liveMu      sync.Mutex
 	live        map[string]handover.Socket // the listening sockets, by network:address
@@ -139,7 +142,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, nl: nl, ppp: netconf.NewPPPHooks(),
 		sup:     supervisor.New(supervisor.Options{Log: opts.Log, OutputsDir: OutputsDir(opts.Root)}),
-		recheck: make(chan struct{}, 1), live: map[string]handover.Socket{}}
+		recheck: make(chan struct{}, 1), maintain: make(chan string, 1), live: map[string]handover.Socket{}}
 	a.sessions, a.endSessions = context.WithCancel(context.Background())
 	a.ssh = &sshd.Server{Log: opts.Log, StagingDir: filepath.Join(opts.State, "staging"), Exec: a.exec}
 	a.activator = &activate.Activator{
@@ -210,7 +213,12 @@ func (a *Agent) Activate(ctx context.Context, r activate.Request) (activate.Resu
 
 // Confirm keeps the activation awaiting confirmation with token; by is the
 // connection the confirmation came over.
-func (a *Agent) Confirm(token, by string) error { return a.activator.Confirm(token, by) }
+func (a *Agent) Confirm(token, by string) error {
+	if err := a.confirmImage(token); !errors.Is(err, errNoImageTrial) {
+		return err
+	}
+	return a.activator.Confirm(token, by)
+}
 
 // Rollback runs the previous generation (and its roostd, once the caller
 // has the answer).
@@ -286,6 +294,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.activator.Recover(ctx); err != nil {
 		a.opts.Log.Error("recovering a pending activation", "err", err)
 	}
+	a.recoverImageTrial()
 	stopSupervisor := a.start(ctx, &wg)
 	a.opts.Log.Info("roostd running", "version", a.opts.Version, "pid", os.Getpid(), "root", a.opts.Root, "state", a.opts.State)
 	if since, ok := a.opts.Inherited.Since(); ok {
@@ -326,6 +335,16 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				return a.execNext(next, held)
 			}
+		case plan := <-a.maintain:
+			held, err := handover.Hold(a.freeze(), time.Now())
+			if err != nil {
+				a.thaw()
+				a.opts.Log.Error("MAINTENANCE NOT STARTED: the SSH sockets cannot be handed over", "err", err)
+				continue
+			}
+			a.handingOver.Store(true)
+			stop()
+			return a.execMaintenance(plan, held)
 		}
 	}
 }

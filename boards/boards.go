@@ -23,6 +23,8 @@
 //     recovery and backup partition is marked never written;
 //   - an image board has a partition its imageWrite method writes the
 //     image to, and a maintenance budget, under its RAM, that holds it;
+//   - what its U-Boot boots (boot) is the format its imageWrite writes: a
+//     uImage into an MTD partition, a FIT image into a UBI volume;
 //   - the storage roostd init mounts is one of its disks or partitions;
 //   - a board with real flash names the sources of its facts.
 package boards
@@ -87,6 +89,10 @@ type Board struct {
 	// Flash is the board's storage devices and what is on them: which
 	// parts an image goes to and which are never written.
 	Flash []Flash `json:"flash"`
+	// Boot is what the board's bootloader starts from its image
+	// partition (a uImage or a FIT image, in front of the root), which
+	// roost image builds; nil where the image is the root alone.
+	Boot *Boot `json:"boot,omitempty"`
 	// Needs is the parts a system for this board must have (see Parts):
 	// activation refuses a system that lacks one.
 	Needs []string `json:"needs"`
@@ -167,11 +173,12 @@ const (
 	PartCmdline  = "cmdline"               // kernel parameters, one line
 	PartModules  = "modules"               // kernel modules to load at boot
 	PartActivate = "activate"              // run on activation
+	PartDTBs     = "dtbs"                  // device tree blobs, a folder (boards with a boot's deviceTree)
 )
 
 // Parts lists every part a system can have.
 func Parts() []string {
-	return []string{PartConfig, PartAgent, PartBoard, PartKernel, PartInitrd, PartCmdline, PartModules, PartActivate}
+	return []string{PartConfig, PartAgent, PartBoard, PartKernel, PartInitrd, PartCmdline, PartModules, PartActivate, PartDTBs}
 }
 
 // load parses the embedded data once, on first use.
@@ -236,6 +243,7 @@ func (b Board) validate() error {
 		}
 	}
 	b.validateFlash(bad)
+	b.validateBoot(bad)
 	b.validateUpgrade(bad)
 	b.validateSources(bad)
 	if len(errs) > 0 {
@@ -342,7 +350,7 @@ func (b Board) validateSources(bad func(format string, args ...any)) {
 			bad("sources %q: want an https URL", s)
 		}
 	}
-	hasReal := slices.ContainsFunc(b.Flash, func(f Flash) bool { return f.Kind != FlashVirtio })
+	hasReal := slices.ContainsFunc(b.Flash, func(f Flash) bool { return f.Kind != FlashVirtio && f.Kind != FlashBlock2MTD })
 	if hasReal && len(b.Sources) == 0 {
 		bad("sources: none, for a board with real flash: name the device trees and board files the facts come from")
 	}

@@ -1,6 +1,7 @@
 package boards
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -29,7 +30,7 @@ func TestEmbedded(t *testing.T) {
 	}{
 		{"lab", "amd64", "", "", 512, 0, false, "wan", nil, "store", "", "", nil},
 		{"qemu-x86_64", "amd64", "", "", 256, 0, true, "eth0", &Storage{Device: "/dev/vda", FSType: "ext4"}, "store", "block", "kexec_file_load", nil},
-		{"qemu-mipsel", "mipsle", "softfloat", "", 64, 0, true, "eth0", nil, "store", "", "kexec_load", nil},
+		{"qemu-mipsel", "mipsle", "softfloat", "", 64, 32, true, "eth0", nil, "image", "mtd", "kexec_load", nil},
 		{"gl-ar750", "mips", "softfloat", "", 128, 48, true, "eth1", nil, "image", "mtd", "kexec_load", []string{"u-boot", "u-boot-env", "art"}},
 		{"gl-mt300n-v2", "mipsle", "softfloat", "", 128, 48, true, "eth0.2", nil, "image", "mtd", "kexec_load", []string{"u-boot", "u-boot-env", "factory"}},
 		{"belkin-rt3200", "arm64", "", "", 512, 192, true, "wan", nil, "image", "ubi", "kexec_file_load",
@@ -58,7 +59,7 @@ func TestEmbedded(t *testing.T) {
 		if got := b.Never(); !slices.Equal(got, tc.never) {
 			t.Errorf("board %s: never written %q, want %q", tc.name, got, tc.never)
 		}
-		hasReal := slices.ContainsFunc(b.Flash, func(f Flash) bool { return f.Kind != FlashVirtio })
+		hasReal := slices.ContainsFunc(b.Flash, func(f Flash) bool { return f.Kind != FlashVirtio && f.Kind != FlashBlock2MTD })
 		if hasReal && (len(b.Sources) == 0 || b.Watchdog == nil || b.Watchdog.Driver == "" || !b.Watchdog.BuiltIn) {
 			t.Errorf("board %s: a real board wants its sources and its watchdog's built-in driver: %+v", tc.name, b)
 		}
@@ -73,10 +74,24 @@ func TestEmbedded(t *testing.T) {
 	if w := x86.Watchdog; w == nil || !reflect.DeepEqual(*w, want) || w.Timeout() != 45*time.Second || w.Grace() != 60*time.Second {
 		t.Errorf("qemu-x86_64's watchdog: %+v, want %+v", w, want)
 	}
-	for _, name := range []string{"lab", "qemu-mipsel"} {
-		if b, _ := Lookup(name); b.Watchdog != nil {
-			t.Errorf("board %s: watchdog %+v, want none", name, b.Watchdog)
-		}
+	if b, _ := Lookup("lab"); b.Watchdog != nil {
+		t.Errorf("board lab: watchdog %+v, want none", b.Watchdog)
+	}
+	// The malta VM: softdog for a watchdog, and three block2mtd flashes,
+	// which init makes MTD devices named as the partitions.
+	mips, _ := Lookup("qemu-mipsel")
+	if w := mips.Watchdog; w == nil || w.Driver != "softdog" || w.BuiltIn || w.SurvivesKexec {
+		t.Errorf("qemu-mipsel's watchdog: %+v, want softdog, a module that does not survive kexec", w)
+	}
+	var params []string
+	for _, f := range mips.Flash {
+		params = append(params, f.Block2MTD())
+	}
+	if want := []string{"/dev/vda,65536,image-a", "/dev/vdb,65536,image-b", "/dev/vdc,65536,data"}; !slices.Equal(params, want) {
+		t.Errorf("qemu-mipsel's block2mtd parameters: %q, want %q", params, want)
+	}
+	if got := len(mips.imageTargets(ImageMTD)); got != 2 {
+		t.Errorf("qemu-mipsel: %d image slots, want 2", got)
 	}
 	if ar750, _ := Lookup("gl-ar750"); ar750.Watchdog.MaxTimeoutSeconds != nil || ar750.Watchdog.Driver != "ath79_wdt" {
 		t.Errorf("gl-ar750's watchdog: %+v, want ath79_wdt with no known maximum", ar750.Watchdog)
@@ -210,6 +225,11 @@ func TestParseRefusesFlash(t *testing.T) {
 		return `, "imageWrite": "ubi", "flash": [{"name": "nand", "kind": "spi-nand", "sizeMB": 16, "eraseBlockBytes": 131072, "pageBytes": 2048, "partitions": [` + strings.Join(parts, ", ") + `]}]`
 	}
 	const fit = `{"name": "fit", "use": "image", "volume": true}`
+	// b2m is a block2mtd flash of its disk, size, erase size and one
+	// partition's fields.
+	b2m := func(disk string, sizeMB, erase int, part string) string {
+		return fmt.Sprintf(`{"name": %q, "kind": "block2mtd", "sizeMB": %d, "eraseBlockBytes": %d, "partitions": [{"name": %s}]}`, disk, sizeMB, erase, part)
+	}
 	for _, tc := range []struct {
 		name, data, want string
 	}{
@@ -241,6 +261,11 @@ func TestParseRefusesFlash(t *testing.T) {
 		{"volumes past their partition", image + nand(ubi, fit, `{"name": "big", "use": "data", "volume": true, "size": 16777216}`), "the fixed-size volumes (16777216 bytes) do not fit UBI partition ubi (15728640 bytes)"},
 		{"NAND without geometry", image + strings.Replace(nand(ubi, fit), `"eraseBlockBytes": 131072, `, "", 1), "flash[0] (nand): eraseBlockBytes 0, pageBytes 2048: a NAND flash needs both"},
 		{"geometry on NOR", image + strings.Replace(nor(boot, art, firmware), `"sizeMB": 16,`, `"sizeMB": 16, "pageBytes": 256,`, 1), "flash[0] (nor): eraseBlockBytes and pageBytes are for spi-nand flash only"},
+		{"good block2mtd", image + `, "sources": [], "flash": [` + b2m("vda", 16, 65536, `"image-a", "use": "image", "offset": 0, "size": 16777216`) + `]`, ""},
+		{"block2mtd without erase size", image + `, "flash": [` + b2m("vda", 16, 0, `"image-a", "use": "image", "offset": 0, "size": 16777216`) + `]`, "flash[0] (vda): eraseBlockBytes 0, pageBytes 0: a block2mtd flash needs its erase size"},
+		{"block2mtd erase size odd", image + `, "flash": [` + b2m("vda", 16, 3000, `"image-a", "use": "image", "offset": 0, "size": 16777216`) + `]`, "eraseBlockBytes 3000"},
+		{"block2mtd partition not the whole", image + `, "flash": [` + b2m("vda", 16, 65536, `"image-a", "use": "image", "offset": 0, "size": 65536`) + `]`, "flash[0] (vda): a block2mtd flash has one partition, the whole device (offset 0, size 16777216)"},
+		{"block2mtd label with a comma", image + `, "flash": [` + b2m("vda", 16, 65536, `"image,a", "use": "image", "offset": 0, "size": 16777216`) + `]`, "no commas or spaces"},
 		{"two UBI partitions", image + nand(ubi, fit, `{"name": "ubi2", "use": "ubi", "offset": 0, "size": 1048576, "never": true}`), "(ubi2): a second UBI partition"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkParse(t, `[{`+tc.data+`}]`, tc.want) })

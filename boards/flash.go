@@ -26,6 +26,10 @@ const (
 	FlashSPINAND = "spi-nand" // SPI NAND: MTD with bad blocks, UBI on top
 	FlashEMMC    = "emmc"     // a block device with a partition table
 	FlashVirtio  = "virtio"   // a VM's disk
+	// FlashBlock2MTD is a VM's disk made an MTD device by block2mtd, as a
+	// stand-in for NOR: its one partition is the whole device, which the
+	// kernel names by the label roostd init gives block2mtd.
+	FlashBlock2MTD = "block2mtd"
 )
 
 // Uses of a partition (Partition.Use).
@@ -47,15 +51,17 @@ var protected = []string{UseBootloader, UseBootloaderEnv, UseCalibration, UseRec
 
 // Flash is one of a board's storage devices and what is on it.
 type Flash struct {
-	// Name is the block device (mmcblk0, vda) of a disk, or a label (nor,
-	// nand) of an MTD flash, whose partitions the kernel names itself.
+	// Name is the block device (mmcblk0, vda) of a disk or of a block2mtd
+	// flash, or a label (nor, nand) of an MTD flash, whose partitions the
+	// kernel names itself.
 	Name string `json:"name"`
 	Kind string `json:"kind"` // nor, spi-nand, emmc, virtio
 	// SizeMB is its size in MiB; 0 for a disk whose size is read from it.
 	SizeMB int `json:"sizeMB"`
 	// EraseBlockBytes and PageBytes are a NAND flash's erase block and
 	// page (its smallest write), which a UBI image is made for (ubinize
-	// -p, -m); required on spi-nand, absent elsewhere.
+	// -p, -m); required on spi-nand, absent elsewhere. A block2mtd flash
+	// has EraseBlockBytes only: the erase size block2mtd is given.
 	EraseBlockBytes int         `json:"eraseBlockBytes,omitempty"`
 	PageBytes       int         `json:"pageBytes,omitempty"`
 	Partitions      []Partition `json:"partitions"`
@@ -79,8 +85,19 @@ type Partition struct {
 }
 
 // MTD reports whether the flash is raw flash, whose partitions the kernel
-// takes from the device tree.
-func (f Flash) MTD() bool { return f.Kind == FlashNOR || f.Kind == FlashSPINAND }
+// takes from the device tree, or a block2mtd device.
+func (f Flash) MTD() bool {
+	return f.Kind == FlashNOR || f.Kind == FlashSPINAND || f.Kind == FlashBlock2MTD
+}
+
+// Block2MTD is the block2mtd module parameter that makes f an MTD device
+// (/dev/vda,65536,image-a), "" if f is not a block2mtd flash.
+func (f Flash) Block2MTD() string {
+	if f.Kind != FlashBlock2MTD || len(f.Partitions) != 1 {
+		return ""
+	}
+	return fmt.Sprintf("/dev/%s,%d,%s", f.Name, f.EraseBlockBytes, f.Partitions[0].Name)
+}
 
 // Never lists the partitions roost never writes, by name.
 func (b Board) Never() []string {
@@ -129,14 +146,18 @@ func (f Flash) validate(where string, bad func(format string, args ...any)) {
 	case f.MTD() && f.SizeMB <= 0:
 		bad("%s: sizeMB %d: an MTD flash's partitions are fixed against its size: want it in MiB", where, f.SizeMB)
 	case !f.MTD() && f.Kind != FlashEMMC && f.Kind != FlashVirtio:
-		bad("%s: kind %q: want %s, %s, %s or %s", where, f.Kind, FlashNOR, FlashSPINAND, FlashEMMC, FlashVirtio)
+		bad("%s: kind %q: want %s, %s, %s, %s or %s", where, f.Kind, FlashNOR, FlashSPINAND, FlashEMMC, FlashVirtio, FlashBlock2MTD)
 	case f.SizeMB < 0:
 		bad("%s: sizeMB %d: want its size in MiB, or 0 if read from the disk", where, f.SizeMB)
 	}
 	nand := f.Kind == FlashSPINAND
-	if pow2 := func(n int) bool { return n > 0 && n&(n-1) == 0 }; nand && (!pow2(f.EraseBlockBytes) || !pow2(f.PageBytes) || f.PageBytes >= f.EraseBlockBytes) {
+	pow2 := func(n int) bool { return n > 0 && n&(n-1) == 0 }
+	switch {
+	case nand && (!pow2(f.EraseBlockBytes) || !pow2(f.PageBytes) || f.PageBytes >= f.EraseBlockBytes):
 		bad("%s: eraseBlockBytes %d, pageBytes %d: a NAND flash needs both, powers of two, the page smaller", where, f.EraseBlockBytes, f.PageBytes)
-	} else if !nand && (f.EraseBlockBytes != 0 || f.PageBytes != 0) {
+	case f.Kind == FlashBlock2MTD:
+		f.validateBlock2MTD(where, bad)
+	case !nand && (f.EraseBlockBytes != 0 || f.PageBytes != 0):
 		bad("%s: eraseBlockBytes and pageBytes are for spi-nand flash only", where)
 	}
 	seen := map[string]bool{}
@@ -157,6 +178,26 @@ func (f Flash) validate(where string, bad func(format string, args ...any)) {
 		}
 	}
 	f.validateLayout(where, ubi, bad)
+}
+
+// validateBlock2MTD checks a block2mtd flash: an erase size block2mtd
+// takes, that divides the device, and one partition, the whole device,
+// which block2mtd's label names.
+func (f Flash) validateBlock2MTD(where string, bad func(format string, args ...any)) {
+	e := f.EraseBlockBytes
+	if e < 4096 || e&(e-1) != 0 || f.PageBytes != 0 {
+		bad("%s: eraseBlockBytes %d, pageBytes %d: a block2mtd flash needs its erase size, a power of two of 4096 or more, and no page size", where, e, f.PageBytes)
+	} else if f.SizeMB > 0 && (f.SizeMB<<20)%e != 0 {
+		bad("%s: eraseBlockBytes %d does not divide the flash's %d MiB", where, e, f.SizeMB)
+	}
+	whole := uint64(f.SizeMB) << 20
+	if len(f.Partitions) != 1 || f.Partitions[0].Volume || f.Partitions[0].Offset == nil || *f.Partitions[0].Offset != 0 ||
+		f.Partitions[0].Size == nil || *f.Partitions[0].Size != whole {
+		bad("%s: a block2mtd flash has one partition, the whole device (offset 0, size %d), named as block2mtd labels it", where, whole)
+	}
+	if f.Name == "" || strings.ContainsAny(f.Name, ", ") || len(f.Partitions) == 1 && strings.ContainsAny(f.Partitions[0].Name, ", ") {
+		bad("%s: a block2mtd flash's disk and label go into block2mtd=/dev/DISK,ERASESIZE,LABEL: no commas or spaces in them", where)
+	}
 }
 
 // validate checks one partition of f; where names it in errors.

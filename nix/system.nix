@@ -8,6 +8,9 @@
 #   modules                 the kernel modules to load at boot: their store
 #                           paths and parameters, one a line, in order
 #   activate                run on activation (a copy: it runs below any root)
+#   dtbs                    link to the device tree blobs (boards whose U-Boot
+#                           boots a device tree: roost image takes the board's
+#                           boot.deviceTree from here)
 #
 # The config is checked at build time by `roostd config check --board`:
 # a bad config fails the build with roostd's message, each problem with
@@ -23,6 +26,7 @@
 , initrd ? null
 , modules ? [ ]        # kernel module files (.ko), or { file; params; }, in load order
 , activate ? null      # a script
+, dtbs ? null          # a folder of .dtb files as `make dtbs_install` lays it out
 , kernelParams ? [ ]   # more kernel parameters, after the board's
 , # the roostd that checks the config at build time: it must run on the
   # build machine.
@@ -103,6 +107,7 @@ derivation {
   initrd = image "initrd" initrd;
   modulesList = builtins.concatStringsSep "" (map moduleLine modules);
   activate = if activate == null then null else input "activate" activate;
+  dtbs = if dtbs == null then null else input "dtbs" dtbs;
   cmdline = builtins.concatStringsSep " " (b.cmdline ++ kernelParams);
   writeCmdline = needs "cmdline" || kernel != null;
   configJSON = builtins.toJSON cfg;

@@ -23,6 +23,7 @@ $B ln -s "$(bin "$roostd")" "$out/bin/roostd"
 echo "$board" > "$out/board"
 if [ -n "$kernel" ]; then $B ln -s "$kernel" "$out/kernel"; fi
 if [ -n "$initrd" ]; then $B ln -s "$initrd" "$out/initrd"; fi
+if [ -n "$dtbs" ]; then $B ln -s "$dtbs" "$out/dtbs"; fi
 if [ -n "$writeCmdline" ]; then echo "$cmdline" > "$out/cmdline"; fi
 if [ -s "$modulesListPath" ]; then $B cp "$modulesListPath" "$out/modules"; fi
 if [ -n "$activate" ]; then

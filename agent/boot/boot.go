@@ -26,6 +26,10 @@
 //     remounted read-only if busy.
 //   - A boot that fails (no disk, no system) is logged and ends in a reboot
 //     after FailDelay: nobody may be at the router's console.
+//   - On an image board (image.go) /persist is the board's data partition,
+//     never the image, and /storage the image slot updater/slots chose,
+//     read-only; another of the board's slots only if that one does not
+//     mount, said loudly and in BootedSlotFile.
 //
 // Every file init touches is below Options.Root, and every system call
 // that acts on the machine (mounts, modules, signals, processes, the
@@ -120,7 +124,10 @@ type Init struct {
 	// 0 if it is not one.
 	trial int
 	board boards.Board // the router's; zero if unknown
-	wd    *guard       // the watchdog, once armed
+	// fromImage: this boot mounts the board's flash, an image slot and
+	// its data partition (image.go), not a disk.
+	fromImage bool
+	wd        *guard // the watchdog, once armed
 }
 
 // New makes an init.
@@ -172,6 +179,7 @@ func (in *Init) boot() error {
 	}
 	if _, b, err := in.lookupBoard(p); err == nil {
 		in.board = b
+		in.fromImage = imageBoot(b, p)
 	}
 	if err := in.opts.Kernel.LoopbackUp(); err != nil {
 		in.log.Warn("loopback interface", "err", err)
@@ -210,8 +218,11 @@ func (in *Init) cmdline() Params {
 }
 
 // mountStorage mounts the persistent storage that the command line names,
-// else the board's.
+// else the board's: its disk, or on an image board its flash.
 func (in *Init) mountStorage(p Params) error {
+	if in.fromImage {
+		return in.mountImage()
+	}
 	st, err := in.storage(p)
 	if err != nil {
 		return err

@@ -59,9 +59,13 @@ type fakeSys struct {
 	root     string
 	clock    *fakeClock
 	crash    func(argv []string) bool
-	busy     map[string]bool // targets whose unmount is EBUSY
-	wd       *fakeWatchdog   // nil: no watchdog device
-	kexecErr error           // what reboot(KEXEC) returns
+	busy     map[string]bool  // targets whose unmount is EBUSY
+	wd       *fakeWatchdog    // nil: no watchdog device
+	kexecErr error            // what reboot(KEXEC) returns
+	mountErr map[string]error // by source: what mounting it returns
+	// onModule, if set, plays the kernel's part as a module loads: made
+	// devices and /proc files, below the root.
+	onModule func(name string)
 
 	mu      sync.Mutex
 	calls   []string
@@ -97,6 +101,9 @@ func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data strin
 		f.record("bind %s %s", f.rel(source), f.rel(target))
 	default:
 		f.record("mount %s %s %s", fstype, source, f.rel(target))
+		if err := f.mountErr[source]; err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -112,6 +119,9 @@ func (f *fakeSys) Unmount(target string, flags int) error {
 
 func (f *fakeSys) LoadModule(file *os.File, params string, flags int) error {
 	f.record("module %s %q %d", filepath.Base(file.Name()), params, flags)
+	if f.onModule != nil {
+		f.onModule(filepath.Base(file.Name()))
+	}
 	return nil
 }
 

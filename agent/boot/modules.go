@@ -62,6 +62,12 @@ func (in *Init) loadModules(list string) {
 			file = filepath.Join(filepath.Dir(list), file)
 		}
 		params := m.Params
+		if moduleName(file) == "block2mtd" && in.fromImage {
+			extra, disks := block2mtdParams(in.board)
+			in.waitDisks(disks)
+			params = strings.TrimSpace(params + " " + extra)
+			in.log.Info("module parameters from the board's flash", "module", file, "params", params)
+		}
 		if extra := in.boardParams(file); extra != "" {
 			params = strings.TrimSpace(params + " " + extra)
 			in.log.Info("module parameters from the board", "module", file, "params", params)

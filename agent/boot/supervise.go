@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/roostrouter/roost/updater/activate"
@@ -69,7 +71,10 @@ func (in *Init) watch(ctx context.Context, run *agentRun) Request {
 	for {
 		select {
 		case <-ready:
-			in.log.Info("agent ready", "pid", run.pid, "after", in.opts.Clock.Now().Sub(run.started).Round(time.Millisecond))
+			// MemAvailable then: what a small router has left to run in,
+			// for its owner at the console.
+			in.log.Info("agent ready", "pid", run.pid, "after", in.opts.Clock.Now().Sub(run.started).Round(time.Millisecond),
+				"memAvailableKiB", in.memAvailable())
 			ready = nil
 		case e := <-in.opts.Procs.Exits():
 			if e.Pid != run.pid {
@@ -223,4 +228,20 @@ func (in *Init) rollBack(ctx context.Context, n int) bool {
 		in.log.Error("ROLLED BACK: the new system's agent kept exiting before its activation was confirmed", "exits", n)
 	}
 	return rolled
+}
+
+// memAvailable is /proc/meminfo's MemAvailable in KiB, -1 if unknown.
+func (in *Init) memAvailable() int {
+	b, err := os.ReadFile(in.path("/proc/meminfo"))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB")); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }

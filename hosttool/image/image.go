@@ -4,7 +4,12 @@
 // state folder), packed as the board's flash takes it: a squashfs for NOR
 // boards (imageWrite mtd), that squashfs in a UBI image for NAND boards
 // (ubi), an ext4 image for disk boards (block, or a store board with a
-// disk). It runs Debian's mksquashfs, ubinize and mke2fs.
+// disk). Where the board's U-Boot boots from that partition (boards.json
+// boot), the kernel goes in front of the root as it expects: a legacy
+// uImage followed by the squashfs on NOR (OpenWrt's sysupgrade layout), a
+// FIT image of kernel, device tree, initrd and squashfs for the NAND
+// boards' fit volume. It runs Debian's mksquashfs, ubinize, mke2fs,
+// lzma_alone, mkimage, dumpimage, fdtput, fdtget and dtc.
 //
 // Invariants:
 //
@@ -14,6 +19,9 @@
 //     leaves no file at the destination (nor changes one there).
 //   - A squashfs holds every file as root's (-all-root): the router's
 //     store code runs as root and the laptop's user is nobody there.
+//   - A boot image is read back with u-boot-tools before it is kept: its
+//     type, compression, addresses and sizes as the board says, and every
+//     part, the root included, byte for byte what went in.
 package image
 
 import (
@@ -27,6 +35,8 @@ const (
 	KindSquashfs = "squashfs" // NOR: written into an MTD partition
 	KindUBI      = "ubi"      // NAND: the squashfs as a UBI volume, in a UBI image
 	KindExt4     = "ext4"     // a disk
+	KindUImage   = "uimage"   // NOR with U-Boot: a uImage of the kernel, then the squashfs
+	KindFIT      = "fit"      // NAND with U-Boot: a FIT image of kernel, device tree, initrd and squashfs, for a UBI volume
 )
 
 // Plan is what an image for a board is and where it goes.
@@ -42,14 +52,25 @@ type Plan struct {
 	PartitionBytes uint64
 	// EraseBlockBytes and PageBytes are the NAND's, for ubinize.
 	EraseBlockBytes, PageBytes int
+	// Boot is what U-Boot boots in front of the root (uimage, fit): the
+	// board's boot, its Format empty for the root alone.
+	Boot boards.Boot
+	// Arch is the architecture as mkimage names it.
+	Arch string
 }
 
 // PlanFor says what image board b boots from, or why it has none.
 func PlanFor(b boards.Board) (Plan, error) {
 	p := Plan{Board: b.Name}
+	if b.Boot != nil {
+		p.Boot, p.Arch = *b.Boot, b.UBootArch()
+	}
 	switch {
 	case b.ImageWrite == boards.ImageMTD:
 		p.Kind = KindSquashfs
+		if p.Boot.Format == boards.BootUImage {
+			p.Kind = KindUImage
+		}
 		for _, f := range b.Flash {
 			for _, part := range f.Partitions {
 				if f.MTD() && !part.Volume && part.Use == boards.UseImage && part.Size != nil {
@@ -60,6 +81,9 @@ func PlanFor(b boards.Board) (Plan, error) {
 		}
 	case b.ImageWrite == boards.ImageUBI:
 		p.Kind = KindUBI
+		if p.Boot.Format == boards.BootFIT {
+			p.Kind = KindFIT
+		}
 		for _, f := range b.Flash {
 			var ubi, vol *boards.Partition
 			for i, part := range f.Partitions {
@@ -104,7 +128,7 @@ func (p Plan) Fits(size uint64) error {
 		return nil
 	}
 	what := fmt.Sprintf("partition %s", p.Partition)
-	if p.Kind == KindUBI {
+	if p.Kind == KindUBI || p.Kind == KindFIT {
 		what = fmt.Sprintf("the UBI partition holding volume %s", p.Partition)
 	}
 	return fmt.Errorf("the %s image is %d bytes (%.1f MiB), more than %s of board %s holds: %d bytes (%.1f MiB); make the system smaller",

@@ -3,7 +3,6 @@ package image
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,14 +18,18 @@ func TestPlanFor(t *testing.T) {
 		want  Plan
 		err   string
 	}{
-		{"gl-ar750", Plan{Board: "gl-ar750", Kind: KindSquashfs, Partition: "firmware", PartitionBytes: 16384000}, ""},
-		{"gl-mt300n-v2", Plan{Board: "gl-mt300n-v2", Kind: KindSquashfs, Partition: "firmware", PartitionBytes: 16449536}, ""},
-		{"belkin-rt3200", Plan{Board: "belkin-rt3200", Kind: KindUBI, Partition: "fit", PartitionBytes: 131072000, EraseBlockBytes: 128 << 10, PageBytes: 2048}, ""},
-		{"openwrt-one", Plan{Board: "openwrt-one", Kind: KindUBI, Partition: "fit", PartitionBytes: 267386880, EraseBlockBytes: 128 << 10, PageBytes: 2048}, ""},
+		{"gl-ar750", Plan{Board: "gl-ar750", Kind: KindUImage, Partition: "firmware", PartitionBytes: 16384000, Arch: "mips",
+			Boot: boards.Boot{Format: "uimage", Compression: "lzma", LoadAddress: 0x80060000, EntryAddress: 0x80060000, DeviceTree: "qca/qca9531_glinet_gl-ar750.dtb", RootAlignBytes: 64 << 10}}, ""},
+		{"gl-mt300n-v2", Plan{Board: "gl-mt300n-v2", Kind: KindUImage, Partition: "firmware", PartitionBytes: 16449536, Arch: "mips",
+			Boot: boards.Boot{Format: "uimage", Compression: "lzma", LoadAddress: 0x80000000, EntryAddress: 0x80000000, DeviceTree: "ralink/mt7628an_glinet_gl-mt300n-v2.dtb", RootAlignBytes: 64 << 10}}, ""},
+		{"belkin-rt3200", Plan{Board: "belkin-rt3200", Kind: KindFIT, Partition: "fit", PartitionBytes: 131072000, EraseBlockBytes: 128 << 10, PageBytes: 2048, Arch: "arm64",
+			Boot: boards.Boot{Format: "fit", Compression: "gzip", LoadAddress: 0x44000000, EntryAddress: 0x44000000, DeviceTree: "mediatek/mt7622-linksys-e8450-ubi.dtb", RootAlignBytes: 4096}}, ""},
+		{"openwrt-one", Plan{Board: "openwrt-one", Kind: KindFIT, Partition: "fit", PartitionBytes: 267386880, EraseBlockBytes: 128 << 10, PageBytes: 2048, Arch: "arm64",
+			Boot: boards.Boot{Format: "fit", Compression: "gzip", LoadAddress: 0x44000000, EntryAddress: 0x44000000, DeviceTree: "mediatek/mt7981b-openwrt-one.dtb", DeviceTreeAddress: 0x43f00000, RootAlignBytes: 4096}}, ""},
 		{"turris-omnia", Plan{Board: "turris-omnia", Kind: KindExt4, Partition: "mmcblk0p1"}, ""},
 		{"qemu-x86_64", Plan{Board: "qemu-x86_64", Kind: KindExt4, Partition: "vda"}, ""},
 		{"lab", Plan{}, `board lab has no image to build: it writes none (imageWrite "")`},
-		{"qemu-mipsel", Plan{}, "board qemu-mipsel has no image to build"},
+		{"qemu-mipsel", Plan{Board: "qemu-mipsel", Kind: KindSquashfs, Partition: "image-a", PartitionBytes: 16 << 20}, ""},
 	} {
 		t.Run(tc.board, func(t *testing.T) {
 			b, err := boards.Lookup(tc.board)
@@ -62,6 +65,8 @@ func TestFits(t *testing.T) {
 		{"exactly", nor, 16384000, ""},
 		{"a byte over", nor, 16384001, "the squashfs image is 16384001 bytes (15.6 MiB), more than partition firmware of board gl-ar750 holds: 16384000 bytes (15.6 MiB); make the system smaller"},
 		{"UBI over", ubi, 200 << 20, "the ubi image is 209715200 bytes (200.0 MiB), more than the UBI partition holding volume fit of board belkin-rt3200 holds: 131072000 bytes (125.0 MiB); make the system smaller"},
+		{"FIT over", Plan{Board: "openwrt-one", Kind: KindFIT, Partition: "fit", PartitionBytes: 267386880}, 300 << 20,
+			"the fit image is 314572800 bytes (300.0 MiB), more than the UBI partition holding volume fit of board openwrt-one holds: 267386880 bytes (255.0 MiB); make the system smaller"},
 		{"disk of any size", Plan{Kind: KindExt4, Partition: "vda"}, 1 << 40, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,9 +88,7 @@ func errString(err error) string {
 // TestMakeRefusesTooBig makes a real squashfs for a partition made too
 // small for it: refused, and nothing left at the destination.
 func TestMakeRefusesTooBig(t *testing.T) {
-	if _, err := exec.LookPath("mksquashfs"); err != nil {
-		t.Skip("SKIPPED: mksquashfs is not installed (make deps installs squashfs-tools)")
-	}
+	needTools(t, "mksquashfs")
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -110,7 +113,8 @@ func TestMakeRefusesTooBig(t *testing.T) {
 
 func TestMissingTool(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	for tool, pkg := range map[string]string{"ubinize": "mtd-utils", "mksquashfs": "squashfs-tools", "mke2fs": "e2fsprogs"} {
+	for tool, pkg := range map[string]string{"ubinize": "mtd-utils", "mksquashfs": "squashfs-tools", "mke2fs": "e2fsprogs",
+		"mkimage": "u-boot-tools", "dumpimage": "u-boot-tools", "lzma_alone": "lzma-alone", "fdtput": "device-tree-compiler"} {
 		_, err := lookPath(tool, []string{t.TempDir()})
 		if want := "install Debian's " + pkg; err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("lookPath(%s) = %v, want %q", tool, err, want)

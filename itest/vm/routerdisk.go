@@ -53,12 +53,12 @@ func BuildRouterDisk(dir string, s RouterSystem) (*RouterDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &diskBuilder{src: filepath.Join(dir, "src"), root: filepath.Join(dir, "root")}
+	b := &diskBuilder{StoreBuilder: StoreBuilder{Src: filepath.Join(dir, "src")}, root: filepath.Join(dir, "root")}
 	linux, modules, err := b.kernel(image, version, s.Modules)
 	if err != nil {
 		return nil, err
 	}
-	agent, err := b.add("roostd", nil, map[string]string{"bin/roostd": "copy:" + s.Roostd})
+	agent, err := b.Add("roostd", nil, map[string]string{"bin/roostd": "copy:" + s.Roostd})
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func BuildRouterDisk(dir string, s RouterSystem) (*RouterDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	sys, err := b.add("roost-system-qemu-x86_64", []storepath.Path{agent, linux, initrd}, map[string]string{
+	sys, err := b.Add("roost-system-qemu-x86_64", []storepath.Path{agent, linux, initrd}, map[string]string{
 		"bin/roostd":            "link:" + agent.String() + "/bin/roostd",
 		"etc/roost/config.json": "data:" + string(s.Config),
 		"board":                 "data:qemu-x86_64\n",
@@ -78,7 +78,7 @@ func BuildRouterDisk(dir string, s RouterSystem) (*RouterDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := b.install(sys); err != nil {
+	if err := b.Install(b.root, sys); err != nil {
 		return nil, err
 	}
 	d := &RouterDisk{Image: filepath.Join(dir, "disk.img"), System: sys, Cmdline: s.Cmdline,
@@ -89,18 +89,26 @@ func BuildRouterDisk(dir string, s RouterSystem) (*RouterDisk, error) {
 	return d, nil
 }
 
-// diskBuilder makes store paths in src and an export stream of them, in
-// the order made (references first).
+// diskBuilder makes the qemu-x86_64 system's store paths and installs
+// them below root.
 type diskBuilder struct {
-	src, root string
-	export    bytes.Buffer
+	StoreBuilder
+	root string
 }
 
-// add makes a store path called name from files: path → "data:" contents,
+// StoreBuilder makes store paths below Src and a nix-store --export
+// stream of them in the order made (references first), which Install
+// imports: the store paths of a system made without Nix.
+type StoreBuilder struct {
+	Src    string
+	export bytes.Buffer
+}
+
+// Add makes a store path called name from files: path → "data:" contents,
 // "copy:" a host file, or "link:" a symlink's target. Its hash is its
 // contents' (a fixed-output path's, in spirit).
-func (b *diskBuilder) add(name string, refs []storepath.Path, files map[string]string) (storepath.Path, error) {
-	dir := filepath.Join(b.src, name)
+func (b *StoreBuilder) Add(name string, refs []storepath.Path, files map[string]string) (storepath.Path, error) {
+	dir := filepath.Join(b.Src, name)
 	for p, spec := range files {
 		if err := writeSpec(filepath.Join(dir, p), spec); err != nil {
 			return "", fmt.Errorf("%s: %w", name, err)
@@ -144,12 +152,13 @@ func writeSpec(file, spec string) error {
 	return fmt.Errorf("bad file spec %q", spec)
 }
 
-// install imports the paths made into the store below root, makes sys
+// Install imports the paths made into the store below root, makes sys
 // generation 1, the profile's default, and makes the state folder, as
-// roost image does (hosttool/image).
-func (b *diskBuilder) install(sys storepath.Path) error {
+// roost image does (hosttool/image). It ends the export stream: nothing
+// is added after it.
+func (b *StoreBuilder) Install(root string, sys storepath.Path) error {
 	nixexport.WriteNext(&b.export, false)
-	return hostimage.Root(context.Background(), b.root, &b.export, sys)
+	return hostimage.Root(context.Background(), root, &b.export, sys)
 }
 
 // kernel makes the kernel's store path: its image and the modules the
@@ -171,7 +180,7 @@ func (b *diskBuilder) kernel(image, version string, names []string) (storepath.P
 		files[r] = "data:" + string(data)
 		rel = append(rel, r)
 	}
-	linux, err := b.add("linux-"+version, nil, files)
+	linux, err := b.Add("linux-"+version, nil, files)
 	if err != nil {
 		return "", "", err
 	}
@@ -190,18 +199,25 @@ func (b *diskBuilder) initrd(roostd, version string) (storepath.Path, error) {
 	if err != nil {
 		return "", err
 	}
-	return b.add("initrd-qemu-x86_64", nil, map[string]string{"initrd": "data:" + string(archive)})
+	return b.Add("initrd-qemu-x86_64", nil, map[string]string{"initrd": "data:" + string(archive)})
 }
 
 // RouterInitrd is a newc archive whose /init is roostd (roostd init),
 // with /dev/console, /board, and /modules listing the modules in
 // lib/modules that reach the qemu-x86_64 board's disk.
 func RouterInitrd(roostd, version string) ([]byte, error) {
-	bin, err := os.ReadFile(roostd)
+	mods, err := moduleClosure(filepath.Join("/lib/modules", version), InitrdModules)
 	if err != nil {
 		return nil, err
 	}
-	mods, err := moduleClosure(filepath.Join("/lib/modules", version), InitrdModules)
+	return routerInitrd(roostd, "qemu-x86_64", mods)
+}
+
+// routerInitrd is a newc archive whose /init is roostd (roostd init), with
+// /dev/console, /board naming board, and /modules listing the module
+// files mods (dependencies first) in lib/modules, decompressed.
+func routerInitrd(roostd, board string, mods []string) ([]byte, error) {
+	bin, err := os.ReadFile(roostd)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +228,7 @@ func RouterInitrd(roostd, version string) ([]byte, error) {
 	a.entry("tmp", 0o041777, nil)
 	a.charDev("dev/console", 0o600, 5, 1)
 	a.file("init", bin, 0o755)
-	a.file("board", []byte("qemu-x86_64\n"), 0o644)
+	a.file("board", []byte(board+"\n"), 0o644)
 	var list strings.Builder
 	for _, m := range mods {
 		data, err := readModule(m)

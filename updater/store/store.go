@@ -8,6 +8,10 @@
 // (the commit point). A crash before the commit point leaves at most a
 // temporary name (removed when the next writer starts) or an unregistered
 // final name (replaced by the next import, removed by gc); neither is valid.
+//
+// A store on a read-only file system (an image board's: the squashfs it
+// booted) has no writer: Lock refuses it with ErrReadOnly, and it is read
+// without one (Registry, PhysicalPath, dumps).
 package store
 
 import (
@@ -100,19 +104,31 @@ func (s *Store) Registry() (*registry.Registry, error) {
 	return registry.Load(s.registryFile())
 }
 
+// ErrReadOnly is Lock's refusal of a store on a read-only file system.
+var ErrReadOnly = errors.New("the store is read-only")
+
+// readOnly makes a write's error on a read-only file system ErrReadOnly,
+// saying why the store is so.
+func readOnly(err error) error {
+	if errors.Is(err, syscall.EROFS) {
+		return fmt.Errorf("%w (%w): this router boots from an image, whose store changes only as a whole: a new system comes as a new image, written to the spare slot", ErrReadOnly, err)
+	}
+	return err
+}
+
 // Lock takes the store's writer lock, waiting for another writer to finish
 // (waiting is called once, with the holder, if it has to), cleans what an
 // earlier crashed writer left, and opens the registry for writing.
 func (s *Store) Lock(ctx context.Context, who string, waiting func(holder string)) (*Txn, error) {
 	for _, d := range []string{s.Dir(), s.VarDir(), s.tempRootsDir(), s.GCRootsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return nil, readOnly(fmt.Errorf("create %s: %w", d, err))
 		}
 	}
 	lockFile := filepath.Join(s.VarDir(), "lock")
 	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open store lock: %w", err)
+		return nil, readOnly(fmt.Errorf("open store lock: %w", err))
 	}
 	told := false
 	for {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -327,4 +329,18 @@ func FuzzImportExport(f *testing.F) {
 			t.Fatalf("%d store entries for %d valid paths", len(entries), reg.Len())
 		}
 	})
+}
+
+// TestReadOnly: a write refused by a read-only file system (an image
+// board's squashfs) is ErrReadOnly, saying why; other errors stay as
+// they are.
+func TestReadOnly(t *testing.T) {
+	ro := readOnly(&os.PathError{Op: "open", Path: "/nix/var/roost/lock", Err: syscall.EROFS})
+	if !errors.Is(ro, ErrReadOnly) || !errors.Is(ro, syscall.EROFS) || !strings.Contains(ro.Error(), "boots from an image") {
+		t.Errorf("readOnly(EROFS) = %v", ro)
+	}
+	other := &os.PathError{Op: "open", Path: "/nix/var/roost/lock", Err: syscall.EACCES}
+	if err := readOnly(other); err != other {
+		t.Errorf("readOnly(EACCES) = %v", err)
+	}
 }

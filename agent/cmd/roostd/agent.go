@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roostrouter/roost/agent"
+	"github.com/roostrouter/roost/agent/boot"
 	"github.com/roostrouter/roost/agent/control"
 	"github.com/roostrouter/roost/agent/handover"
 	"github.com/roostrouter/roost/agent/supervisor"
@@ -218,13 +219,18 @@ func runConfirm(e *env, args []string) error {
 
 // status is what `roostd status --json` prints.
 type status struct {
-	Hostname   string            `json:"hostname,omitempty"`
-	Agent      string            `json:"agent"`
-	Version    string            `json:"version,omitempty"` // the running agent's, if it answered
-	Current    storepath.Path    `json:"currentSystem,omitempty"`
-	Booted     storepath.Path    `json:"bootedSystem,omitempty"`
-	Generation int               `json:"generation,omitempty"`
-	Pending    *activate.Pending `json:"pendingActivation,omitempty"`
+	Hostname   string         `json:"hostname,omitempty"`
+	Agent      string         `json:"agent"`
+	Version    string         `json:"version,omitempty"` // the running agent's, if it answered
+	Current    storepath.Path `json:"currentSystem,omitempty"`
+	Booted     storepath.Path `json:"bootedSystem,omitempty"`
+	Generation int            `json:"generation,omitempty"`
+	// Slot is the image slot roostd init booted, on an image board.
+	Slot    *boot.BootedSlot  `json:"slot,omitempty"`
+	Pending *activate.Pending `json:"pendingActivation,omitempty"`
+	// Image is an image board's slots: what each holds, which boots, a
+	// trial awaiting confirmation and how the last one ended.
+	Image *agent.ImageInfo `json:"image,omitempty"`
 	// LastRollback is the last activation rolled back, and why.
 	LastRollback *activate.RolledBack `json:"lastRollback,omitempty"`
 	// ConfigProblem says why the agent runs another config than its
@@ -263,6 +269,9 @@ func runStatus(e *env, args []string) error {
 			st.Hostname = c.Hostname
 		}
 		st.ConfigProblem = e.agent.ConfigProblem()
+		if info, err := e.agent.ImageInfo(); err == nil {
+			st.Image = &info
+		}
 		*state = e.agent.State()
 	}
 	link := func(file string) storepath.Path {
@@ -282,6 +291,9 @@ func runStatus(e *env, args []string) error {
 		st.Gens = gens
 	}
 	st.Generation = cur
+	if s, err := boot.ReadBootedSlot(*f.root); err == nil {
+		st.Slot = &s
+	}
 	if p, err := activate.ReadPending(*state); err == nil {
 		st.Pending = &p
 	}
@@ -303,6 +315,21 @@ func runStatus(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s: %s\n", host, st.Agent)
 	fmt.Fprintf(e.stdout, "  current system: %s (generation %d)\n", orNone(st.Current), st.Generation)
 	fmt.Fprintf(e.stdout, "  booted system:  %s\n", orNone(st.Booted))
+	if s := st.Slot; s != nil {
+		fmt.Fprintf(e.stdout, "  booted slot:    %s (%s)%s\n", s.Slot, s.Device, map[bool]string{true: ", a trial"}[s.Trial])
+		if s.Chosen != "" {
+			fmt.Fprintf(e.stdout, "  SLOT %s DID NOT MOUNT: %s\n", s.Chosen, s.Fallback)
+		}
+	}
+	if im := st.Image; im != nil {
+		fmt.Fprintf(e.stdout, "  image slots:    %v: running %s, default %s\n", im.Slots, im.Running, im.Default)
+		if t := im.Trial; t != nil {
+			fmt.Fprintf(e.stdout, "  image trial:    %s awaiting confirmation until %s, else %s comes back\n", t.Slot, t.Deadline.Format(time.TimeOnly), t.Previous)
+		}
+		if im.Last != "" {
+			fmt.Fprintf(e.stdout, "  last image:     %s\n", im.Last)
+		}
+	}
 	if st.ConfigProblem != "" {
 		fmt.Fprintf(e.stdout, "  CONFIG: %s\n", st.ConfigProblem)
 	}

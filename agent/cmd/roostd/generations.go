@@ -14,6 +14,7 @@ import (
 	"github.com/roostrouter/roost/updater/activate"
 	"github.com/roostrouter/roost/updater/gc"
 	"github.com/roostrouter/roost/updater/generations"
+	"github.com/roostrouter/roost/updater/store"
 	"github.com/roostrouter/roost/updater/storepath"
 )
 
@@ -191,14 +192,23 @@ func runGC(e *env, args []string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("refusing to collect: %w; remove the file only if no activation is awaiting confirmation", err)
 	}
+	var res gc.Result
 	t, err := e.lock(e.openStore(*f.root), "roostd gc")
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrReadOnly):
+		// An image board's store is the image it booted, replaced whole:
+		// nothing in it is garbage.
+		if !*f.json {
+			fmt.Fprintln(e.stdout, "the store is the booted image's, read-only: nothing to collect")
+		}
+		res.DryRun = *dry
+	case err != nil:
 		return err
-	}
-	defer t.Close()
-	res, err := gc.Collect(e.ctx, t, generations.System(*f.root, e.crashHook()), opts)
-	if err != nil {
-		return err
+	default:
+		defer t.Close()
+		if res, err = gc.Collect(e.ctx, t, generations.System(*f.root, e.crashHook()), opts); err != nil {
+			return err
+		}
 	}
 	if *f.json {
 		if res.Paths == nil {

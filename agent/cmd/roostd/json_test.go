@@ -146,10 +146,11 @@ func TestJSONCoversUsage(t *testing.T) {
 		// These need the running agent or root: itest.
 		"activate": "itest TestRoostJSON (roost rebuild)", "confirm": "itest TestRoostJSON",
 		"firewall show": "itest TestRoostdJSONInAgent", "hook ppp": "itest TestRoostdJSONInAgent",
+		"image plan": "itest TestImageUpgradeInMIPSVM", "image write": "itest TestImageUpgradeInMIPSVM (roost rebuild)",
 	}
 	// Commands whose output is a stream or a log: their usage line must
 	// say there is no --json.
-	stream := []string{"run", "receive", "store dump", "init"}
+	stream := []string{"run", "receive", "store dump", "init", "maintain"}
 	for _, line := range strings.Split(usage, "\n") {
 		if !strings.HasPrefix(line, "  ") || line[2] < 'a' || line[2] > 'z' {
 			continue

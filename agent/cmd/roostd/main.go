@@ -51,6 +51,11 @@ commands:
   init                        PID 1 of the router, its initrd's /init (docs/boot.md; it logs, no --json)
   reboot | poweroff [--json]  ask roostd init to stop every process, unmount, and reboot or power off
   config check FILE [--board B] [--json]   validate a config for its board; exit 1 listing every problem
+  image plan [--json]         an image board's slots: which runs, which boots, what each holds
+  image write --bytes N --sha256 HEX [--delta-base-bytes M --delta-base-sha256 HEX] [--system P] [--confirm-timeout 5m] [--json]
+                              check that the router can take the image, then run from RAM (pivot-to-maintenance) to receive it
+                              (roostd maintenance receive), write it to the spare slot and boot it as a trial; roost rebuild runs it
+  maintain --plan FILE        the agent's copy in RAM that writes the image (started by image write; it logs, no --json)
   boards [--json | --targets] the board data (boards/boards.json); --targets: each Go target, for make cross
 
 Every command takes --root DIR (default /): the router's file system root; every
@@ -187,6 +192,10 @@ func run(e *env, args []string) error {
 		return runConfig(e, args[1:])
 	case "boards":
 		return runBoards(e, args[1:])
+	case "image":
+		return runImage(e, args[1:])
+	case "maintain":
+		return runMaintain(e, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

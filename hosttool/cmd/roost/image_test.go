@@ -22,7 +22,8 @@ func TestImageArguments(t *testing.T) {
 		{"an argument", []string{"--board", "gl-ar750", "--system", sys, "-o", "x", "extra"}, `roost image takes no arguments, got ["extra"]`},
 		{"unknown board", []string{"--board", "wrt54g", "--system", sys, "-o", "x"}, `--board: unknown board "wrt54g"`},
 		{"board without an image", []string{"--board", "lab", "--system", sys, "-o", "x"}, "board lab has no image to build"},
-		{"size for a squashfs", []string{"--board", "gl-ar750", "--system", sys, "-o", "x", "--size-mb", "64"}, "--size-mb is for ext4 images; board gl-ar750's is squashfs"},
+		{"size for a uImage", []string{"--board", "gl-ar750", "--system", sys, "-o", "x", "--size-mb", "64"}, "--size-mb is for ext4 images; board gl-ar750's is uimage"},
+		{"device tree for a disk", []string{"--board", "qemu-x86_64", "--system", sys, "-o", "x", "--dtb", "x.dtb"}, "--dtb is for images U-Boot boots (uimage, fit); board qemu-x86_64's is ext4"},
 		{"not a store path", []string{"--board", "gl-ar750", "--system", "/tmp", "-o", "x"}, "--system /tmp"},
 		{"host is not a flag of image", []string{"--host", "r", "--board", "gl-ar750", "--system", sys, "-o", "x"}, "flag provided but not defined: -host"},
 	} {
@@ -37,6 +38,10 @@ func TestImageArguments(t *testing.T) {
 	e, _, _ := testEnv(func(string) string { return "" })
 	a, err := parseImageArgs(e, []string{"--board", "qemu-x86_64", "--system", sys, "-o", "disk.img", "--size-mb", "64", "--json"})
 	if err != nil || a.diskBytes != 64<<20 || a.file != "disk.img" || a.system.String() != sys || !a.json || a.plan.Kind != "ext4" {
+		t.Errorf("parseImageArgs = %+v, %v", a, err)
+	}
+	a, err = parseImageArgs(e, []string{"--board", "openwrt-one", "--system", sys, "-o", "one.itb", "--dtb", "one.dtb"})
+	if err != nil || a.dtb != "one.dtb" || a.plan.Kind != "fit" {
 		t.Errorf("parseImageArgs = %+v, %v", a, err)
 	}
 }

@@ -39,9 +39,10 @@ commands:
   rollback [--boot]            back to the previous generation now (--boot: at the next boot)
   reboot [--no-wait] [--timeout 5m]
           reboot the router cleanly and wait until it answers SSH again, with the same host key
-  image --board B --system PATH -o FILE [--size-mb N]
+  image --board B --system PATH -o FILE [--size-mb N] [--dtb FILE]
           build what board B boots from, with the system as its first generation
-          (no router is contacted): a squashfs (NOR), a UBI image (NAND), ext4 (disk)
+          (no router is contacted): U-Boot's uImage and the squashfs (NOR), a FIT
+          image for the fit volume (NAND), ext4 (disk); docs/install.md says how to flash it
   version
 
 Every command takes --json: one JSON document on stdout, for scripts. Every

@@ -163,6 +163,9 @@ type rebuildResult struct {
 	// Trial is set when the new system changed the kernel and started by
 	// a trial boot.
 	Trial *trialResult `json:"trial,omitempty"`
+	// Image is set when the board boots from an image, which the router
+	// wrote from RAM and booted as a trial.
+	Image *imageUpgrade `json:"image,omitempty"`
 }
 
 func runRebuild(e *env, args []string) error {
@@ -174,6 +177,7 @@ func runRebuild(e *env, args []string) error {
 	kexec := f.Bool("kexec", false, "if the new system changes the kernel, start it by kexec (the router's board decides if neither is given)")
 	reboot := f.Bool("reboot", false, "if the new system changes the kernel, start it by a full reboot")
 	signKey := f.String("sign-key", "", "sign every path with this Nix secret key `file` (nix-store --generate-binary-cache-key)")
+	fullImage := f.Bool("full-image", false, "on a board that boots from an image, send the whole image, not a delta against the running one")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -206,6 +210,13 @@ func runRebuild(e *env, args []string) error {
 		}
 	default:
 		return errors.New("say what to activate: --system /nix/store/...-system, or -f FILE [-A ATTR] to build it")
+	}
+	if b, ok := imageBoard(nix.StoreRoot(), system); ok {
+		if mode != activate.Switch || method != "" {
+			return fmt.Errorf("board %s boots from an image: roost rebuild writes it and boots it as a trial (switch); test, boot, --kexec and --reboot do not apply", b.Name)
+		}
+		res := rebuildResult{Mode: mode, System: system, Changes: []closurediff.Change{}}
+		return e.rebuildImage(f, nix, system, b, *timeout, *fullImage, &res)
 	}
 	start := time.Now()
 	closure := startClosure(e.ctx, nix, []storepath.Path{system})

@@ -1,8 +1,9 @@
 // Command bench measures roost against the tools it competes with, in one
 // run, and prints tables: the router's store (import, gc) beside Nix's, and
 // over-the-air transfers beside nix-copy-closure and nix copy over modelled
-// links (a LAN, 10 ms of delay, a remote router at 20 Mbit/s). make bench
-// runs it.
+// links (a LAN, 10 ms of delay, a remote router at 20 Mbit/s); on the MIPS
+// VM, roostd's idle memory and an image upgrade beside Debian's mipsel
+// dnsmasq, dropbear, zstd and flashcp (mips.go). make bench runs it.
 package main
 
 import (
@@ -31,8 +32,13 @@ func main() {
 	}
 	bin := flag.String("bin", "itest/bin", "the `folder` with roostd and roost")
 	scale := flag.Int("scale", 1, "divide the closures' sizes by this, for a quick run")
-	only := flag.String("only", "", "run only this table: store, agent, addressing, firewall, dns, boot, methods or ota")
+	only := flag.String("only", "", "run only this table: store, agent, addressing, firewall, dns, boot, methods, ota or mips")
 	links := flag.String("links", "", "over-the-air: only these links, comma-separated (lan, 10ms, remote)")
+	var mips mipsOptions
+	flag.StringVar(&mips.Base, "mips-base", "HEAD~20", "MIPS: the git `revision` whose roostd the running image holds (the new image's is this tree's)")
+	flag.IntVar(&mips.Idle, "mips-idle", 20, "MIPS: `seconds` idle after every service is up before the resident sets are read")
+	flag.IntVar(&mips.UpgradeMB, "mips-upgrade-mb", 128, "MIPS: the RAM (`MiB`) of a second run, of the image upgrade alone, as a 128 MB router has (0: none)")
+	flag.StringVar(&mips.Console, "mips-console", "", "MIPS: append the VMs' consoles to this `file`")
 	flag.Parse()
 	roostd, roost := filepath.Join(*bin, "roostd"), filepath.Join(*bin, "roost")
 	tables := []struct {
@@ -47,6 +53,7 @@ func main() {
 		{"boot", func() error { return benchBoot(*bin) }},
 		{"methods", func() error { return benchMethods(*bin) }},
 		{"ota", func() error { return benchOTA(roostd, roost, *scale, *links) }},
+		{"mips", func() error { return benchMIPS(mips) }},
 	}
 	for _, tb := range tables {
 		if *only != "" && *only != tb.name {

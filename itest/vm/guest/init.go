@@ -2,6 +2,7 @@ package guest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,22 @@ import (
 
 	"github.com/roostrouter/roost/agent/boot"
 )
+
+// MountAll mounts what a Linux system has and roostd expects (/proc,
+// /sys, /dev, /run, /tmp); the initramfs itself is the writable root.
+func MountAll() error {
+	for _, m := range []struct{ fs, dir string }{
+		{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}, {"tmpfs", "/run"}, {"tmpfs", "/tmp"},
+	} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.fs, m.dir, m.fs, unix.MS_NOSUID, ""); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.fs, m.dir, err)
+		}
+	}
+	return nil
+}
 
 // Console makes /dev/console the process's stdin, stdout and stderr: a
 // test's initramfs has no device nodes, so the kernel could not open one

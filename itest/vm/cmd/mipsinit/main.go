@@ -33,7 +33,7 @@ const (
 )
 
 func main() {
-	if err := mountAll(); err != nil {
+	if err := guest.MountAll(); err != nil {
 		fmt.Println("mipsinit:", err) // without /dev, stdout may go nowhere; try anyway
 	} else if err := guest.Console(); err != nil {
 		fmt.Println("mipsinit:", err)
@@ -52,22 +52,6 @@ func main() {
 	// -no-reboot, so either ends it.
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
-}
-
-// mountAll mounts the file systems roostd expects; the initramfs itself
-// is the writable root.
-func mountAll() error {
-	for _, m := range []struct{ fs, dir string }{
-		{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}, {"tmpfs", "/run"}, {"tmpfs", "/tmp"},
-	} {
-		if err := os.MkdirAll(m.dir, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.fs, m.dir, m.fs, unix.MS_NOSUID, ""); err != nil {
-			return fmt.Errorf("mount %s on %s: %w", m.fs, m.dir, err)
-		}
-	}
-	return nil
 }
 
 // status is the part of `roostd status --json` the wait reads.
