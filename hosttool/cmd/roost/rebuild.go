@@ -317,15 +317,30 @@ func (e *env) activate(f *flags, client *ssh.Client, hostKey, cmd string, w tria
 // and the router rolls back by itself; if it rolled back already, the
 // router says so and why.
 func (e *env) confirm(f *flags, act activate.Report, timeout time.Duration) error {
-	client, err := e.reach(f, nil, time.Now().Add(timeout))
-	if err != nil {
-		return fmt.Errorf("could not reach the router again to confirm the new system (%v): it rolls back by itself at %s", err, act.Deadline.Format(time.TimeOnly))
+	until := time.Now().Add(timeout)
+	for cut := false; ; {
+		client, err := e.reach(f, nil, until)
+		if err != nil {
+			return fmt.Errorf("could not reach the router again to confirm the new system (%v): it rolls back by itself at %s", err, act.Deadline.Format(time.TimeOnly))
+		}
+		_, err = sshclient.Output(client, "roostd confirm "+act.Token, nil)
+		client.Close()
+		switch {
+		case err == nil:
+			return nil
+		case cut && strings.Contains(err.Error(), "nothing awaits confirmation"):
+			// The cut confirmation reached the agent before it stopped:
+			// confirmed (a rollback would say so, by this token).
+			return nil
+		case wentDown(err) && time.Now().Add(retryEvery).Before(until):
+			// Accepted by an agent handing over to the new roostd as it
+			// stopped: the new one answers the next connection.
+			cut = true
+			time.Sleep(retryEvery)
+		default:
+			return confirmError(err)
+		}
 	}
-	defer client.Close()
-	if _, err := sshclient.Output(client, "roostd confirm "+act.Token, nil); err != nil {
-		return confirmError(err)
-	}
-	return nil
 }
 
 // confirmError explains roostd confirm's failure: above all, a router
