@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -114,14 +113,18 @@ func (a *Agent) StartImageWrite(ctx context.Context, w ImageWrite) (maintenance.
 	if err != nil {
 		return rep, err
 	}
-	if err := a.checkImage(b, slot, w.Want); err != nil {
+	inRAM, copyBytes, err := a.maintenanceBinary()
+	if err != nil {
+		return rep, err
+	}
+	if err := a.checkImage(b, slot, w.Want, copyBytes); err != nil {
 		return rep, err
 	}
 	dir := filepath.Join(a.opts.Root, maintenance.Dir)
 	if err := a.mountMaintenance(dir, b); err != nil {
 		return rep, err
 	}
-	plan, err := a.writePlan(dir, b, slot, info.Running, w)
+	plan, err := a.writePlan(dir, b, slot, info.Running, inRAM, w)
 	if err != nil {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return rep, err
@@ -141,12 +144,10 @@ func (a *Agent) StartImageWrite(ctx context.Context, w ImageWrite) (maintenance.
 }
 
 // checkImage makes every refusal before anything is read or stopped.
-func (a *Agent) checkImage(b boards.Board, slot string, w maintenance.Want) error {
+// copyBytes is what copying roostd into the tmpfs takes (0: it is in
+// RAM already).
+func (a *Agent) checkImage(b boards.Board, slot string, w maintenance.Want, copyBytes int64) error {
 	if _, err := image.Check(image.Config{Board: b, Partition: slot, Root: a.opts.Root}, w.Bytes); err != nil {
-		return err
-	}
-	_, copyBytes, err := a.maintenanceBinary()
-	if err != nil {
 		return err
 	}
 	meminfo, err := os.ReadFile(filepath.Join(a.opts.Root, "proc/meminfo"))
@@ -220,14 +221,11 @@ func (a *Agent) mountMaintenance(dir string, b boards.Board) error {
 	return nil
 }
 
-// writePlan copies this roostd into the tmpfs and writes the plan.
-func (a *Agent) writePlan(dir string, b boards.Board, slot, running string, w ImageWrite) (maintenance.Plan, error) {
+// writePlan copies this roostd into the tmpfs unless inRAM names it there
+// already, and writes the plan.
+func (a *Agent) writePlan(dir string, b boards.Board, slot, running, inRAM string, w ImageWrite) (maintenance.Plan, error) {
 	p := maintenance.Plan{Board: b.Name, Slot: slot, Running: running, Image: filepath.Join(maintenance.Dir, "image"),
 		Bytes: w.Want.Bytes, SHA256: w.Want.SHA256, System: w.System, Timeout: w.Timeout.String(), State: a.opts.State}
-	inRAM, _, err := a.maintenanceBinary()
-	if err != nil {
-		return p, err
-	}
 	p.Binary = filepath.Join(maintenance.Dir, "roostd")
 	if inRAM != "" {
 		p.Binary = "/init"
@@ -237,11 +235,9 @@ func (a *Agent) writePlan(dir string, b boards.Board, slot, running string, w Im
 	token := make([]byte, 16)
 	rand.Read(token)
 	p.Token = hex.EncodeToString(token)
-	id, err := os.ReadFile(filepath.Join(a.opts.Root, "proc/sys/kernel/random/boot_id"))
-	if err != nil {
-		return p, fmt.Errorf("read the boot's id: %w", err)
+	if p.FromBoot = a.bootID(); p.FromBoot == "" {
+		return p, errors.New("read the boot's id: /proc/sys/kernel/random/boot_id is empty or missing")
 	}
-	p.FromBoot = strings.TrimSpace(string(id))
 	cfg := a.Config()
 	if cfg == nil || cfg.SSH.Disabled {
 		return p, errors.New("the config has no SSH endpoint: the maintenance could not be followed nor the image confirmed")
